@@ -1,0 +1,176 @@
+"""What every algorithm adapter shares: the probe/measure contract and the low-rank math.
+
+An adapter is built from the header only (``probe``): shapes, rank, alpha, the target weight's shape. Tensor
+math (``energy``, ``delta``) receives a ``get(param) -> torch.Tensor`` callable so data is read only then.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..errors import InvalidTensor
+from ..reader import TensorInfo
+
+Getter = Callable[[str], Any]  # canonical param name -> float torch tensor
+# Parameters any algorithm may carry besides its own factors.
+COMMON_EXTRAS = ("alpha", "dora_scale", "magnitude", "up_bias", "diff_b", "bias", "scale")
+CHUNK_ELEMENTS = 1 << 22  # bound for chunked materialisation (LoHa): 4M floats = 16 MB per step
+
+
+@dataclass
+class Energy:
+    """‖scale·ΔW‖² of one module, and how exact that figure is."""
+
+    energy: float  # squared Frobenius norm (weight + bias parts)
+    exact: bool = True  # False: adapter-only figure, the real ΔW needs the base weight
+    singular_values: list[float] | None = None  # of scale·ΔW, when the low-rank math gives them cheaply
+    nonfinite: bool = False  # a factor holds NaN/Inf: energy is meaningless
+
+
+@dataclass
+class Adapter:
+    """One module's adapter, as read from the header. Subclasses set ``name`` and implement the hooks."""
+
+    name: ClassVar[str] = ""
+    needs_base: ClassVar[bool] = False  # ΔW depends on the base weight (DoRA, OFT, GLoRA, (IA)³)
+    figure: ClassVar[str] = "‖scale·ΔW‖_F"  # what the energy measures, shown to users
+
+    module: str
+    params: dict[str, TensorInfo]
+    rank: int | None = None
+    alpha: float | None = None
+    target_shape: tuple[int, ...] = ()
+    problems: list[str] = field(default_factory=list)
+    alpha_override: float | None = None  # from PEFT adapter metadata when the file has no alpha tensor
+    rs_lora: bool = False
+
+    # ---- probing -------------------------------------------------------------------------------------------
+    @classmethod
+    def claims(cls, params: dict[str, TensorInfo]) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @classmethod
+    def consumed(cls) -> tuple[str, ...]:  # pragma: no cover - overridden
+        """Canonical params this adapter owns (besides ``COMMON_EXTRAS``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def probe(cls, module: str, params: dict[str, TensorInfo]) -> Adapter | None:
+        if not cls.claims(params):
+            return None
+        own = {k: v for k, v in params.items() if k in cls.consumed() or k in COMMON_EXTRAS}
+        adapter = cls(module=module, params=own)
+        adapter.inspect_shapes()
+        return adapter
+
+    def inspect_shapes(self) -> None:
+        """Fill rank and target_shape from the header; record shape problems in ``problems``."""
+
+    # ---- scale ---------------------------------------------------------------------------------------------
+    @property
+    def decomposed(self) -> bool:
+        return "dora_scale" in self.params or "magnitude" in self.params
+
+    @property
+    def algorithm(self) -> str:
+        """Display name of the algorithm mix entry, e.g. ``lora``, ``dora``, ``loha+dora``."""
+        if self.decomposed:
+            return "dora" if self.name in ("lora", "locon") else f"{self.name}+dora"
+        return self.name
+
+    @property
+    def requires_base(self) -> bool:
+        return self.needs_base or self.decomposed
+
+    def scale(self) -> float:
+        """alpha/rank (rs-LoRA: alpha/√rank); 1 when there is no alpha (ComfyUI and A1111 agree)."""
+        alpha = self.alpha if self.alpha is not None else self.alpha_override
+        if alpha is None or not self.rank:
+            return 1.0
+        return alpha / (math.sqrt(self.rank) if self.rs_lora else self.rank)
+
+    # ---- math ----------------------------------------------------------------------------------------------
+    def energy(self, get: Getter) -> Energy:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def delta(self, get: Getter):  # pragma: no cover - overridden
+        """Dense scale·ΔW (weight only), for tests, merges and the brute-force baseline."""
+        raise NotImplementedError
+
+    def bias_energy(self, get: Getter, s: float) -> float:
+        total = 0.0
+        for p in ("up_bias", "diff_b", "bias"):
+            if p in self.params:
+                b = get(p)
+                total += float((b.double() * (s if p == "up_bias" else 1.0)).pow(2).sum())
+        return total
+
+    # ---- helpers for subclasses ----------------------------------------------------------------------------
+    def shape_of(self, param: str) -> tuple[int, ...]:
+        return self.params[param].shape
+
+    def require(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.problems.append(message)
+
+    def check_valid(self) -> None:
+        if self.problems:
+            raise InvalidTensor(f"module {self.module}: " + "; ".join(self.problems))
+
+
+# ---- shared math ---------------------------------------------------------------------------------------------
+def flat2(t):
+    """View a factor as a matrix: (out, rest)."""
+    return t.reshape(t.shape[0], -1)
+
+
+def gram_pair(up, down):
+    """r×r Grams of the low-rank product U·D in float64: (UᵀU, D·Dᵀ)."""
+    u = flat2(up).double()
+    d = flat2(down).double()
+    return u.T @ u, d @ d.T
+
+
+def lowrank_energy(up, down) -> tuple[float, list[float]]:
+    """‖U·D‖²_F = tr((UᵀU)(DDᵀ)) and the singular values of U·D from the r×r product, never forming U·D."""
+    import torch
+
+    gu, gd = gram_pair(up, down)
+    energy = float((gu * gd).sum())  # tr(A·B) for symmetric A, B
+    eig = torch.linalg.eigvals(gu @ gd).real.clamp(min=0.0)
+    sv = sorted((float(x) ** 0.5 for x in eig), reverse=True)
+    return energy, sv
+
+
+def tucker_energy(up, mid, down) -> float:
+    """Σ_k ‖U·M_k·D‖² = Σ_k tr(M_kᵀ·G_U·M_k·G_D) for Tucker LoCon (M: (r_u, r_d, kh, kw))."""
+    gu, gd = gram_pair(up, down)
+    m = mid.double()
+    total = 0.0
+    for i in range(m.shape[2]):
+        for j in range(m.shape[3]):
+            mk = m[:, :, i, j]
+            total += float(((mk.T @ gu @ mk) * gd).sum())
+    return total
+
+
+def finite(*tensors) -> bool:
+    import torch
+
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def effective_rank(singular_values: list[float]) -> float | None:
+    """Roy & Vetterli's effective rank: exp of the entropy of the normalised singular values."""
+    total = sum(singular_values)
+    if total <= 0:
+        return None
+    h = 0.0
+    for s in singular_values:
+        p = s / total
+        if p > 0:
+            h -= p * math.log(p)
+    return math.exp(h)

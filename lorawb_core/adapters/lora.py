@@ -1,0 +1,75 @@
+"""LoRA (linear / 1×1) and LoCon (k×k convolutions, incl. Tucker ``lora_mid``): ΔW = U·D (·M)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from .base import Adapter, Energy, Getter, finite, flat2, lowrank_energy, tucker_energy
+
+
+class LoraAdapter(Adapter):
+    name: ClassVar[str] = "lora"
+
+    @classmethod
+    def consumed(cls) -> tuple[str, ...]:
+        return ("up", "down", "mid")
+
+    @classmethod
+    def claims(cls, params) -> bool:
+        if "up" not in params or "down" not in params or "mid" in params:
+            return False
+        down = params["down"].shape
+        return len(down) < 4 or (down[2] == 1 and down[3] == 1)
+
+    def inspect_shapes(self) -> None:
+        up, down = self.shape_of("up"), self.shape_of("down")
+        self.require(len(up) >= 2 and len(down) >= 2, f"up {up} / down {down} must be matrices")
+        if self.problems:
+            return
+        self.rank = down[0]
+        mid = self.params.get("mid")
+        inner = mid.shape[0] if mid is not None else self.rank
+        self.require(up[1] == inner, f"up {up} has {up[1]} columns but rank is {inner} (down {down})")
+        if mid is not None:
+            self.require(len(mid.shape) == 4 and mid.shape[1] == down[0], f"mid {mid.shape} does not fit down {down}")
+            self.target_shape = (up[0], down[1], *mid.shape[2:])
+        else:
+            self.target_shape = (up[0], *down[1:])
+
+    def energy(self, get: Getter) -> Energy:
+        self.check_valid()
+        s = self.scale()
+        up, down = get("up"), get("down")
+        mid = get("mid") if "mid" in self.params else None
+        tensors = [up, down] + ([mid] if mid is not None else [])
+        if not finite(*tensors):
+            return Energy(energy=float("nan"), nonfinite=True, exact=not self.requires_base)
+        if mid is None:
+            e, sv = lowrank_energy(up, down)
+            sv = [abs(s) * x for x in sv]
+        else:
+            e, sv = tucker_energy(flat2(up), mid, flat2(down)), None
+        e = s * s * e + self.bias_energy(get, s)
+        return Energy(energy=e, singular_values=sv, exact=not self.requires_base)
+
+    def delta(self, get: Getter):
+        import torch
+
+        self.check_valid()
+        up, down = flat2(get("up")).double(), flat2(get("down")).double()
+        if "mid" in self.params:
+            mid = get("mid").double()
+            w = torch.einsum("or,rdij,dc->ocij", up, mid, down)
+        else:
+            w = up @ down
+        return (self.scale() * w).reshape(self.target_shape)
+
+
+class LoConAdapter(LoraAdapter):
+    """Same math as LoRA on k×k convolutions; Tucker files add ``lora_mid`` (r, r, kh, kw)."""
+
+    name: ClassVar[str] = "locon"
+
+    @classmethod
+    def claims(cls, params) -> bool:
+        return "up" in params and "down" in params and not LoraAdapter.claims(params)

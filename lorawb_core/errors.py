@@ -1,0 +1,34 @@
+"""Every error lorawb raises: one base class, messages that say what to do."""
+
+from __future__ import annotations
+
+
+class LorawbError(Exception):
+    """Base of every lorawb error; ``str(err)`` is a complete sentence for the user."""
+
+
+class UnreadableFile(LorawbError, OSError):
+    """The file cannot be opened or read (missing, permissions, a directory)."""
+
+
+class UnsupportedFormat(LorawbError, ValueError):
+    """The file is not a safetensors LoRA (a pickle, a text file, another container)."""
+
+
+class CorruptFile(LorawbError, ValueError):
+    """The file claims to be safetensors but its header or data is damaged."""
+
+
+class InvalidTensor(LorawbError, ValueError):
+    """A tensor's shape or dtype does not fit what its algorithm needs."""
+
+
+class UnknownLayout(LorawbError, KeyError):
+    """A layout id or block id that the registry does not know."""
+
+    def __str__(self) -> str:  # KeyError would add quotes around the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UsageError(LorawbError, ValueError):
+    """A caller passed arguments that do not fit together."""

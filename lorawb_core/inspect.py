@@ -1,0 +1,324 @@
+"""inspect_file: read a LoRA, tell what it is, and measure every block through the layout registry."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .adapters import Adapter, effective_rank, probe_module
+from .errors import InvalidTensor
+from .families import FamilyGuess, ModuleShape, detect_family
+from .hashes import Hashes, hash_file
+from .keys import group_keys
+from .layouts import FamilyMap, family_map
+from .metadata import LoraMetadata, parse_metadata
+from .naming import RawPath, Target, canonical_target, normalise_native_dit, parse_module_key
+from .reader import FileStructure, open_tensors, read_scalars, read_structure
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class ModuleReport:
+    key: str  # module key as written in the file
+    target: str  # canonical ComfyUI key (with [start:end] when it is a row slice of a fused weight)
+    component: str  # unet | te | te1 | te2 | te3
+    block: str | None  # block id in the family's full layout; None = unmapped
+    algorithm: str
+    rank: int | None
+    alpha: float | None
+    scale: float
+    shape: list[int]  # shape of the weight it patches
+    tensor_keys: list[str]
+    norm: float | None = None  # ‖scale·ΔW‖_F (or the adapter-only figure when exact is False)
+    exact: bool = True
+    figure: str = "‖scale·ΔW‖_F"
+    effective_rank: float | None = None
+    nonfinite: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BlockStrength:
+    id: str
+    label: str
+    group: str
+    norm: float  # root of the summed squared module norms
+    share: float  # share of the LoRA's total energy (0..1)
+    module_count: int
+    max_module: str | None = None
+    max_norm: float = 0.0
+    exact: bool = True  # False when a module's figure is adapter-only (DoRA, OFT, …)
+
+
+@dataclass
+class LoraReport:
+    path: str
+    file_name: str
+    size: int
+    mtime_ns: int
+    header_bytes: int  # where tensor data starts (the addnet hash covers the rest)
+    format: str
+    formats: dict[str, int]
+    family: FamilyGuess
+    layout_id: str | None
+    full_layout_id: str | None
+    algorithms: dict[str, int]
+    rank: int | None
+    ranks: list[int]
+    alpha: float | None
+    modules: list[ModuleReport]
+    unmapped: list[str]
+    unknown_keys: list[str]
+    metadata: LoraMetadata
+    needs_base: bool
+    blocks: list[BlockStrength] | None = None
+    total_norm: float | None = None
+    unmapped_norm: float | None = None
+    hashes: Hashes | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def trigger_words(self) -> list[str]:
+        return [t.word for t in self.metadata.trigger_words]
+
+    def to_dict(self, *, modules: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "schema": SCHEMA_VERSION, "path": self.path, "file_name": self.file_name, "size": self.size,
+            "format": self.format, "formats": self.formats, "family": self.family.to_dict(),
+            "layout": self.layout_id, "full_layout": self.full_layout_id, "algorithms": self.algorithms,
+            "rank": self.rank, "ranks": self.ranks, "alpha": self.alpha, "needs_base": self.needs_base,
+            "module_count": len(self.modules), "unmapped": self.unmapped, "unknown_keys": self.unknown_keys,
+            "trigger_words": self.trigger_words, "metadata": self.metadata.to_dict(),
+            "blocks": [asdict(b) for b in self.blocks] if self.blocks is not None else None,
+            "blocks_state": "ready" if self.blocks is not None else "pending",
+            "total_norm": self.total_norm, "unmapped_norm": self.unmapped_norm,
+            "hashes": self.hashes.to_dict() if self.hashes else None, "problems": self.problems,
+        }
+        if modules:
+            d["modules"] = [asdict(m) for m in self.modules]
+        return d
+
+
+# ---- format (naming convention) ------------------------------------------------------------------------------
+_FORMAT_RULES: list[tuple[str, Callable[[str, Adapter], bool]]] = [
+    ("wan-fun", lambda k, a: k.startswith("lora_unet__")),
+    ("onetrainer", lambda k, a: k.startswith("lora_transformer_")),
+    ("simpletuner-lycoris", lambda k, a: k.startswith("lycoris_")),
+    ("xlabs", lambda k, a: ".processor." in k and re.search(r"(qkv|proj)_lora\d?$", k) is not None),
+    ("diffusers-legacy", lambda k, a: any(t.key.endswith(("_lora.up.weight", ".lora.up.weight", "lora_linear_layer.up.weight"))
+                                          for t in a.params.values())),
+    ("kohya-lycoris", lambda k, a: k.startswith(("lora_unet_", "lora_te")) and a.name not in ("lora", "locon")),
+    ("kohya", lambda k, a: k.startswith(("lora_unet_", "lora_te", "oft_unet_"))),
+    ("comfyui", lambda k, a: k.startswith(("diffusion_model.", "model.diffusion_model.", "clip_l.", "clip_g.",
+                                           "t5xxl.", "text_encoders."))),
+    ("peft-raw", lambda k, a: k.startswith("base_model.model.")),
+    ("diffusers-peft", lambda k, a: k.startswith(("transformer.", "unet.", "text_encoder"))),
+    ("bare", lambda k, a: True),
+]
+
+
+def _format_of(key: str, adapter: Adapter) -> str:
+    for name, rule in _FORMAT_RULES:
+        if rule(key, adapter):
+            return name
+    return "bare"
+
+
+# ---- the pipeline --------------------------------------------------------------------------------------------
+@dataclass
+class _Module:
+    adapter: Adapter
+    raw: RawPath
+    target: Target | None = None
+    block: str | None = None
+
+
+def _peft_alpha(cfg: dict[str, Any] | None, module: str, rank: int | None) -> tuple[float | None, bool]:
+    if not isinstance(cfg, dict):
+        return None, False
+    alpha = cfg.get("lora_alpha")
+    for pattern, value in (cfg.get("alpha_pattern") or {}).items():
+        if re.search(rf"(^|\.){re.escape(str(pattern))}$", module) or str(pattern) in module:
+            alpha = value
+    try:
+        return (float(alpha) if alpha is not None else None), bool(cfg.get("use_rslora"))
+    except (TypeError, ValueError):
+        return None, False
+
+
+def _build_modules(structure: FileStructure, meta: LoraMetadata) -> tuple[list[_Module], list[str], list[str]]:
+    grouping = group_keys(structure.tensors)
+    unknown = list(grouping.unknown_keys)
+    problems: list[str] = []
+    mods: list[_Module] = []
+    for key, raw_module in grouping.modules.items():
+        adapter, leftover = probe_module(key, raw_module.params)
+        unknown.extend(leftover)
+        if adapter is None:
+            continue
+        raw = parse_module_key(key)
+        if raw.component == "unet":
+            raw = RawPath(raw.component, normalise_native_dit(raw.path), raw.convention)
+        mods.append(_Module(adapter, raw))
+    alpha_keys = [m.adapter.params["alpha"].key for m in mods if "alpha" in m.adapter.params]
+    values = read_scalars(structure, alpha_keys)
+    for m in mods:
+        a = m.adapter
+        if "alpha" in a.params:
+            a.alpha = values[a.params["alpha"].key]
+            if not math.isfinite(a.alpha):
+                a.problems.append(f"alpha is {a.alpha}")
+        elif meta.peft_config:
+            a.alpha_override, a.rs_lora = _peft_alpha(meta.peft_config, a.module, a.rank)
+        if a.problems:
+            problems.append(f"{a.module}: {'; '.join(a.problems)}")
+    return mods, sorted(set(unknown)), problems
+
+
+def _shape_for_detection(a: Adapter) -> tuple[int, int]:
+    s = a.target_shape
+    return (s[0] if s else 0, s[1] if len(s) > 1 else 0)
+
+
+def _map_blocks(mods: list[_Module], family: FamilyGuess) -> FamilyMap | None:
+    fm = family_map(family.family, family.depth)
+    for m in mods:
+        out_rows, in_cols = _shape_for_detection(m.adapter)
+        m.target = canonical_target(m.raw, family.family, out_rows, in_cols)
+        m.block = fm.block_of(m.target.key) if fm else None
+    return fm
+
+
+def inspect_structure(path: str | os.PathLike[str]) -> tuple[LoraReport, list[_Module]]:
+    structure = read_structure(path)
+    meta = parse_metadata(structure.metadata)
+    mods, unknown, problems = _build_modules(structure, meta)
+    shapes = [ModuleShape(m.raw, *_shape_for_detection(m.adapter)) for m in mods]
+    family = detect_family(shapes, structure.metadata)
+    fm = _map_blocks(mods, family)
+    touched = {m.block for m in mods if m.block}
+    layout = fm.choose(touched) if fm else None
+    formats = Counter(_format_of(m.adapter.module, m.adapter) for m in mods)
+    algos = Counter(m.adapter.algorithm for m in mods)
+    ranks = Counter(m.adapter.rank for m in mods if m.adapter.rank)
+    alphas = Counter(m.adapter.alpha if m.adapter.alpha is not None else m.adapter.alpha_override for m in mods)
+    alphas.pop(None, None)
+    reports = [
+        ModuleReport(key=m.adapter.module, target=str(m.target), component=m.raw.component, block=m.block,
+                     algorithm=m.adapter.algorithm, rank=m.adapter.rank,
+                     alpha=m.adapter.alpha if m.adapter.alpha is not None else m.adapter.alpha_override,
+                     scale=m.adapter.scale(), shape=list(m.adapter.target_shape),
+                     tensor_keys=sorted(t.key for t in m.adapter.params.values()), exact=not m.adapter.requires_base,
+                     figure=m.adapter.figure if not m.adapter.decomposed else
+                     "‖scale·ΔW‖_F before DoRA re-normalisation (needs the base weight)",
+                     problems=list(m.adapter.problems))
+        for m in mods
+    ]
+    if not mods:
+        problems.append("no LoRA modules found: every key is unknown" if unknown else "the file holds no tensors")
+    report = LoraReport(
+        path=os.fsdecode(structure.path), file_name=structure.path.name, size=structure.size,
+        mtime_ns=structure.mtime_ns, header_bytes=structure.header_bytes, format=formats.most_common(1)[0][0] if formats else "unknown",
+        formats=dict(formats.most_common()), family=family, layout_id=layout.id if layout else None,
+        full_layout_id=fm.full.id if fm else None, algorithms=dict(algos.most_common()),
+        rank=ranks.most_common(1)[0][0] if ranks else None, ranks=sorted(ranks),
+        alpha=alphas.most_common(1)[0][0] if alphas else None, modules=reports,
+        unmapped=sorted(m.adapter.module for m in mods if m.block is None), unknown_keys=unknown,
+        metadata=meta, needs_base=any(m.adapter.requires_base for m in mods), problems=problems,
+    )
+    return report, mods
+
+
+def measure_blocks(report: LoraReport, mods: list[_Module]) -> None:
+    """Fill module norms and per-block strengths; reads the tensors (memory-mapped)."""
+    by_key = {r.key: r for r in report.modules}
+    with open_tensors(report.path) as loader:
+        for m in mods:
+            a, r = m.adapter, by_key[m.adapter.module]
+
+            def get(param: str, _a: Adapter = a):
+                return loader.get(_a.params[param].key)
+
+            try:
+                e = a.energy(get)
+            except InvalidTensor as exc:
+                r.problems.append(str(exc))
+                continue
+            if e.nonfinite:
+                r.nonfinite = True
+                r.problems.append("NaN or Inf values in the tensors")
+                continue
+            r.norm = math.sqrt(max(e.energy, 0.0))
+            r.exact = e.exact
+            if e.singular_values:
+                r.effective_rank = effective_rank(e.singular_values)
+    nonfinite = [r.key for r in report.modules if r.nonfinite]
+    if nonfinite:
+        report.problems.append(f"{len(nonfinite)} module(s) hold NaN/Inf values: {', '.join(nonfinite[:5])}"
+                               + (" …" if len(nonfinite) > 5 else ""))
+    report.blocks = aggregate_blocks(report)
+
+
+def aggregate_blocks(report: LoraReport) -> list[BlockStrength] | None:
+    from .layouts import get_layout
+
+    if report.layout_id is None:
+        report.total_norm = math.sqrt(sum((r.norm or 0.0) ** 2 for r in report.modules))
+        report.unmapped_norm = report.total_norm
+        return None
+    layout = get_layout(report.layout_id)
+    energy: dict[str, float] = {b.id: 0.0 for b in layout.blocks}
+    counts: Counter[str] = Counter()
+    top: dict[str, tuple[float, str]] = {}
+    inexact: set[str] = set()
+    unmapped_energy = 0.0
+    for r in report.modules:
+        if r.norm is None:
+            continue
+        e = r.norm ** 2
+        if r.block is None or r.block not in energy:
+            unmapped_energy += e
+            continue
+        energy[r.block] += e
+        counts[r.block] += 1
+        if r.norm > top.get(r.block, (-1.0, ""))[0]:
+            top[r.block] = (r.norm, r.key)
+        if not r.exact:
+            inexact.add(r.block)
+    total = sum(energy.values()) + unmapped_energy
+    report.total_norm = math.sqrt(total)
+    report.unmapped_norm = math.sqrt(unmapped_energy)
+    return [BlockStrength(id=b.id, label=b.label, group=b.group, norm=math.sqrt(energy[b.id]),
+                          share=energy[b.id] / total if total > 0 else 0.0, module_count=counts[b.id],
+                          max_module=top.get(b.id, (0.0, None))[1], max_norm=top.get(b.id, (0.0, None))[0],
+                          exact=b.id not in inexact)
+            for b in layout.blocks]
+
+
+def inspect_file(path: str | os.PathLike[str], *, blocks: bool = True, hashes: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> LoraReport:
+    """Inspect one LoRA file.
+
+    Args:
+        path: a ``.safetensors`` file.
+        blocks: read the tensors and measure per-module and per-block strength (else structure only).
+        hashes: stream the whole file for SHA256 / AutoV2 / addnet (AutoV3) hashes.
+        progress: ``(bytes_done, bytes_total)`` callback while hashing.
+
+    Raises:
+        LorawbError subclasses for files that cannot be read at all; per-module problems (shape mismatches,
+        NaN/Inf) are reported in ``report.problems`` and on the modules instead.
+    """
+    report, mods = inspect_structure(path)
+    if blocks:
+        measure_blocks(report, mods)
+    if hashes:
+        report.hashes = hash_file(Path(report.path), report.header_bytes, progress)
+    return report

@@ -1,0 +1,184 @@
+"""Training metadata: kohya ``ss_*``, SAI ``modelspec.*`` and PEFT adapter configs, parsed into plain data.
+
+All safetensors metadata values are strings; JSON-valued ones are parsed a second time. Values are untrusted
+(shown in a browser later): this module keeps them as text and never interprets markup.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+_JSON_KEYS = ("ss_tag_frequency", "ss_dataset_dirs", "ss_datasets", "ss_network_args", "ss_bucket_info",
+              "lora_adapter_metadata", "ss_reg_dataset_dirs")
+_INT_KEYS = {"ss_steps": "steps", "ss_epoch": "epoch", "ss_num_epochs": "epochs", "ss_max_train_steps": "max_steps",
+             "ss_num_train_images": "images", "ss_clip_skip": "clip_skip", "ss_seed": "seed",
+             "ss_num_reg_images": "reg_images", "ss_batch_size_per_device": "batch_size"}
+_FLOAT_KEYS = {"ss_learning_rate": "learning_rate", "ss_unet_lr": "unet_lr", "ss_text_encoder_lr": "text_encoder_lr",
+               "ss_noise_offset": "noise_offset", "ss_network_dim": "network_dim", "ss_network_alpha": "network_alpha",
+               "ss_training_started_at": "started_at", "ss_training_finished_at": "finished_at"}
+_TEXT_KEYS = {"ss_optimizer": "optimizer", "ss_resolution": "resolution", "ss_mixed_precision": "mixed_precision",
+              "ss_sd_model_name": "base_model_name", "ss_new_sd_model_hash": "base_model_sha256",
+              "ss_sd_model_hash": "base_model_hash", "ss_network_module": "network_module",
+              "ss_base_model_version": "base_model_version", "ss_vae_name": "vae_name", "ss_lr_scheduler": "lr_scheduler",
+              "modelspec.resolution": "resolution", "modelspec.prediction_type": "prediction_type"}
+# Tags that are never trigger words: quality/booru boilerplate.
+_COMMON_TAGS = {"1girl", "1boy", "solo", "looking at viewer", "smile", "simple background", "white background",
+                "masterpiece", "best quality", "high quality", "highres", "absurdres", "open mouth", "blush",
+                "long hair", "short hair", "upper body", "full body", "standing", "outdoors", "indoors", "2girls",
+                "multiple girls", "no humans", "realistic", "photorealistic"}
+
+
+@dataclass
+class TriggerWord:
+    word: str
+    source: str  # modelspec | output_name | tag_frequency
+    count: int = 0
+    share: float = 0.0  # fraction of training images carrying the tag
+
+
+@dataclass
+class TrainingFacts:
+    steps: int | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    max_steps: int | None = None
+    images: int | None = None
+    reg_images: int | None = None
+    batch_size: int | None = None
+    clip_skip: int | None = None
+    seed: int | None = None
+    learning_rate: float | None = None
+    unet_lr: float | None = None
+    text_encoder_lr: float | None = None
+    noise_offset: float | None = None
+    network_dim: float | None = None
+    network_alpha: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    optimizer: str | None = None
+    lr_scheduler: str | None = None
+    resolution: str | None = None
+    mixed_precision: str | None = None
+    base_model_name: str | None = None
+    base_model_hash: str | None = None
+    base_model_sha256: str | None = None
+    base_model_version: str | None = None
+    network_module: str | None = None
+    network_args: dict[str, Any] | None = None
+    vae_name: str | None = None
+    prediction_type: str | None = None
+
+
+@dataclass
+class LoraMetadata:
+    title: str | None = None
+    author: str | None = None
+    description: str | None = None
+    output_name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    trigger_words: list[TriggerWord] = field(default_factory=list)
+    training: TrainingFacts = field(default_factory=TrainingFacts)
+    peft_config: dict[str, Any] | None = None
+    embedded_hashes: dict[str, str] = field(default_factory=dict)
+    parse_errors: list[str] = field(default_factory=list)
+    raw: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self, include_raw: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not include_raw:
+            d.pop("raw")
+        return d
+
+
+def _num(value: str, kind: type) -> Any:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(x):
+        return None
+    return int(x) if kind is int else x
+
+
+def parse_metadata(meta: dict[str, str]) -> LoraMetadata:
+    out = LoraMetadata(raw=dict(meta))
+    parsed: dict[str, Any] = {}
+    for key in _JSON_KEYS:
+        if key in meta and meta[key] not in ("", "None", "null"):
+            try:
+                parsed[key] = json.loads(meta[key])
+            except ValueError as exc:
+                out.parse_errors.append(f"{key}: not valid JSON ({exc.msg})")
+    t = out.training
+    for key, attr in _INT_KEYS.items():
+        if key in meta:
+            setattr(t, attr, _num(meta[key], int))
+    for key, attr in _FLOAT_KEYS.items():
+        if key in meta:
+            setattr(t, attr, _num(meta[key], float))
+    for key, attr in _TEXT_KEYS.items():
+        if meta.get(key) and getattr(t, attr) is None:
+            setattr(t, attr, meta[key])
+    if isinstance(parsed.get("ss_network_args"), dict):
+        t.network_args = parsed["ss_network_args"]
+    if isinstance(parsed.get("lora_adapter_metadata"), dict):
+        out.peft_config = parsed["lora_adapter_metadata"]
+    out.title = meta.get("modelspec.title") or None
+    out.author = meta.get("modelspec.author") or None
+    out.description = meta.get("modelspec.description") or None
+    out.output_name = meta.get("ss_output_name") or None
+    if meta.get("modelspec.tags"):
+        out.tags = [s.strip() for s in meta["modelspec.tags"].split(",") if s.strip()]
+    for key in ("sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256"):
+        if meta.get(key):
+            out.embedded_hashes[key] = meta[key]
+    out.trigger_words = trigger_candidates(meta, parsed.get("ss_tag_frequency"), t.images)
+    return out
+
+
+def trigger_candidates(meta: dict[str, str], tag_frequency: Any, images: int | None, limit: int = 12) -> list[TriggerWord]:
+    """Ranked trigger-word candidates: the declared trigger phrase first, then tags by how many images carry them.
+
+    A tag present in nearly every image of a dataset folder and not a generic booru/quality tag is what people type
+    to invoke the LoRA; the dataset folder name (kohya ``10_name``) is another strong hint.
+    """
+    words: list[TriggerWord] = []
+    seen: set[str] = set()
+
+    def add(word: str, source: str, count: int = 0, share: float = 0.0) -> None:
+        w = word.strip()
+        if w and w.lower() not in seen:
+            seen.add(w.lower())
+            words.append(TriggerWord(w, source, count, round(share, 4)))
+
+    for phrase in re.split(r"[,\n]", meta.get("modelspec.trigger_phrase", "")):
+        add(phrase, "modelspec")
+    if not isinstance(tag_frequency, dict):
+        return words[:limit]
+    counts: dict[str, int] = {}
+    folder_names: list[str] = []
+    for folder, tags in tag_frequency.items():
+        m = re.match(r"^\d+_(.+)$", str(folder))
+        if m:
+            folder_names.append(m[1].replace("_", " ").strip())
+        if isinstance(tags, dict):
+            for tag, n in tags.items():
+                if isinstance(n, (int, float)) and math.isfinite(n):
+                    tag = str(tag).strip()
+                    counts[tag] = counts.get(tag, 0) + int(n)
+    total = images or (max(counts.values()) if counts else 0)
+    ranked = sorted(counts.items(), key=lambda kv: (kv[0].lower() in _COMMON_TAGS, -kv[1], kv[0]))
+    for folder in folder_names:
+        if folder.lower() in {t.lower() for t in counts}:
+            add(folder, "tag_frequency", counts.get(folder, 0), counts.get(folder, 0) / total if total else 0.0)
+    for tag, n in ranked:
+        if tag.lower() in _COMMON_TAGS:
+            continue
+        add(tag, "tag_frequency", n, n / total if total else 0.0)
+        if len(words) >= limit:
+            break
+    return words[:limit]

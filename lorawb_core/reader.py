@@ -1,0 +1,223 @@
+"""Reading LoRA files: structure from the safetensors header, tensors only when math needs them.
+
+The header is parsed by the ``safetensors`` library itself (never by hand); this module adds the cheap
+pre-checks that turn a failure into a sentence a user can act on (a pickle, a Git LFS pointer, an HTML
+page saved as ``.safetensors``, a truncated download) and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CorruptFile, UnreadableFile, UnsupportedFormat
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
+DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "F8_E4M3FNUZ": 1, "F8_E5M2FNUZ": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "C64": 8, "F64": 8, "I64": 8, "U64": 8,
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor as the header describes it: no data is read."""
+
+    key: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int = 0  # absolute byte offsets of the data in the file
+    end: int = 0
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass
+class FileStructure:
+    """What a safetensors header says about a file: tensor index and ``__metadata__``."""
+
+    path: Path
+    size: int
+    header_bytes: int  # 8 + JSON header length: where the tensor data starts (the addnet hash starts here)
+    mtime_ns: int
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _describe_start(head: bytes) -> str | None:
+    """Name what a file that is not safetensors most likely is, from its first bytes."""
+    if head.startswith(b"PK\x03\x04"):
+        return "a PyTorch zip/pickle checkpoint"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a Python pickle"
+    if head.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer (the real file was never downloaded)"
+    stripped = head.lstrip().lower()
+    if stripped.startswith((b"<!doctype html", b"<html", b"<?xml")):
+        return "an HTML/XML page (probably a failed or login-walled download)"
+    if stripped.startswith((b"{", b"[")):
+        return "a JSON text file"
+    return None
+
+
+def read_structure(path: str | os.PathLike[str]) -> FileStructure:
+    """Read a LoRA file's tensor index and metadata from its header only.
+
+    Raises :class:`UnreadableFile`, :class:`UnsupportedFormat` or :class:`CorruptFile` with a message that
+    names the file and says what to do. Nothing is written and no tensor data is read.
+    """
+    p = Path(path)
+    shown = os.fsdecode(p)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise UnreadableFile(f"{shown}: no such file; check the path or rescan the library.") from None
+    except OSError as exc:
+        raise UnreadableFile(f"{shown}: cannot stat the file ({exc.strerror}).") from None
+    if not p.is_file():
+        raise UnreadableFile(f"{shown}: not a regular file; point lorawb at .safetensors files or their folders.")
+    if p.suffix.lower() in PICKLE_SUFFIXES:
+        raise UnsupportedFormat(
+            f"{shown}: '{p.suffix}' files are Python pickles, which can run code when loaded and are never opened "
+            "by lorawb; convert it to .safetensors (for example with kohya's convert tools) and inspect that."
+        )
+    if st.st_size == 0:
+        raise CorruptFile(f"{shown}: the file is empty (0 bytes); the download or copy probably failed, fetch it again.")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(64)
+    except PermissionError:
+        raise UnreadableFile(f"{shown}: permission denied; make the file readable for this user.") from None
+    except OSError as exc:
+        raise UnreadableFile(f"{shown}: cannot read the file ({exc.strerror}).") from None
+    what = _describe_start(head)
+    if what:
+        raise UnsupportedFormat(f"{shown}: this is {what}, not a safetensors file; replace it with the real .safetensors file.")
+    if len(head) < 8:
+        raise CorruptFile(f"{shown}: only {st.st_size} bytes, too short for a safetensors header; the file is truncated.")
+    (n,) = struct.unpack("<Q", head[:8])
+    if n > MAX_HEADER_BYTES:
+        raise CorruptFile(
+            f"{shown}: the header claims {n:,} bytes (limit {MAX_HEADER_BYTES:,}); this is not a safetensors file or it is "
+            "damaged."
+        )
+    if 8 + n > st.st_size:
+        raise CorruptFile(
+            f"{shown}: the header claims {n:,} bytes but the file has only {st.st_size:,}; the file is truncated, "
+            "download it again."
+        )
+    if n == 0 or head[8:9] != b"{":
+        raise UnsupportedFormat(f"{shown}: no safetensors JSON header at the start; this is not a safetensors file.")
+    tensors, metadata = _open_header(p, shown, n)
+    return FileStructure(path=p, size=st.st_size, header_bytes=8 + n, mtime_ns=st.st_mtime_ns,
+                         tensors=tensors, metadata=metadata)
+
+
+def _open_header(p: Path, shown: str, n: int) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Validate with the safetensors library, then index the (now known-good) JSON header."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(p), framework="np") as f:
+            meta = f.metadata() or {}
+        with open(p, "rb") as fh:
+            fh.seek(8)
+            header = json.loads(fh.read(n))
+    except SafetensorError as exc:
+        raise CorruptFile(f"{shown}: damaged safetensors header: {_explain(str(exc))}") from None
+    except (OSError, ValueError) as exc:
+        raise UnreadableFile(f"{shown}: cannot read the file ({exc}).") from None
+    tensors = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        start, end = entry["data_offsets"]
+        tensors[key] = TensorInfo(key=key, dtype=entry["dtype"], shape=tuple(int(d) for d in entry["shape"]),
+                                  start=8 + n + int(start), end=8 + n + int(end))
+    return tensors, {str(k): str(v) for k, v in meta.items()}
+
+
+def read_scalars(structure: FileStructure, keys: list[str]) -> dict[str, float]:
+    """Values of one-element tensors (``alpha``, ``on_input``) read straight from their bytes: no torch needed."""
+    out: dict[str, float] = {}
+    if not keys:
+        return out
+    with open(structure.path, "rb") as fh:
+        for key in keys:
+            info = structure.tensors[key]
+            fh.seek(info.start)
+            raw = fh.read(info.end - info.start)
+            out[key] = _decode_scalar(info.dtype, raw)
+    return out
+
+
+def _decode_scalar(dtype: str, raw: bytes) -> float:
+    if dtype == "BF16":
+        return struct.unpack("<f", b"\x00\x00" + raw[:2])[0]
+    fmt = _SCALAR_FORMATS.get(dtype)
+    if fmt is None or len(raw) < struct.calcsize(fmt):
+        return float("nan")
+    return float(struct.unpack(fmt, raw[: struct.calcsize(fmt)])[0])
+
+
+_SCALAR_FORMATS = {"F16": "<e", "F32": "<f", "F64": "<d", "I8": "<b", "U8": "<B", "I16": "<h", "U16": "<H",
+                   "I32": "<i", "U32": "<I", "I64": "<q", "U64": "<Q", "BOOL": "<?"}
+
+
+def _explain(msg: str) -> str:
+    low = msg.lower()
+    if "not fully covered" in low or "incomplete" in low:
+        return f"{msg} (the tensor data does not match the header: truncated or padded file; download it again)."
+    if "invalid offset" in low:
+        return f"{msg} (tensor offsets overlap or point outside the data; the file is damaged)."
+    if "unknown variant" in low:
+        return f"{msg} (a tensor has a dtype this safetensors version does not know; update safetensors or re-save)."
+    if "invalid json" in low or "utf" in low:
+        return f"{msg} (the header is not a JSON object; the file is damaged or not safetensors)."
+    return msg
+
+
+class TensorLoader:
+    """Memory-mapped access to a file's tensors as float torch tensors; torch is imported only here."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._ctx: Any = None
+        self._f: Any = None
+
+    def __enter__(self) -> TensorLoader:
+        from safetensors import safe_open
+
+        self._ctx = safe_open(str(self.path), framework="pt")
+        self._f = self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(*exc)
+        self._ctx = self._f = None
+
+    def get(self, key: str):
+        """The tensor ``key`` as float32 (float64 stays float64)."""
+        import torch
+
+        t = self._f.get_tensor(key)
+        return t if t.dtype == torch.float64 else t.to(torch.float32)
+
+
+@contextmanager
+def open_tensors(path: str | os.PathLike[str]) -> Iterator[TensorLoader]:
+    with TensorLoader(Path(path)) as loader:
+        yield loader
