@@ -11,7 +11,7 @@ import json
 import os
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,12 @@ def _describe_start(head: bytes) -> str | None:
         return "an HTML/XML page (probably a failed or login-walled download)"
     if stripped.startswith((b"{", b"[")):
         return "a JSON text file"
+    if len(head) >= 8 and all(b in _TEXT_BYTES for b in head[:8]):
+        return "a text file"  # a real header length has zero bytes in its high part
     return None
+
+
+_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
 
 
 def read_structure(path: str | os.PathLike[str]) -> FileStructure:
@@ -130,7 +135,7 @@ def _open_header(p: Path, shown: str, n: int) -> tuple[dict[str, TensorInfo], di
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(p), framework="np") as f:
+        with utf8_path(p) as usable, safe_open(usable, framework="np") as f:
             meta = f.metadata() or {}
         with open(p, "rb") as fh:
             fh.seek(8)
@@ -200,13 +205,16 @@ class TensorLoader:
     def __enter__(self) -> TensorLoader:
         from safetensors import safe_open
 
-        self._ctx = safe_open(str(self.path), framework="pt")
+        self._stack = ExitStack()
+        usable = self._stack.enter_context(utf8_path(self.path))
+        self._ctx = safe_open(usable, framework="pt")
         self._f = self._ctx.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._ctx is not None:
             self._ctx.__exit__(*exc)
+            self._stack.close()
         self._ctx = self._f = None
 
     def get(self, key: str):
@@ -215,6 +223,27 @@ class TensorLoader:
 
         t = self._f.get_tensor(key)
         return t if t.dtype == torch.float64 else t.to(torch.float32)
+
+
+@contextmanager
+def utf8_path(path: Path) -> Iterator[str]:
+    """A path string the safetensors library accepts: it refuses names that are not valid UTF-8.
+
+    Such names (legal on Linux) are reached through the ``/proc/self/fd`` link of an open descriptor.
+    """
+    try:
+        os.fsencode(path).decode("utf-8")
+        yield str(path)
+        return
+    except UnicodeDecodeError:
+        pass
+    if not os.path.isdir("/proc/self/fd"):
+        raise UnreadableFile(f"{os.fsdecode(path)!r}: the file name is not valid UTF-8; rename the file.")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 @contextmanager

@@ -59,7 +59,7 @@ class LokrAdapter(Adapter):
             return get(f"lokr_w{n}").double()
         a, b = get(f"lokr_w{n}_a").double(), get(f"lokr_w{n}_b").double()
         if f"lokr_t{n}" in self.params:
-            return torch.einsum("ijkl,ip,jr->prkl", get(f"lokr_t{n}").double(), a, b)
+            return torch.einsum("ijkl,ip,jr->prkl", get(f"lokr_t{n}").double(), a, b).contiguous()
         return a @ b.reshape(b.shape[0], -1)
 
     def _factor_energy(self, get: Getter, n: int) -> float:

@@ -1,0 +1,208 @@
+"""``lorawb`` command line: a thin layer over the core API.
+
+Exit codes: 0 all good, 1 some files failed (each with its reason), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from .errors import LorawbError
+
+LORA_SUFFIXES = {".safetensors"}
+REFUSED_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
+BAR_WIDTH = 40
+
+
+class Output:
+    """One sink for everything the CLI prints: human text to stdout, diagnostics to stderr."""
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None):
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+
+    def line(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+
+    def error(self, text: str) -> None:
+        self.err.write(text + "\n")
+
+    def json(self, data: object) -> None:
+        self.out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def iter_lora_paths(paths: Iterable[str]) -> Iterable[Path]:
+    """Files named on the command line, and LoRA-like files below named folders (sorted, symlink loops safe)."""
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            seen: set[tuple[int, int]] = set()
+            for root, dirs, files in os.walk(p, followlinks=True):
+                st = os.stat(root)
+                if (st.st_dev, st.st_ino) in seen:
+                    dirs[:] = []
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                dirs.sort()
+                for name in sorted(files):
+                    if Path(name).suffix.lower() in LORA_SUFFIXES | REFUSED_SUFFIXES:
+                        yield Path(root) / name
+        else:
+            yield p
+
+
+def _bar(share: float, peak: float) -> str:
+    if peak <= 0:
+        return ""
+    cells = share / peak * BAR_WIDTH
+    full = int(cells)
+    frac = " ▏▎▍▌▋▊▉"[int((cells - full) * 8)] if full < BAR_WIDTH else ""
+    return ("█" * full + frac).rstrip()
+
+
+def render_report(report, out: Output, *, blocks: bool) -> None:
+    fam = report.family
+    variant = f" ({fam.variant})" if fam.variant else ""
+    out.line(f"{report.path}")
+    out.line(f"  family     {fam.family}{variant}  [{fam.confidence}]  " + "; ".join(fam.evidence or [fam.reason or ""]))
+    for c in fam.conflicts:
+        out.line(f"  conflict   {c}")
+    algos = ", ".join(f"{k} ×{v}" for k, v in report.algorithms.items()) or "-"
+    out.line(f"  format     {report.format}   algorithms {algos}   modules {len(report.modules)}")
+    alpha = f"{report.alpha:g}" if report.alpha is not None else "none (scale 1)"
+    ranks = ", ".join(str(r) for r in report.ranks) or "-"
+    out.line(f"  layout     {report.layout_id or '-'}   rank {ranks}   alpha {alpha}")
+    if report.trigger_words:
+        out.line(f"  triggers   {', '.join(report.trigger_words[:8])}")
+    if report.metadata.title:
+        out.line(f"  title      {report.metadata.title}")
+    if report.unmapped:
+        out.line(f"  unmapped   {len(report.unmapped)} module(s): {', '.join(report.unmapped[:4])}"
+                 + (" …" if len(report.unmapped) > 4 else ""))
+    if report.unknown_keys:
+        out.line(f"  unknown    {len(report.unknown_keys)} key(s): {', '.join(report.unknown_keys[:4])}"
+                 + (" …" if len(report.unknown_keys) > 4 else ""))
+    if report.hashes:
+        h = report.hashes
+        out.line(f"  hashes     AutoV2 {h.autov2}  AutoV3 {h.autov3}  SHA256 {h.sha256}")
+    for p in report.problems:
+        out.line(f"  problem    {p}")
+    if blocks and report.blocks is not None:
+        if report.needs_base:
+            out.line("  note       some modules need the base weight: their bars show the adapter-only figure (~)")
+        peak = max((b.share for b in report.blocks), default=0.0)
+        out.line(f"  blocks     total ‖ΔW‖ {report.total_norm:.4g}" + (
+            f"   unmapped ‖ΔW‖ {report.unmapped_norm:.4g}" if report.unmapped_norm else ""))
+        for b in report.blocks:
+            mark = "~" if not b.exact else " "
+            share = f"{b.share * 100:5.1f}%" if b.module_count else "    - "
+            out.line(f"    {b.id:>5} {mark}{share} {_bar(b.share, peak)}")
+    out.line()
+
+
+def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
+    from .inspect import inspect_file
+
+    paths = list(iter_lora_paths(args.paths))
+    if not paths:
+        out.error("lorawb inspect: no .safetensors files found in the given paths.")
+        return 1
+    results, failures = [], []
+    progress = _progress(len(paths), args.json or len(paths) < 5)
+    for path in paths:
+        try:
+            report = inspect_file(path, blocks=args.blocks, hashes=args.hash)
+        except LorawbError as exc:
+            failures.append({"path": os.fsdecode(path), "kind": type(exc).__name__, "error": str(exc)})
+            if not args.json:
+                out.error(f"error: {exc}")
+        else:
+            results.append(report)
+            if not args.json:
+                render_report(report, out, blocks=args.blocks)
+        progress.update(1)
+    progress.close()
+    if args.json:
+        out.json({"schema": 1, "files": [r.to_dict(modules=args.modules) for r in results], "errors": failures})
+    elif len(paths) > 1:
+        out.line(f"{len(results)} inspected, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+def _progress(total: int, disable: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", disable=disable or not sys.stderr.isatty(), file=sys.stderr)
+
+
+def cmd_layouts(args: argparse.Namespace, out: Output) -> int:
+    from .layouts import get_layout, list_layouts
+
+    layouts = [get_layout(args.layout_id)] if args.layout_id else list_layouts()
+    if args.json:
+        out.json([lay.to_dict() for lay in layouts])
+        return 0
+    for lay in layouts:
+        view = f" (view of {lay.full})" if lay.is_view else ""
+        out.line(f"{lay.id:<22} {len(lay.blocks):>3} blocks  {lay.title}{view}")
+        if args.layout_id:
+            out.line("  " + " ".join(lay.block_ids))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    from .samples import build_sample_library
+
+    root = Path(args.dir)
+    root.mkdir(parents=True, exist_ok=True)
+    specs = build_sample_library(root)
+    out.line(f"sample library: {len(specs)} real-format LoRA files written under {root}")
+    ns = argparse.Namespace(paths=[str(root)], json=False, hash=True, blocks=True, modules=False)
+    return cmd_inspect(ns, out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lorawb", description="LoRA Weights Builder: inspect LoRA files per block.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("inspect", help="identify LoRA files and measure their per-block strength")
+    p.add_argument("paths", nargs="+", help=".safetensors files or folders (searched recursively)")
+    p.add_argument("--json", action="store_true", help="print the stable JSON report (schema 1, see README)")
+    p.add_argument("--hash", action="store_true", help="compute SHA256 / AutoV2 / AutoV3 (reads the whole file)")
+    p.add_argument("--blocks", action="store_true", help="read tensors and show per-block strength")
+    p.add_argument("--modules", action="store_true", help="with --json: include every module")
+    p.set_defaults(func=cmd_inspect)
+    p = sub.add_parser("layouts", help="list the block layouts the registry knows")
+    p.add_argument("layout_id", nargs="?", help="show one layout's blocks")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_layouts)
+    p = sub.add_parser("demo", help="build a sample library of real-format LoRAs and inspect it")
+    p.add_argument("--dir", default="demo-library", help="where to write the sample library (default ./demo-library)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    out = Output()
+    try:
+        return args.func(args, out)
+    except LorawbError as exc:
+        out.error(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Shared test helpers: tiny LoRA files written in code into tmp_path (no committed blobs)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def save(path: Path, tensors: dict, metadata: dict | None = None) -> Path:
+    """Write torch tensors as safetensors (float16 unless a tensor says otherwise)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    return path
+
+
+@pytest.fixture
+def write(tmp_path):
+    def _write(name: str, tensors: dict, metadata: dict | None = None) -> Path:
+        return save(tmp_path / name, tensors, metadata)
+
+    return _write
