@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .adapters import Adapter, effective_rank, probe_module
+from .adapters.base import singular_values_batch
 from .errors import InvalidTensor
 from .families import FamilyGuess, ModuleShape, detect_family
 from .hashes import Hashes, hash_file
@@ -196,7 +197,17 @@ def _map_blocks(mods: list[_Module], family: FamilyGuess) -> FamilyMap | None:
     return fm
 
 
-def inspect_structure(path: str | os.PathLike[str]) -> tuple[LoraReport, list[_Module]]:
+@dataclass
+class Analysis:
+    """A report plus what measuring needs: the parsed header and the module adapters."""
+
+    report: LoraReport
+    modules: list[_Module]
+    structure: FileStructure
+
+
+def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
+    """Everything the header tells (no tensor data read): family, format, layout, modules, metadata."""
     structure = read_structure(path)
     meta = parse_metadata(structure.metadata)
     mods, unknown, problems = _build_modules(structure, meta)
@@ -233,13 +244,15 @@ def inspect_structure(path: str | os.PathLike[str]) -> tuple[LoraReport, list[_M
         unmapped=sorted(m.adapter.module for m in mods if m.block is None), unknown_keys=unknown,
         metadata=meta, needs_base=any(m.adapter.requires_base for m in mods), problems=problems,
     )
-    return report, mods
+    return Analysis(report, mods, structure)
 
 
-def measure_blocks(report: LoraReport, mods: list[_Module]) -> None:
+def measure_blocks(analysis: Analysis) -> None:
     """Fill module norms and per-block strengths; reads the tensors (memory-mapped)."""
+    report, mods = analysis.report, analysis.modules
     by_key = {r.key: r for r in report.modules}
-    with open_tensors(report.path) as loader:
+    spectra: list[tuple[ModuleReport, tuple]] = []
+    with open_tensors(analysis.structure) as loader:
         for m in mods:
             a, r = m.adapter, by_key[m.adapter.module]
 
@@ -251,14 +264,16 @@ def measure_blocks(report: LoraReport, mods: list[_Module]) -> None:
             except InvalidTensor as exc:
                 r.problems.append(str(exc))
                 continue
-            if e.nonfinite:
+            if not math.isfinite(e.energy):  # any NaN/Inf in a factor propagates into the Grams
                 r.nonfinite = True
                 r.problems.append("NaN or Inf values in the tensors")
                 continue
             r.norm = math.sqrt(max(e.energy, 0.0))
             r.exact = e.exact
-            if e.singular_values:
-                r.effective_rank = effective_rank(e.singular_values)
+            if e.grams is not None:
+                spectra.append((r, e.grams))
+    for (r, _), sv in zip(spectra, singular_values_batch([g for _, g in spectra]), strict=True):
+        r.effective_rank = effective_rank(sv)
     nonfinite = [r.key for r in report.modules if r.nonfinite]
     if nonfinite:
         report.problems.append(f"{len(nonfinite)} module(s) hold NaN/Inf values: {', '.join(nonfinite[:5])}"
@@ -316,9 +331,10 @@ def inspect_file(path: str | os.PathLike[str], *, blocks: bool = True, hashes: b
         LorawbError subclasses for files that cannot be read at all; per-module problems (shape mismatches,
         NaN/Inf) are reported in ``report.problems`` and on the modules instead.
     """
-    report, mods = inspect_structure(path)
+    analysis = inspect_structure(path)
+    report = analysis.report
     if blocks:
-        measure_blocks(report, mods)
+        measure_blocks(analysis)
     if hashes:
         report.hashes = hash_file(Path(report.path), report.header_bytes, progress)
     return report

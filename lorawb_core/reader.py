@@ -8,15 +8,16 @@ page saved as ``.safetensors``, a truncated download) and never unpickles anythi
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CorruptFile, UnreadableFile, UnsupportedFormat
+from .errors import CorruptFile, InvalidTensor, UnreadableFile, UnsupportedFormat
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
@@ -194,35 +195,51 @@ def _explain(msg: str) -> str:
     return msg
 
 
-class TensorLoader:
-    """Memory-mapped access to a file's tensors as float torch tensors; torch is imported only here."""
+_TORCH_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64", "I8": "int8",
+                 "U8": "uint8", "I16": "int16", "I32": "int32", "I64": "int64", "BOOL": "bool",
+                 "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 
-    def __init__(self, path: Path):
-        self.path = path
-        self._ctx: Any = None
-        self._f: Any = None
+
+class TensorLoader:
+    """Zero-copy torch views of a file's tensors over a private memory map; torch is imported only here.
+
+    Offsets come from a header the safetensors library already validated (``read_structure``). The map is
+    copy-on-write (``ACCESS_COPY``): nothing can ever be written back to the user's file.
+    """
+
+    def __init__(self, structure: FileStructure):
+        self.structure = structure
+        self._fh: Any = None
+        self._map: mmap.mmap | None = None
 
     def __enter__(self) -> TensorLoader:
-        from safetensors import safe_open
-
-        self._stack = ExitStack()
-        usable = self._stack.enter_context(utf8_path(self.path))
-        self._ctx = safe_open(usable, framework="pt")
-        self._f = self._ctx.__enter__()
+        self._fh = open(self.structure.path, "rb")  # noqa: SIM115 - closed in __exit__
+        self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_COPY)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._ctx is not None:
-            self._ctx.__exit__(*exc)
-            self._stack.close()
-        self._ctx = self._f = None
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a view escaped the context; the map closes when it is collected
+                pass
+        if self._fh is not None:
+            self._fh.close()
+        self._map = self._fh = None
 
     def get(self, key: str):
-        """The tensor ``key`` as float32 (float64 stays float64)."""
+        """The tensor ``key`` in its stored dtype, as a view of the mapped file (valid inside the context)."""
         import torch
 
-        t = self._f.get_tensor(key)
-        return t if t.dtype == torch.float64 else t.to(torch.float32)
+        info = self.structure.tensors[key]
+        name = _TORCH_DTYPES.get(info.dtype)
+        if name is None or not hasattr(torch, name):
+            raise InvalidTensor(f"tensor {key}: dtype {info.dtype} cannot be used for LoRA math.")
+        dtype = getattr(torch, name)
+        if info.numel == 0:
+            return torch.zeros(info.shape, dtype=dtype)
+        t = torch.frombuffer(self._map, dtype=dtype, count=info.numel, offset=info.start)
+        return t.view(info.shape)
 
 
 @contextmanager
@@ -247,6 +264,6 @@ def utf8_path(path: Path) -> Iterator[str]:
 
 
 @contextmanager
-def open_tensors(path: str | os.PathLike[str]) -> Iterator[TensorLoader]:
-    with TensorLoader(Path(path)) as loader:
+def open_tensors(structure: FileStructure) -> Iterator[TensorLoader]:
+    with TensorLoader(structure) as loader:
         yield loader

@@ -7,6 +7,7 @@ math (``energy``, ``delta``) receives a ``get(param) -> torch.Tensor`` callable 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -26,8 +27,7 @@ class Energy:
 
     energy: float  # squared Frobenius norm (weight + bias parts)
     exact: bool = True  # False: adapter-only figure, the real ΔW needs the base weight
-    singular_values: list[float] | None = None  # of scale·ΔW, when the low-rank math gives them cheaply
-    nonfinite: bool = False  # a factor holds NaN/Inf: energy is meaningless
+    grams: tuple[Any, Any] | None = None  # (UᵀU, DDᵀ) of a low-rank module: its singular values come from these
 
 
 @dataclass
@@ -127,22 +127,59 @@ def flat2(t):
     return t.reshape(t.shape[0], -1)
 
 
-def gram_pair(up, down):
-    """r×r Grams of the low-rank product U·D in float64: (UᵀU, D·Dᵀ)."""
-    u = flat2(up).double()
-    d = flat2(down).double()
-    return u.T @ u, d @ d.T
+_scratch = threading.local()
 
 
-def lowrank_energy(up, down) -> tuple[float, list[float]]:
-    """‖U·D‖²_F = tr((UᵀU)(DDᵀ)) and the singular values of U·D from the r×r product, never forming U·D."""
+def as_float32(t):
+    """``t`` as float32, converted into a reused per-thread buffer (no allocation, no page faults per tensor).
+
+    The result is only valid until the next call in the same thread.
+    """
     import torch
 
+    if t.dtype == torch.float32:
+        return t
+    n = t.numel()
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.numel() < n:
+        buf = torch.empty(max(n, 1 << 20), dtype=torch.float32)
+        _scratch.buf = buf
+    return buf[:n].view(t.shape).copy_(t)
+
+
+def gram_pair(up, down):
+    """r×r Grams of U·D, in float64: (UᵀU, D·Dᵀ). Products run in float32 (exact enough: relative error ~1e-7)."""
+    u = flat2(as_float32(flat2(up)))
+    gu = (u.T @ u).double()
+    d = as_float32(flat2(down))
+    gd = (d @ d.T).double()
+    return gu, gd
+
+
+def lowrank_energy(up, down) -> tuple[float, Any, Any]:
+    """‖U·D‖²_F = tr((UᵀU)(DDᵀ)) from two r×r Grams, never forming U·D; the Grams are returned for the spectrum."""
     gu, gd = gram_pair(up, down)
-    energy = float((gu * gd).sum())  # tr(A·B) for symmetric A, B
-    eig = torch.linalg.eigvals(gu @ gd).real.clamp(min=0.0)
-    sv = sorted((float(x) ** 0.5 for x in eig), reverse=True)
-    return energy, sv
+    return float((gu * gd).sum()), gu, gd  # tr(A·B) = Σ A∘B for symmetric A, B
+
+
+def singular_values_batch(grams: list[tuple[Any, Any]]) -> list[list[float]]:
+    """Singular values of each U·D from its Grams, batched per rank: σ² = eig(G_U·G_D) = eigvalsh(S·G_D·Sᵀ),
+    with G_U = SᵀS from a symmetric eigendecomposition (works for rank-deficient U, unlike Cholesky)."""
+    import torch
+
+    out: list[list[float]] = [[] for _ in grams]
+    by_rank: dict[int, list[int]] = {}
+    for i, (gu, _) in enumerate(grams):
+        by_rank.setdefault(gu.shape[0], []).append(i)
+    for idx in by_rank.values():
+        gu = torch.stack([grams[i][0] for i in idx])
+        gd = torch.stack([grams[i][1] for i in idx])
+        lam, vec = torch.linalg.eigh(gu)
+        s = lam.clamp(min=0).sqrt().unsqueeze(-1) * vec.transpose(-1, -2)
+        sig2 = torch.linalg.eigvalsh(s @ gd @ s.transpose(-1, -2)).clamp(min=0)
+        for row, i in enumerate(idx):
+            out[i] = sorted((float(x) ** 0.5 for x in sig2[row]), reverse=True)
+    return out
 
 
 def tucker_energy(up, mid, down) -> float:
@@ -155,12 +192,6 @@ def tucker_energy(up, mid, down) -> float:
             mk = m[:, :, i, j]
             total += float(((mk.T @ gu @ mk) * gd).sum())
     return total
-
-
-def finite(*tensors) -> bool:
-    import torch
-
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def effective_rank(singular_values: list[float]) -> float | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import Adapter, Energy, Getter, finite, flat2, lowrank_energy
+from .base import Adapter, Energy, Getter, flat2, lowrank_energy
 
 
 class GloraAdapter(Adapter):
@@ -39,10 +39,8 @@ class GloraAdapter(Adapter):
 
     def energy(self, get: Getter) -> Energy:
         s = self.scale()
-        if not finite(*(get(p) for p in ("a1", "a2", "b1", "b2"))):
-            return Energy(energy=float("nan"), nonfinite=True, exact=False)
         up, down = self._pair(get)
-        e, _ = lowrank_energy(up, down)
+        e, _, _ = lowrank_energy(up, down)
         return Energy(energy=s * s * e, exact=False)
 
     def delta(self, get: Getter):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import Adapter, Energy, Getter, finite
+from .base import Adapter, Energy, Getter
 
 
 class Ia3Adapter(Adapter):
@@ -31,8 +31,6 @@ class Ia3Adapter(Adapter):
 
     def energy(self, get: Getter) -> Energy:
         w = get("weight")
-        if not finite(w):
-            return Energy(energy=float("nan"), nonfinite=True, exact=False)
         return Energy(energy=float(w.double().pow(2).sum()), exact=False)
 
     def delta(self, get: Getter):

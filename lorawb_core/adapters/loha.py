@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import CHUNK_ELEMENTS, Adapter, Energy, Getter, finite
+from .base import CHUNK_ELEMENTS, Adapter, Energy, Getter
 
 _FACTORS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
 
@@ -54,9 +54,6 @@ class LohaAdapter(Adapter):
     def energy(self, get: Getter) -> Energy:
         self.check_valid()
         s = self.scale()
-        tensors = [get(p) for p in self.params if p.startswith("hada_")]
-        if not finite(*tensors):
-            return Energy(energy=float("nan"), nonfinite=True, exact=not self.requires_base)
         if self.tucker:
             w1, w2 = self._tucker_factors(get)
             e = float((w1 * w2).pow(2).sum())

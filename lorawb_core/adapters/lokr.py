@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import Adapter, Energy, Getter, finite, gram_pair
+from .base import Adapter, Energy, Getter, gram_pair
 
 
 class LokrAdapter(Adapter):
@@ -71,8 +71,6 @@ class LokrAdapter(Adapter):
     def energy(self, get: Getter) -> Energy:
         self.check_valid()
         s = self.scale()
-        if not finite(*(get(p) for p in self.params if p.startswith("lokr_"))):
-            return Energy(energy=float("nan"), nonfinite=True, exact=not self.requires_base)
         e = self._factor_energy(get, 1) * self._factor_energy(get, 2)
         return Energy(energy=s * s * e + self.bias_energy(get, s), exact=not self.requires_base)
 

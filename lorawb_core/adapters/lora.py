@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import Adapter, Energy, Getter, finite, flat2, lowrank_energy, tucker_energy
+from .base import Adapter, Energy, Getter, flat2, lowrank_energy, tucker_energy
 
 
 class LoraAdapter(Adapter):
@@ -41,16 +41,14 @@ class LoraAdapter(Adapter):
         s = self.scale()
         up, down = get("up"), get("down")
         mid = get("mid") if "mid" in self.params else None
-        tensors = [up, down] + ([mid] if mid is not None else [])
-        if not finite(*tensors):
-            return Energy(energy=float("nan"), nonfinite=True, exact=not self.requires_base)
+        grams = None
         if mid is None:
-            e, sv = lowrank_energy(up, down)
-            sv = [abs(s) * x for x in sv]
+            e, gu, gd = lowrank_energy(up, down)
+            grams = (gu * (s * s), gd)
         else:
-            e, sv = tucker_energy(flat2(up), mid, flat2(down)), None
+            e = tucker_energy(flat2(up), mid, flat2(down))
         e = s * s * e + self.bias_energy(get, s)
-        return Energy(energy=e, singular_values=sv, exact=not self.requires_base)
+        return Energy(energy=e, grams=grams, exact=not self.requires_base)
 
     def delta(self, get: Getter):
         import torch

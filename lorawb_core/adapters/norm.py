@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import Adapter, Energy, Getter, finite
+from .base import Adapter, Energy, Getter
 
 
 class NormAdapter(Adapter):
@@ -26,8 +26,6 @@ class NormAdapter(Adapter):
 
     def energy(self, get: Getter) -> Energy:
         tensors = [get(p) for p in ("w_norm", "b_norm") if p in self.params]
-        if not finite(*tensors):
-            return Energy(energy=float("nan"), nonfinite=True)
         return Energy(energy=sum(float(t.double().pow(2).sum()) for t in tensors))
 
     def delta(self, get: Getter):

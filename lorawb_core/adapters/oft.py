@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import Adapter, Energy, Getter, finite
+from .base import Adapter, Energy, Getter
 
 
 class OftAdapter(Adapter):
@@ -43,8 +43,6 @@ class OftAdapter(Adapter):
 
     def energy(self, get: Getter) -> Energy:
         blocks = get(self._block_key(self.params) or "")
-        if not finite(blocks):
-            return Energy(energy=float("nan"), nonfinite=True, exact=False)
         b = blocks.double()
         if b.dim() >= 3 and b.shape[-1] == b.shape[-2]:
             b = b - b.transpose(-1, -2)  # LyCORIS/kohya build Q = B − Bᵀ
