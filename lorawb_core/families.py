@@ -64,7 +64,7 @@ def from_shapes(mods: Sequence[ModuleShape]) -> FamilyGuess | None:
         return _wan(unet, paths)
     unet_like = [p for p in paths if re.match(r"(input_blocks|middle_block|output_blocks|down_blocks|mid_block|up_blocks)", p)]
     if unet_like:
-        guess = _sd_unet(unet)
+        guess = _sd_unet(unet, mods)
         if guess:
             return guess
     return _from_text_encoders(mods)
@@ -137,20 +137,27 @@ def _wan(unet: Sequence[ModuleShape], paths: Sequence[str]) -> FamilyGuess:
 _CONTEXT = {768: "sd15", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}
 
 
-def _sd_unet(unet: Sequence[ModuleShape]) -> FamilyGuess | None:
+def _sd_unet(unet: Sequence[ModuleShape], mods: Sequence[ModuleShape]) -> FamilyGuess | None:
     ctx = _width(unet, r"attn2\.to_k$")
     if ctx in _CONTEXT:
         fam = _CONTEXT[ctx]
         return FamilyGuess(fam, confidence="high", evidence=[f"cross-attention context width {ctx} (attn2.to_k)"])
+    # No cross-attention input width (e.g. (IA)³/OFT vectors, conv-only LoCon): fall back on the UNet's structure.
     paths = [m.raw.path for m in unet]
+    te = _from_text_encoders(mods)
+    sd12 = [p for p in paths if re.match(r"(down_blocks\.0\.attentions|input_blocks\.[12]\.1\.|up_blocks\.3\.attentions|"
+                                         r"output_blocks\.(9|10|11)\.1\.|down_blocks\.3\.|input_blocks\.(9|10|11)\.)", p)]
+    if sd12:
+        if te and te.family in ("sd15", "sd2"):
+            return FamilyGuess(te.family, confidence="medium", evidence=[f"SD1/SD2 UNet structure ({sd12[0]})", *te.evidence])
+        return FamilyGuess("sd15", confidence="low",
+                           evidence=[f"SD1/SD2 UNet structure ({sd12[0]}); SD1 vs SD2 not decidable from these tensors"])
+    if any(re.search(r"transformer_blocks\.([2-9])\.", p) for p in paths):
+        return FamilyGuess("sdxl", confidence="medium", evidence=["more than 2 transformer blocks per attention (SDXL)"])
+    if te:
+        return te
     if any(re.match(r"(input_blocks|output_blocks)\.", p) for p in paths):
-        # kohya writes SDXL with ldm names; SDXL has no attention in input_blocks 1/2 and only 9 input blocks
-        top = max(_idx(r"input_blocks\.(\d+)\.", paths) or [0])
-        if top > 8:
-            return FamilyGuess("sd15", confidence="low", evidence=[f"input block {top} exists (SDXL has 0–8)"])
         return FamilyGuess("sdxl", confidence="low", evidence=["ldm-style UNet names (kohya uses them for SDXL)"])
-    if any(p.startswith("down_blocks.3.") for p in paths):
-        return FamilyGuess("sd15", confidence="low", evidence=["a 4th down level (SD1/SD2 UNet); SD1 vs SD2 undecided"])
     return None
 
 
@@ -159,7 +166,8 @@ def _from_text_encoders(mods: Sequence[ModuleShape]) -> FamilyGuess | None:
     if not te:
         return None
     comps = {m.raw.component for m in te}
-    widths = {m.raw.component: m.in_features for m in te if re.search(r"q_proj$", m.raw.path)}
+    widths = {m.raw.component: m.in_features or m.out_features for m in te
+              if re.search(r"(q_proj|k_proj|v_proj|out_proj)$", m.raw.path)}
     if "te3" in comps:
         return FamilyGuess("sd3" if "te2" in comps and widths.get("te2") == 1280 else "flux", confidence="low",
                            evidence=["text encoders only, with a T5 (te3)"])

@@ -141,12 +141,24 @@ class _Module:
     block: str | None = None
 
 
-def _peft_alpha(cfg: dict[str, Any] | None, module: str, rank: int | None) -> tuple[float | None, bool]:
+def _peft_config_for(cfg: dict[str, Any] | None, module: str) -> dict[str, Any] | None:
+    """The PEFT adapter config that applies to ``module``: diffusers prefixes every entry with the component
+    (``transformer.lora_alpha``, ``unet.r``, ``text_encoder.lora_alpha``); older files hold one flat config."""
     if not isinstance(cfg, dict):
+        return None
+    component = module.split(".", 1)[0]
+    prefixed = {k[len(component) + 1:]: v for k, v in cfg.items() if k.startswith(component + ".")}
+    return prefixed or {k: v for k, v in cfg.items() if "." not in k} or None
+
+
+def _peft_alpha(cfg: dict[str, Any] | None, module: str) -> tuple[float | None, bool]:
+    cfg = _peft_config_for(cfg, module)
+    if not cfg:
         return None, False
     alpha = cfg.get("lora_alpha")
+    inner = module.split(".", 1)[1] if "." in module else module
     for pattern, value in (cfg.get("alpha_pattern") or {}).items():
-        if re.search(rf"(^|\.){re.escape(str(pattern))}$", module) or str(pattern) in module:
+        if re.search(rf"(^|\.){re.escape(str(pattern))}$", inner):
             alpha = value
     try:
         return (float(alpha) if alpha is not None else None), bool(cfg.get("use_rslora"))
@@ -177,7 +189,7 @@ def _build_modules(structure: FileStructure, meta: LoraMetadata) -> tuple[list[_
             if not math.isfinite(a.alpha):
                 a.problems.append(f"alpha is {a.alpha}")
         elif meta.peft_config:
-            a.alpha_override, a.rs_lora = _peft_alpha(meta.peft_config, a.module, a.rank)
+            a.alpha_override, a.rs_lora = _peft_alpha(meta.peft_config, a.module)
         if a.problems:
             problems.append(f"{a.module}: {'; '.join(a.problems)}")
     return mods, sorted(set(unknown)), problems
@@ -247,11 +259,14 @@ def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
     return Analysis(report, mods, structure)
 
 
-def measure_blocks(analysis: Analysis) -> None:
-    """Fill module norms and per-block strengths; reads the tensors (memory-mapped)."""
+def measure_blocks(analysis: Analysis, *, spectra: bool = True) -> None:
+    """Fill module norms and per-block strengths; reads the tensors (memory-mapped).
+
+    ``spectra`` also computes every low-rank module's effective rank (batched r×r eigenvalue problems).
+    """
     report, mods = analysis.report, analysis.modules
     by_key = {r.key: r for r in report.modules}
-    spectra: list[tuple[ModuleReport, tuple]] = []
+    grams: list[tuple[ModuleReport, tuple]] = []
     with open_tensors(analysis.structure) as loader:
         for m in mods:
             a, r = m.adapter, by_key[m.adapter.module]
@@ -270,9 +285,9 @@ def measure_blocks(analysis: Analysis) -> None:
                 continue
             r.norm = math.sqrt(max(e.energy, 0.0))
             r.exact = e.exact
-            if e.grams is not None:
-                spectra.append((r, e.grams))
-    for (r, _), sv in zip(spectra, singular_values_batch([g for _, g in spectra]), strict=True):
+            if e.grams is not None and spectra:
+                grams.append((r, e.grams))
+    for (r, _), sv in zip(grams, singular_values_batch([g for _, g in grams]), strict=True):
         r.effective_rank = effective_rank(sv)
     nonfinite = [r.key for r in report.modules if r.nonfinite]
     if nonfinite:
@@ -317,7 +332,7 @@ def aggregate_blocks(report: LoraReport) -> list[BlockStrength] | None:
             for b in layout.blocks]
 
 
-def inspect_file(path: str | os.PathLike[str], *, blocks: bool = True, hashes: bool = False,
+def inspect_file(path: str | os.PathLike[str], *, blocks: bool = True, hashes: bool = False, spectra: bool = True,
                  progress: Callable[[int, int], None] | None = None) -> LoraReport:
     """Inspect one LoRA file.
 
@@ -325,6 +340,7 @@ def inspect_file(path: str | os.PathLike[str], *, blocks: bool = True, hashes: b
         path: a ``.safetensors`` file.
         blocks: read the tensors and measure per-module and per-block strength (else structure only).
         hashes: stream the whole file for SHA256 / AutoV2 / addnet (AutoV3) hashes.
+        spectra: with ``blocks``, also the effective rank of every low-rank module.
         progress: ``(bytes_done, bytes_total)`` callback while hashing.
 
     Raises:
@@ -334,7 +350,7 @@ def inspect_file(path: str | os.PathLike[str], *, blocks: bool = True, hashes: b
     analysis = inspect_structure(path)
     report = analysis.report
     if blocks:
-        measure_blocks(analysis)
+        measure_blocks(analysis, spectra=spectra)
     if hashes:
         report.hashes = hash_file(Path(report.path), report.header_bytes, progress)
     return report

@@ -232,12 +232,12 @@ def canonical_target(raw: RawPath, family: str, out_rows: int = 0, in_cols: int 
         if m and m[2] in _SD3_JOINT:
             base, part = _SD3_JOINT[m[2]]
             return _sliced(f"diffusion_model.joint_blocks.{m[1]}.{base}", part, out_rows, in_cols)
-        return Target("diffusion_model." + _SD3_GLOBAL.get(path, path))
+        return Target("diffusion_model." + _replace_prefix(path, _SD3_GLOBAL))
     if family == "wan":
         m = re.match(r"blocks\.(\d+)\.(.+)$", path)
         if m and m[2] in _WAN_BLOCK:
             return Target(f"diffusion_model.blocks.{m[1]}.{_WAN_BLOCK[m[2]]}")
-        return Target("diffusion_model." + _WAN_GLOBAL.get(path, path))
+        return Target("diffusion_model." + _replace_prefix(path, _WAN_GLOBAL))
     return Target("diffusion_model." + path)
 
 
@@ -254,7 +254,16 @@ def _dit_from_diffusers(path: str, family: str, out_rows: int, in_cols: int) -> 
         if m[3] in table:
             base, part = table[m[3]]
             return _sliced(f"diffusion_model.{where}.{m[2]}.{base}", part, out_rows, in_cols)
-    return Target("diffusion_model." + _FLUX_GLOBAL.get(path, path))
+    return Target("diffusion_model." + _replace_prefix(path, _FLUX_GLOBAL))
+
+
+def _replace_prefix(path: str, table: dict[str, str]) -> str:
+    """Rename the longest table entry that is ``path`` or a dotted prefix of it (HunyuanVideo's token refiner
+    lives under ``context_embedder.…`` → ``txt_in.…``)."""
+    for src in sorted(table, key=len, reverse=True):
+        if path == src or path.startswith(src + "."):
+            return table[src] + path[len(src):]
+    return path
 
 
 def normalise_native_dit(path: str) -> str:

@@ -214,7 +214,12 @@ class TensorLoader:
 
     def __enter__(self) -> TensorLoader:
         self._fh = open(self.structure.path, "rb")  # noqa: SIM115 - closed in __exit__
-        self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_COPY)
+        # private (copy-on-write) map, pre-faulted in one call where the OS can (every byte is read anyway)
+        flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0) if hasattr(mmap, "MAP_PRIVATE") else None
+        if flags is not None:
+            self._map = mmap.mmap(self._fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        else:  # Windows
+            self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_COPY)
         return self
 
     def __exit__(self, *exc: object) -> None:

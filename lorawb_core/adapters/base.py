@@ -163,8 +163,8 @@ def lowrank_energy(up, down) -> tuple[float, Any, Any]:
 
 
 def singular_values_batch(grams: list[tuple[Any, Any]]) -> list[list[float]]:
-    """Singular values of each U·D from its Grams, batched per rank: σ² = eig(G_U·G_D) = eigvalsh(S·G_D·Sᵀ),
-    with G_U = SᵀS from a symmetric eigendecomposition (works for rank-deficient U, unlike Cholesky)."""
+    """Singular values of each U·D from its Grams, batched per rank: σ² = eig(G_U·G_D) = eigvalsh(Lᵀ·G_D·L) with
+    G_U = L·Lᵀ (Cholesky; a relative 1e-12 jitter keeps rank-deficient U factorisable)."""
     import torch
 
     out: list[list[float]] = [[] for _ in grams]
@@ -174,11 +174,12 @@ def singular_values_batch(grams: list[tuple[Any, Any]]) -> list[list[float]]:
     for idx in by_rank.values():
         gu = torch.stack([grams[i][0] for i in idx])
         gd = torch.stack([grams[i][1] for i in idx])
-        lam, vec = torch.linalg.eigh(gu)
-        s = lam.clamp(min=0).sqrt().unsqueeze(-1) * vec.transpose(-1, -2)
-        sig2 = torch.linalg.eigvalsh(s @ gd @ s.transpose(-1, -2)).clamp(min=0)
-        for row, i in enumerate(idx):
-            out[i] = sorted((float(x) ** 0.5 for x in sig2[row]), reverse=True)
+        r = gu.shape[-1]
+        jitter = gu.diagonal(dim1=-2, dim2=-1).sum(-1).clamp(min=1e-300) * 1e-12
+        chol, _ = torch.linalg.cholesky_ex(gu + jitter[:, None, None] * torch.eye(r, dtype=gu.dtype))
+        sig = torch.linalg.eigvalsh(chol.mT @ gd @ chol).clamp(min=0).sqrt().flip(-1)
+        for row, values in zip(idx, sig.tolist(), strict=True):
+            out[row] = values
     return out
 
 
