@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("layout_id", nargs="?", help="show one layout's blocks")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_layouts)
+    from .library.cli import register as register_library
+
+    register_library(sub)
     p = sub.add_parser("demo", help="build a sample library of real-format LoRAs and inspect it")
     p.add_argument("--dir", default="demo-library", help="where to write the sample library (default ./demo-library)")
     p.set_defaults(func=cmd_demo)

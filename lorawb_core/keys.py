@@ -51,11 +51,31 @@ class KeyGrouping:
     unknown_keys: list[str]  # keys no suffix explains (reported, never dropped)
 
 
+_DOT_SUFFIXES = {s: p for s, p in PARAM_SUFFIXES.items() if s.startswith(".")}
+_UNDERSCORE_SUFFIXES = [s for s in _SUFFIXES_LONGEST_FIRST if not s.startswith(".")]
+_MAX_PARTS = max(s.count(".") for s in PARAM_SUFFIXES)
+
+
 def split_key(key: str) -> tuple[str, str] | None:
-    """``'a.b.lora_up.weight'`` → ``('a.b', 'up')``; None when no known parameter suffix matches."""
-    for suffix in _SUFFIXES_LONGEST_FIRST:
+    """``'a.b.lora_up.weight'`` → ``('a.b', 'up')``; None when no known parameter suffix matches.
+
+    Dotted suffixes are found by dictionary look-ups of the last 1–4 dotted parts, longest first (hot path: a
+    large LoRA has thousands of keys).
+    """
+    for suffix in _UNDERSCORE_SUFFIXES:
         if key.endswith(suffix) and len(key) > len(suffix):
             return key[: -len(suffix)], PARAM_SUFFIXES[suffix]
+    pos = len(key)
+    cuts = []
+    for _ in range(_MAX_PARTS):
+        pos = key.rfind(".", 0, pos)
+        if pos <= 0:
+            break
+        cuts.append(pos)
+    for pos in reversed(cuts):
+        param = _DOT_SUFFIXES.get(key[pos:])
+        if param is not None:
+            return key[:pos], param
     return None
 
 

@@ -61,6 +61,12 @@ class FamilyMap:
     rules: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = field(default_factory=list)
 
     def block_of(self, canonical_key: str) -> str | None:
+        cache = self.__dict__.setdefault("_cache", {})
+        if canonical_key not in cache:
+            cache[canonical_key] = self._block_of(canonical_key)
+        return cache[canonical_key]
+
+    def _block_of(self, canonical_key: str) -> str | None:
         for pattern, fn in self.rules:
             m = pattern.match(canonical_key)
             if m:

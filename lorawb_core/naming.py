@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 # Compound module names that contain "_" (longest match wins when re-dotting kohya keys).
 VOCAB = frozenset("""
@@ -71,6 +72,7 @@ class Target:
         return self.key if self.offset is None else f"{self.key}[{self.offset}:{self.offset + (self.length or 0)}]"
 
 
+@lru_cache(maxsize=1 << 16)
 def redot(underscored: str) -> str:
     """``down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q`` → ``down_blocks.0.attentions.0.…attn1.to_q``."""
     tokens = underscored.split("_")
@@ -89,6 +91,7 @@ def redot(underscored: str) -> str:
     return ".".join(out)
 
 
+@lru_cache(maxsize=1 << 16)
 def parse_module_key(key: str) -> RawPath:
     if key.startswith(_UNSUPPORTED_PREFIXES):
         return RawPath("unknown", key, "kohya")
@@ -217,6 +220,7 @@ def _sliced(base: str, part: int | None, out_rows: int, width: int) -> Target:
     return Target(base, offset=part * width, length=out_rows)
 
 
+@lru_cache(maxsize=1 << 16)
 def canonical_target(raw: RawPath, family: str, out_rows: int = 0, in_cols: int = 0) -> Target:
     """Map a parsed module path to ComfyUI's key for ``family``; paths nothing matches pass through unchanged."""
     if raw.component != "unet":
@@ -266,6 +270,7 @@ def _replace_prefix(path: str, table: dict[str, str]) -> str:
     return path
 
 
+@lru_cache(maxsize=1 << 16)
 def normalise_native_dit(path: str) -> str:
     """XLabs processors and HunyuanVideo spellings → ComfyUI's Flux-style names (applied before canonicalising)."""
     m = re.match(r"(double_blocks\.\d+)\.(processor\.\w+)$", path)

@@ -1,0 +1,1 @@
+"""The LoRA library: SQLite index, stable IDs, scans, search and invariant checks."""
