@@ -32,3 +32,14 @@ class UnknownLayout(LorawbError, KeyError):
 
 class UsageError(LorawbError, ValueError):
     """A caller passed arguments that do not fit together."""
+
+
+class LibraryError(LorawbError):
+    """The library database cannot be used as asked (written by a newer lorawb, damaged, not writable)."""
+
+
+class NotInLibrary(LorawbError, KeyError):
+    """A stable_id or path that the library does not hold."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -227,8 +228,10 @@ def from_metadata(meta: dict[str, str]) -> tuple[str | None, str | None, list[st
     return family, variant, ev
 
 
-def detect_family(mods: Sequence[ModuleShape], meta: dict[str, str]) -> FamilyGuess:
-    guess = from_shapes(mods)
+def detect_family(mods: Sequence[ModuleShape], meta: dict[str, str],
+                  shape_guess: FamilyGuess | None | bool = False) -> FamilyGuess:
+    """Family from shapes (``shape_guess``: a precomputed ``from_shapes`` result, copied before use), then metadata."""
+    guess = from_shapes(mods) if shape_guess is False else copy.deepcopy(shape_guess)
     mfam, mvar, mev = from_metadata(meta)
     if guess is None:
         if mfam:

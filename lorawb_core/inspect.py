@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 from .adapters import Adapter, effective_rank, probe_module
 from .adapters.base import singular_values_batch
 from .errors import InvalidTensor
-from .families import FamilyGuess, ModuleShape, detect_family
+from .families import FamilyGuess, ModuleShape, detect_family, from_shapes
 from .hashes import Hashes, hash_file
 from .keys import group_keys
 from .layouts import FamilyMap, family_map
@@ -166,11 +168,32 @@ def _peft_alpha(cfg: dict[str, Any] | None, module: str) -> tuple[float | None, 
         return None, False
 
 
-def _build_modules(structure: FileStructure, meta: LoraMetadata) -> tuple[list[_Module], list[str], list[str]]:
+@dataclass
+class _IndexAnalysis:
+    """What depends only on the tensor index (keys, shapes, dtypes): computed once per distinct index."""
+
+    templates: list[tuple[Adapter, RawPath]]
+    unknown: list[str]
+    shapes: list[ModuleShape]
+    shape_guess: FamilyGuess | None
+    formats: Counter[str]
+    mapped: dict[tuple[str, int | None], list[tuple[Target, str | None]]] = field(default_factory=dict)
+
+
+_ANALYSES: OrderedDict[bytes, _IndexAnalysis] = OrderedDict()
+_ANALYSES_SIZE = 128
+_analyses_lock = threading.Lock()
+
+
+def _analyse_index(structure: FileStructure) -> _IndexAnalysis:
+    with _analyses_lock:
+        cached = _ANALYSES.get(structure.index_digest) if structure.index_digest else None
+        if cached is not None:
+            _ANALYSES.move_to_end(structure.index_digest)
+            return cached
     grouping = group_keys(structure.tensors)
     unknown = list(grouping.unknown_keys)
-    problems: list[str] = []
-    mods: list[_Module] = []
+    templates: list[tuple[Adapter, RawPath]] = []
     for key, raw_module in grouping.modules.items():
         adapter, leftover = probe_module(key, raw_module.params)
         unknown.extend(leftover)
@@ -179,7 +202,26 @@ def _build_modules(structure: FileStructure, meta: LoraMetadata) -> tuple[list[_
         raw = parse_module_key(key)
         if raw.component == "unet":
             raw = RawPath(raw.component, normalise_native_dit(raw.path), raw.convention)
-        mods.append(_Module(adapter, raw))
+        templates.append((adapter, raw))
+    shapes = [ModuleShape(raw, *_shape_for_detection(a)) for a, raw in templates]
+    analysis = _IndexAnalysis(templates=templates, unknown=sorted(set(unknown)), shapes=shapes,
+                              shape_guess=from_shapes(shapes),
+                              formats=Counter(_format_of(a.module, a) for a, _ in templates))
+    if structure.index_digest:
+        with _analyses_lock:
+            _ANALYSES[structure.index_digest] = analysis
+            while len(_ANALYSES) > _ANALYSES_SIZE:
+                _ANALYSES.popitem(last=False)
+    return analysis
+
+
+def _build_modules(structure: FileStructure, index: _IndexAnalysis, meta: LoraMetadata) -> tuple[list[_Module], list[str]]:
+    problems: list[str] = []
+    mods: list[_Module] = []
+    for template, raw in index.templates:
+        a = copy.copy(template)
+        a.problems = list(template.problems)
+        mods.append(_Module(a, raw))
     alpha_keys = [m.adapter.params["alpha"].key for m in mods if "alpha" in m.adapter.params]
     values = read_scalars(structure, alpha_keys)
     for m in mods:
@@ -192,7 +234,7 @@ def _build_modules(structure: FileStructure, meta: LoraMetadata) -> tuple[list[_
             a.alpha_override, a.rs_lora = _peft_alpha(meta.peft_config, a.module)
         if a.problems:
             problems.append(f"{a.module}: {'; '.join(a.problems)}")
-    return mods, sorted(set(unknown)), problems
+    return mods, problems
 
 
 def _shape_for_detection(a: Adapter) -> tuple[int, int]:
@@ -200,12 +242,19 @@ def _shape_for_detection(a: Adapter) -> tuple[int, int]:
     return (s[0] if s else 0, s[1] if len(s) > 1 else 0)
 
 
-def _map_blocks(mods: list[_Module], family: FamilyGuess) -> FamilyMap | None:
+def _map_blocks(mods: list[_Module], index: _IndexAnalysis, family: FamilyGuess) -> FamilyMap | None:
     fm = family_map(family.family, family.depth)
-    for m in mods:
-        out_rows, in_cols = _shape_for_detection(m.adapter)
-        m.target = canonical_target(m.raw, family.family, out_rows, in_cols)
-        m.block = fm.block_of(m.target.key) if fm else None
+    key = (family.family, family.depth)
+    mapped = index.mapped.get(key)
+    if mapped is None:
+        mapped = []
+        for m in mods:
+            out_rows, in_cols = _shape_for_detection(m.adapter)
+            target = canonical_target(m.raw, family.family, out_rows, in_cols)
+            mapped.append((target, fm.block_of(target.key) if fm else None))
+        index.mapped[key] = mapped
+    for m, (target, block) in zip(mods, mapped, strict=True):
+        m.target, m.block = target, block
     return fm
 
 
@@ -222,13 +271,14 @@ def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
     """Everything the header tells (no tensor data read): family, format, layout, modules, metadata."""
     structure = read_structure(path)
     meta = parse_metadata(structure.metadata)
-    mods, unknown, problems = _build_modules(structure, meta)
-    shapes = [ModuleShape(m.raw, *_shape_for_detection(m.adapter)) for m in mods]
-    family = detect_family(shapes, structure.metadata)
-    fm = _map_blocks(mods, family)
+    index = _analyse_index(structure)
+    mods, problems = _build_modules(structure, index, meta)
+    unknown = index.unknown
+    family = detect_family(index.shapes, structure.metadata, shape_guess=index.shape_guess)
+    fm = _map_blocks(mods, index, family)
     touched = {m.block for m in mods if m.block}
     layout = fm.choose(touched) if fm else None
-    formats = Counter(_format_of(m.adapter.module, m.adapter) for m in mods)
+    formats = index.formats
     algos = Counter(m.adapter.algorithm for m in mods)
     ranks = Counter(m.adapter.rank for m in mods if m.adapter.rank)
     alphas = Counter(m.adapter.alpha if m.adapter.alpha is not None else m.adapter.alpha_override for m in mods)
@@ -238,7 +288,7 @@ def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
                      algorithm=m.adapter.algorithm, rank=m.adapter.rank,
                      alpha=m.adapter.alpha if m.adapter.alpha is not None else m.adapter.alpha_override,
                      scale=m.adapter.scale(), shape=list(m.adapter.target_shape),
-                     tensor_keys=sorted(t.key for t in m.adapter.params.values()), exact=not m.adapter.requires_base,
+                     tensor_keys=[t.key for t in m.adapter.params.values()], exact=not m.adapter.requires_base,
                      figure=m.adapter.figure if not m.adapter.decomposed else
                      "‖scale·ΔW‖_F before DoRA re-normalisation (needs the base weight)",
                      problems=list(m.adapter.problems))
@@ -253,7 +303,7 @@ def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
         full_layout_id=fm.full.id if fm else None, algorithms=dict(algos.most_common()),
         rank=ranks.most_common(1)[0][0] if ranks else None, ranks=sorted(ranks),
         alpha=alphas.most_common(1)[0][0] if alphas else None, modules=reports,
-        unmapped=sorted(m.adapter.module for m in mods if m.block is None), unknown_keys=unknown,
+        unmapped=sorted(m.adapter.module for m in mods if m.block is None), unknown_keys=list(unknown),
         metadata=meta, needs_base=any(m.adapter.requires_base for m in mods), problems=problems,
     )
     return Analysis(report, mods, structure)

@@ -7,10 +7,13 @@ page saved as ``.safetensors``, a truncated download) and never unpickles anythi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 import os
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +37,7 @@ class TensorInfo:
     key: str
     dtype: str
     shape: tuple[int, ...]
-    start: int = 0  # absolute byte offsets of the data in the file
+    start: int = 0  # byte offsets relative to the start of the data region (as in the header)
     end: int = 0
 
     @property
@@ -55,6 +58,7 @@ class FileStructure:
     mtime_ns: int
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    index_digest: bytes = b""  # digest of the header without its metadata: equal for files of one structure
 
 
 def _describe_start(head: bytes) -> str | None:
@@ -126,33 +130,87 @@ def read_structure(path: str | os.PathLike[str]) -> FileStructure:
         )
     if n == 0 or head[8:9] != b"{":
         raise UnsupportedFormat(f"{shown}: no safetensors JSON header at the start; this is not a safetensors file.")
-    tensors, metadata = _open_header(p, shown, n)
+    tensors, metadata, digest = _open_header(p, shown, n, st.st_size)
     return FileStructure(path=p, size=st.st_size, header_bytes=8 + n, mtime_ns=st.st_mtime_ns,
-                         tensors=tensors, metadata=metadata)
+                         tensors=tensors, metadata=metadata, index_digest=digest)
 
 
-def _open_header(p: Path, shown: str, n: int) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Validate with the safetensors library, then index the (now known-good) JSON header."""
+@dataclass(frozen=True)
+class _Index:
+    tensors: dict[str, TensorInfo]
+    data_end: int
+
+
+_INDEX_CACHE: OrderedDict[bytes, _Index] = OrderedDict()
+_INDEX_CACHE_SIZE = 256
+_cache_lock = threading.Lock()
+
+
+def _split_metadata(raw: bytes) -> tuple[dict[str, str] | None, bytes]:
+    """The ``__metadata__`` object and the header bytes without it (what identifies the tensor index)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, raw
+    pos = text.find('"__metadata__"')
+    if pos < 0:
+        return {}, raw
+    colon = text.find(":", pos + 14)
+    start = colon + 1
+    while start < len(text) and text[start] in " \t\r\n":
+        start += 1
+    try:
+        obj, end = json.JSONDecoder().raw_decode(text, start)
+    except ValueError:
+        return None, raw
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
+        return None, raw
+    return obj, (text[:pos] + text[end:]).encode("utf-8")
+
+
+def _open_header(p: Path, shown: str, n: int, size: int) -> tuple[dict[str, TensorInfo], dict[str, str], bytes]:
+    """Index the JSON header. A tensor index seen before (same keys, shapes, dtypes, offsets: one trainer's files)
+    is reused after checking the file size; a new one is validated by the safetensors library first."""
+    try:
+        with open(p, "rb") as fh:
+            fh.seek(8)
+            raw = fh.read(n)
+    except OSError as exc:
+        raise UnreadableFile(f"{shown}: cannot read the file ({exc.strerror}).") from None
+    meta, stripped = _split_metadata(raw)
+    digest = hashlib.blake2b(stripped, digest_size=16).digest()
+    with _cache_lock:
+        known = _INDEX_CACHE.get(digest)
+        if known is not None:
+            _INDEX_CACHE.move_to_end(digest)
+    if known is not None and meta is not None and size == 8 + n + known.data_end:
+        return known.tensors, meta, digest
     from safetensors import SafetensorError, safe_open
 
     try:
         with utf8_path(p) as usable, safe_open(usable, framework="np") as f:
-            meta = f.metadata() or {}
-        with open(p, "rb") as fh:
-            fh.seek(8)
-            header = json.loads(fh.read(n))
+            checked_meta = f.metadata() or {}
+        header = json.loads(raw)
     except SafetensorError as exc:
         raise CorruptFile(f"{shown}: damaged safetensors header: {_explain(str(exc))}") from None
     except (OSError, ValueError) as exc:
         raise UnreadableFile(f"{shown}: cannot read the file ({exc}).") from None
     tensors = {}
+    data_end = 0
     for key, entry in header.items():
         if key == "__metadata__":
             continue
-        start, end = entry["data_offsets"]
+        start, end = (int(x) for x in entry["data_offsets"])
+        data_end = max(data_end, end)
         tensors[key] = TensorInfo(key=key, dtype=entry["dtype"], shape=tuple(int(d) for d in entry["shape"]),
-                                  start=8 + n + int(start), end=8 + n + int(end))
-    return tensors, {str(k): str(v) for k, v in meta.items()}
+                                  start=start, end=end)
+    checked = {str(k): str(v) for k, v in checked_meta.items()}
+    if meta == checked:  # the split was exact: later files with this index can skip the full parse
+        with _cache_lock:
+            _INDEX_CACHE[digest] = _Index(tensors, data_end)
+            while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+                _INDEX_CACHE.popitem(last=False)
+    return tensors, checked, digest
 
 
 def read_scalars(structure: FileStructure, keys: list[str]) -> dict[str, float]:
@@ -160,12 +218,11 @@ def read_scalars(structure: FileStructure, keys: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     if not keys:
         return out
-    with open(structure.path, "rb") as fh:
+    base = structure.header_bytes
+    with open(structure.path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         for key in keys:
             info = structure.tensors[key]
-            fh.seek(info.start)
-            raw = fh.read(info.end - info.start)
-            out[key] = _decode_scalar(info.dtype, raw)
+            out[key] = _decode_scalar(info.dtype, mm[base + info.start:base + info.end])
     return out
 
 
@@ -243,7 +300,7 @@ class TensorLoader:
         dtype = getattr(torch, name)
         if info.numel == 0:
             return torch.zeros(info.shape, dtype=dtype)
-        t = torch.frombuffer(self._map, dtype=dtype, count=info.numel, offset=info.start)
+        t = torch.frombuffer(self._map, dtype=dtype, count=info.numel, offset=self.structure.header_bytes + info.start)
         return t.view(info.shape)
 
 
