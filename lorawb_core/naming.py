@@ -297,11 +297,13 @@ _TE_COMPONENT = {
 
 def _te_target(raw: RawPath, family: str) -> str:
     path = raw.path
-    if path.startswith("encoder.") or ".SelfAttention." in path or ".DenseReluDense." in path:
+    if path.startswith("encoder.block.") or ".SelfAttention." in path or ".DenseReluDense." in path:
         comp = "t5xxl"
     else:
         comp = _TE_COMPONENT.get(family, {}).get(raw.component, {"te": "clip_l", "te1": "clip_l", "te2": "clip_g",
                                                                  "te3": "t5xxl"}.get(raw.component, "clip_l"))
-    if comp != "t5xxl" and not path.startswith("text_model."):
-        path = "text_model." + path if path.startswith("encoder.") else path
+        if comp == "t5xxl":  # the family's T5 slot, but CLIP names: a CLIP-G style encoder
+            comp = "clip_g"
+        if path.startswith("encoder.layers."):  # transformers 5 dropped the text_model level
+            path = "text_model." + path
     return f"{comp}.transformer.{path}"
