@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .adapters import Adapter, effective_rank, probe_module
-from .adapters.base import singular_values_batch
+from .adapters.base import lowrank_grams_batch, singular_values_batch
 from .errors import InvalidTensor
 from .families import FamilyGuess, ModuleShape, detect_family, from_shapes
 from .hashes import Hashes, hash_file
@@ -318,14 +318,18 @@ def measure_blocks(analysis: Analysis, *, spectra: bool = True) -> None:
     by_key = {r.key: r for r in report.modules}
     grams: list[tuple[ModuleReport, tuple]] = []
     with open_tensors(analysis.structure) as loader:
+        def getter(a: Adapter):
+            return lambda param: loader.get(a.params[param].key)
+
+        batch = [m for m in mods if getattr(m.adapter, "batchable", False)]
+        batched = dict(zip((id(m) for m in batch), lowrank_grams_batch(
+            [(loader.get(m.adapter.params["up"].key), loader.get(m.adapter.params["down"].key)) for m in batch]),
+            strict=True))
         for m in mods:
             a, r = m.adapter, by_key[m.adapter.module]
-
-            def get(param: str, _a: Adapter = a):
-                return loader.get(_a.params[param].key)
-
+            get = getter(a)
             try:
-                e = a.energy(get)
+                e = a.energy_from_grams(get, *batched[id(m)]) if id(m) in batched else a.energy(get)
             except InvalidTensor as exc:
                 r.problems.append(str(exc))
                 continue

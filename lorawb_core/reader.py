@@ -13,6 +13,7 @@ import mmap
 import os
 import struct
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -261,7 +262,7 @@ class TensorLoader:
     """Zero-copy torch views of a file's tensors over a private memory map; torch is imported only here.
 
     Offsets come from a header the safetensors library already validated (``read_structure``). The map is
-    copy-on-write (``ACCESS_COPY``): nothing can ever be written back to the user's file.
+    read-only: the views must never be written to (every consumer converts or multiplies them into new tensors).
     """
 
     def __init__(self, structure: FileStructure):
@@ -271,12 +272,12 @@ class TensorLoader:
 
     def __enter__(self) -> TensorLoader:
         self._fh = open(self.structure.path, "rb")  # noqa: SIM115 - closed in __exit__
-        # private (copy-on-write) map, pre-faulted in one call where the OS can (every byte is read anyway)
-        flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0) if hasattr(mmap, "MAP_PRIVATE") else None
-        if flags is not None:
-            self._map = mmap.mmap(self._fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        # read-only shared map of the page cache, pre-faulted in one call where the OS can (every byte is read)
+        if hasattr(mmap, "MAP_SHARED"):
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            self._map = mmap.mmap(self._fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
         else:  # Windows
-            self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_COPY)
+            self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -300,7 +301,9 @@ class TensorLoader:
         dtype = getattr(torch, name)
         if info.numel == 0:
             return torch.zeros(info.shape, dtype=dtype)
-        t = torch.frombuffer(self._map, dtype=dtype, count=info.numel, offset=self.structure.header_bytes + info.start)
+        with warnings.catch_warnings():  # the map is read-only on purpose: nothing may write to a user's file
+            warnings.simplefilter("ignore", UserWarning)
+            t = torch.frombuffer(self._map, dtype=dtype, count=info.numel, offset=self.structure.header_bytes + info.start)
         return t.view(info.shape)
 
 

@@ -50,6 +50,16 @@ class LoraAdapter(Adapter):
         e = s * s * e + self.bias_energy(get, s)
         return Energy(energy=e, grams=grams, exact=not self.requires_base)
 
+    @property
+    def batchable(self) -> bool:
+        """Plain low-rank modules whose energy ``energy_from_grams`` can take from a batched Gram product."""
+        return "mid" not in self.params and not self.problems
+
+    def energy_from_grams(self, get: Getter, gu, gd) -> Energy:
+        s = self.scale()
+        e = s * s * float((gu * gd).sum()) + self.bias_energy(get, s)
+        return Energy(energy=e, grams=(gu * (s * s), gd), exact=not self.requires_base)
+
     def delta(self, get: Getter):
         import torch
 

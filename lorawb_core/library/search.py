@@ -1,0 +1,236 @@
+"""Finding LoRAs: full-text search (FTS5), filters, sorts, pagination; one LoRA with its blocks; duplicates."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlite_utils import Database
+
+from ..errors import NotInLibrary, UsageError
+
+SORTS = {  # name → ORDER BY (ties broken by stable_id, then row id)
+    "name": "sort_key {dir}",
+    "added": "first_seen {dir}",
+    "size": "size {dir}",
+    "strength": "total_norm IS NULL, total_norm {dir}",  # pending LoRAs have no strength: always last
+}
+FILTERS = ("family", "variant", "layout", "format", "algorithm", "state", "category")
+_COLUMN = {"layout": "layout_id", "state": "scan_state"}
+LIST_COLUMNS = ("id", "stable_id", "name", "path", "root", "rel_path", "file_name", "category", "family", "variant",
+                "confidence", "format", "algorithm", "algorithms", "layout_id", "full_layout_id", "rank", "alpha",
+                "module_count", "size", "mtime_ns", "sha256", "addnet", "autov2", "autov3", "title", "author", "tags",
+                "trigger_words", "scan_state", "error", "missing", "total_norm", "unmapped_norm", "first_seen",
+                "last_seen", "measured_at", "problems")
+_DUPLICATED = ("addnet IN (SELECT addnet FROM loras WHERE addnet IS NOT NULL AND missing = 0 "
+               "GROUP BY addnet HAVING count(*) > 1)")
+
+
+@dataclass
+class BlockRow:
+    block_id: str
+    position: int | None
+    norm: float | None
+    share: float | None
+    module_count: int | None
+    exact: bool
+
+
+@dataclass
+class LoraEntry:
+    """One library row. ``blocks`` is None unless the LoRA is ``ready``: pending blocks are never shown as known."""
+
+    stable_id: str | None
+    name: str | None
+    path: str
+    file_name: str | None
+    root: str | None
+    rel_path: str | None
+    category: str | None
+    family: str | None
+    variant: str | None
+    confidence: str | None
+    format: str | None
+    algorithm: str | None
+    algorithms: dict[str, int]
+    layout_id: str | None
+    full_layout_id: str | None
+    rank: int | None
+    alpha: float | None
+    module_count: int | None
+    size: int | None
+    mtime_ns: int | None
+    sha256: str | None
+    addnet: str | None
+    autov2: str | None
+    autov3: str | None
+    title: str | None
+    author: str | None
+    tags: list[str]
+    trigger_words: list[str]
+    scan_state: str
+    error: str | None
+    missing: bool
+    total_norm: float | None
+    unmapped_norm: float | None
+    first_seen: str | None
+    last_seen: str | None
+    measured_at: str | None
+    problems: list[str]
+    row_id: int = 0
+    blocks: list[BlockRow] | None = None
+    metadata: dict[str, Any] | None = None
+    family_evidence: dict[str, Any] | None = None
+    duplicates: list[str] = field(default_factory=list)  # paths of present files with the same addnet hash
+
+    @property
+    def blocks_state(self) -> str:
+        return "ready" if self.blocks is not None else ("error" if self.scan_state == "error" else "pending")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["blocks_state"] = self.blocks_state
+        d.pop("row_id")
+        return d
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def entry_from_row(row: dict[str, Any]) -> LoraEntry:
+    values = {k: row.get(k) for k in LIST_COLUMNS if k != "id"}
+    values.update(algorithms=_loads(row.get("algorithms"), {}), tags=_loads(row.get("tags"), []),
+                  trigger_words=_loads(row.get("trigger_words"), []), problems=_loads(row.get("problems"), []),
+                  missing=bool(row.get("missing")), scan_state=row.get("scan_state") or "pending",
+                  row_id=row.get("id") or 0)
+    return LoraEntry(**values)
+
+
+@dataclass
+class SearchQuery:
+    """What to look for. ``text`` is matched as word prefixes against name, file name, trigger words, tags, title
+    and author; ``missing`` False = present files only, True = missing only, None = both."""
+
+    text: str = ""
+    family: str | None = None
+    variant: str | None = None
+    layout: str | None = None
+    format: str | None = None
+    algorithm: str | None = None
+    state: str | None = None
+    category: str | None = None
+    missing: bool | None = False
+    duplicates: bool = False
+    sort: str | None = None  # name | added | size | strength | relevance (default: relevance with text, else name)
+    descending: bool = False
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass
+class SearchPage:
+    items: list[LoraEntry]
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def has_more(self) -> bool:
+        return self.offset + len(self.items) < self.total
+
+
+def fts_query(text: str) -> str:
+    """User text → FTS5 query: every word must match as a prefix (``"char"*``); operators are not interpreted."""
+    terms = [t.replace('"', '""') for t in re.split(r"\s+", text.strip()) if t.strip('"')]
+    return " ".join(f'"{t}"*' for t in terms)
+
+
+def _where(q: SearchQuery) -> tuple[str | None, dict[str, Any]]:
+    clauses, args = [], {}
+    for name in FILTERS:
+        value = getattr(q, name)
+        if value is not None and value != "":
+            clauses.append(f"{_COLUMN.get(name, name)} = :{name}")
+            args[name] = value
+    if q.missing is not None:
+        clauses.append("missing = :missing")
+        args["missing"] = int(q.missing)
+    if q.duplicates:
+        clauses.append(_DUPLICATED)
+    return (" AND ".join(clauses) or None), args
+
+
+def search(db: Database, query: SearchQuery | None = None, **kwargs: Any) -> SearchPage:
+    """Search the library; pass a :class:`SearchQuery` or its fields as keywords (``search(db, text="anime",
+    family="sdxl", sort="added", descending=True, limit=20)``)."""
+    q = query or SearchQuery(**kwargs)
+    text = fts_query(q.text or "")
+    sort = q.sort or ("relevance" if text else "name")
+    if sort not in SORTS and sort != "relevance":
+        raise UsageError(f"Unknown sort {sort!r}; use one of relevance, {', '.join(SORTS)}.")
+    if q.limit < 1 or q.offset < 0:
+        raise UsageError("limit must be at least 1 and offset at least 0.")
+    direction = "DESC" if q.descending else "ASC"
+    where, args = _where(q)
+    loras = db["loras"]
+    if not text:
+        if sort == "relevance":
+            sort = "name"
+        order = SORTS[sort].format(dir=direction) + ", stable_id, id"
+        total = loras.count_where(where, args) if where else loras.count
+        rows = loras.rows_where(where, args, order_by=order, limit=q.limit, offset=q.offset, select=", ".join(LIST_COLUMNS))
+        return SearchPage([entry_from_row(r) for r in rows], total, q.offset, q.limit)
+    order = None if sort == "relevance" else SORTS[sort].format(dir=direction) + ", stable_id"
+    if sort == "relevance" and q.descending:
+        order = "rank DESC"
+    rows = loras.search(text, order_by=order, columns=(*LIST_COLUMNS, "sort_key"), limit=q.limit, offset=q.offset, where=where,
+                        where_args=args or None)
+    items = [entry_from_row(r) for r in rows]
+    if q.offset == 0 and len(items) < q.limit:
+        total = len(items)
+    else:
+        count_sql = loras.search_sql(columns=["id"], where=where, order_by="id")
+        total = db.execute(f"SELECT count(*) FROM ({count_sql})", {"query": text, **args}).fetchone()[0]
+    return SearchPage(items, total, q.offset, q.limit)
+
+
+def get_lora(db: Database, stable_id: str) -> LoraEntry:
+    """One LoRA by stable ID, with metadata, family evidence, duplicates and (when ready) its blocks."""
+    rows = list(db["loras"].rows_where("stable_id = ?", [stable_id.strip().upper()]))
+    if not rows:
+        raise NotInLibrary(f"No LoRA with stable ID {stable_id!r} in the library; find it with `lorawb search`.")
+    row = rows[0]
+    entry = entry_from_row(row)
+    entry.metadata = _loads(row.get("metadata"), None)
+    entry.family_evidence = _loads(row.get("family_evidence"), None)
+    if entry.scan_state == "ready":
+        entry.blocks = [BlockRow(r["block_id"], r["position"], r["norm"], r["share"], r["module_count"],
+                                 bool(r["exact"]))
+                        for r in db["blocks"].rows_where("lora_id = ?", [row["id"]], order_by="position")]
+    if entry.addnet:
+        entry.duplicates = [r["path"] for r in db["loras"].rows_where(
+            "addnet = ? AND id != ? AND missing = 0", [entry.addnet, row["id"]], order_by="path", select="path")]
+    return entry
+
+
+@dataclass
+class DuplicateGroup:
+    addnet: str
+    entries: list[LoraEntry]
+
+
+def duplicates(db: Database) -> list[DuplicateGroup]:
+    """Present files sharing an addnet hash (same tensor data): listed, never merged."""
+    groups: dict[str, list[LoraEntry]] = {}
+    for row in db["loras"].rows_where(f"missing = 0 AND {_DUPLICATED}", order_by="addnet, path",
+                                      select=", ".join(LIST_COLUMNS)):
+        groups.setdefault(row["addnet"], []).append(entry_from_row(row))
+    return [DuplicateGroup(h, e) for h, e in groups.items()]

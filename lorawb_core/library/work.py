@@ -1,0 +1,145 @@
+"""The per-file work of a scan, as plain functions that run in worker processes or inline.
+
+Each returns a small picklable dict of ``loras`` column values (plus ``blocks`` for phase (b)), never a report
+object: results cross a process boundary and go straight into batched writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..errors import LorawbError
+
+Job = tuple[str, int, int, int]  # path, size, mtime_ns, inode (as listed)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(_clean(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, LorawbError):
+        return {"scan_state": "error", "error": str(exc)}
+    return {"scan_state": "error",
+            "error": f"lorawb could not analyse this file ({type(exc).__name__}: {exc}); please report it."}
+
+
+def structure_fields(report) -> dict[str, Any]:
+    """``loras`` columns from a :class:`~lorawb_core.inspect.LoraReport` (header facts only)."""
+    fam, meta = report.family, report.metadata
+    name = meta.title or meta.output_name or Path(report.path).stem
+    alpha = report.alpha if report.alpha is not None and math.isfinite(report.alpha) else None
+    out: dict[str, Any] = {
+        "family": fam.family, "variant": fam.variant, "confidence": fam.confidence,
+        "family_evidence": to_json({"evidence": fam.evidence, "conflicts": fam.conflicts, "reason": fam.reason,
+                                    "depth": fam.depth}),
+        "format": report.format, "algorithm": next(iter(report.algorithms), None),
+        "algorithms": to_json(report.algorithms), "layout_id": report.layout_id,
+        "full_layout_id": report.full_layout_id, "rank": report.rank, "alpha": alpha,
+        "module_count": len(report.modules), "header_bytes": report.header_bytes, "needs_base": int(report.needs_base),
+        "name": name, "sort_key": name.casefold(), "title": meta.title, "author": meta.author,
+        "tags": to_json(meta.tags), "trigger_words": to_json(report.trigger_words),
+        "metadata": to_json(meta.to_dict()), "problems": to_json(report.problems),
+        "scan_state": "pending", "error": None,
+    }
+    if report.layout_id is None:
+        why = fam.reason or "; ".join(report.problems) or f"no block layout is known for family '{fam.family}'"
+        out.update(scan_state="error", error=f"no block layout: {why}")
+    return out
+
+
+def _same(path: str, size: int, mtime_ns: int, inode: int) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns, st.st_ino) == (size, mtime_ns, inode)
+
+
+def analyse(job: Job) -> dict[str, Any]:
+    """Phase (a): header only. ``changed`` when the file moved under our feet (it is retried next scan)."""
+    from ..inspect import inspect_structure
+
+    path, size, mtime_ns, inode = job
+    try:
+        report = inspect_structure(path).report
+    except Exception as exc:  # recorded with its reason; retried when the file changes
+        return {**_failure(exc), "size": size, "mtime_ns": mtime_ns}
+    if (report.size, report.mtime_ns) != (size, mtime_ns):
+        return {"changed": True}
+    return {**structure_fields(report), "size": size, "mtime_ns": mtime_ns}
+
+
+def measure(job: Job) -> dict[str, Any]:
+    """Phase (b): block strengths and hashes; the file must look the same before and after."""
+    from ..hashes import hash_file
+    from ..inspect import inspect_structure, measure_blocks
+    from ..layouts import get_layout
+
+    path, size, mtime_ns, inode = job
+    if not _same(path, size, mtime_ns, inode):
+        return {"changed": True}
+    try:
+        analysis = inspect_structure(path)
+        measure_blocks(analysis, spectra=False)
+        report = analysis.report
+        hashes = hash_file(path, report.header_bytes)
+    except Exception as exc:
+        return {**_failure(exc), "size": size, "mtime_ns": mtime_ns} if _same(path, size, mtime_ns, inode) \
+            else {"changed": True}
+    if not _same(path, size, mtime_ns, inode):  # written to while we read it: the hash is of nothing real
+        return {"changed": True}
+    out = structure_fields(report)
+    out.update(sha256=hashes.sha256, addnet=hashes.addnet, autov2=hashes.autov2, autov3=hashes.autov3,
+               total_norm=_clean(report.total_norm), unmapped_norm=_clean(report.unmapped_norm))
+    if out["scan_state"] == "pending":
+        positions = {b: i for i, b in enumerate(get_layout(report.layout_id).block_ids)}
+        out["blocks"] = [{"block_id": b.id, "position": positions[b.id], "norm": _clean(b.norm),
+                          "share": _clean(b.share), "module_count": b.module_count, "exact": int(b.exact)}
+                         for b in report.blocks or []]
+        out["scan_state"] = "ready"
+    return out
+
+
+# ---- worker processes -----------------------------------------------------------------------------------------
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:  # the scanner died (SIGKILL, host crash): do not linger as an orphan
+            os._exit(1)
+
+
+def _init_worker(parent: int) -> None:
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def make_pool(workers: int) -> Executor:
+    """Worker processes (``spawn``: safe inside a host that holds CUDA or threads)."""
+    import multiprocessing
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(os.getpid(),))
+
+
+def default_workers(jobs: int, threshold: int = 200) -> int:
+    """0 (inline) for small jobs, else up to 2 worker processes (fewer on a 1-core machine)."""
+    if jobs < threshold:
+        return 0
+    return max(0, min(2, (os.cpu_count() or 1)))
