@@ -325,6 +325,14 @@ def _write_measured(db: Database, items: list[tuple[tuple, dict[str, Any]]], sum
                 summary.reclaimed += outcome == "reclaimed"
 
 
+def _still_pending(db: Database, rows: list) -> list:
+    ids = [r[0] for r in rows]
+    pending = {r[0] for r in db.execute(
+        f"SELECT id FROM loras WHERE scan_state = 'pending' AND missing = 0 AND id IN ({','.join('?' * len(ids))})",
+        ids)}
+    return [r for r in rows if r[0] in pending]
+
+
 def measure_pending(db: Database, *, roots: Sequence[str] | None = None, workers: int | None = None,
                     progress: ProgressFn | None = None, cancel: threading.Event | None = None,
                     limit: int | None = None, ledger: bool = True, flush_seconds: float = 2.0,
@@ -340,22 +348,35 @@ def measure_pending(db: Database, *, roots: Sequence[str] | None = None, workers
     rows = db.execute(f"SELECT id, path, size, mtime_ns, inode, root FROM loras WHERE {where} "
                       "ORDER BY root, rel_path, id" + (f" LIMIT {int(limit)}" if limit else ""), args).fetchall()
     reporter = _Reporter(progress, "tensors", len(rows))
-    jobs = [(r[1], r[2], r[3], r[4] or 0) for r in rows]
+    n = work.default_workers(len(rows)) if workers is None else workers
+    pool = work.make_pool(min(n, len(rows))) if n > 0 and len(rows) > 1 else None
+    step = 8 * max(1, n)
     batch: list[tuple[tuple, dict[str, Any]]] = []
     last_flush = last_ledger = time.monotonic()
     touched: set[str] = set()
-    for row, res in zip(rows, _run(work.measure, jobs, workers, cancel, 4), strict=False):
-        batch.append(((row[0], *jobs[reporter.done]), res))
-        if row[5]:
-            touched.add(row[5])
-        reporter.step(row[1])
-        now = time.monotonic()
-        if now - last_flush >= flush_seconds or len(batch) >= 64:
-            _write_measured(db, batch, summary)
-            batch, last_flush = [], now
-            if ledger and now - last_ledger >= 60:
-                _write_ledgers(db, sorted(touched), summary)
-                last_ledger = now
+    try:
+        for start in range(0, len(rows), step):
+            if _cancelled(cancel):
+                break
+            part = _still_pending(db, rows[start:start + step])  # another scanner may have done some
+            jobs = [(r[1], r[2], r[3], r[4] or 0) for r in part]
+            results = pool.map(work.measure, jobs) if pool is not None else map(work.measure, jobs)
+            for row, job, res in zip(part, jobs, results, strict=True):
+                batch.append(((row[0], *job), res))
+                if row[5]:
+                    touched.add(row[5])
+                reporter.emit(row[1])
+            reporter.step(n=min(step, len(rows) - start))
+            now = time.monotonic()
+            if now - last_flush >= flush_seconds or len(batch) >= 64:
+                _write_measured(db, batch, summary)
+                batch, last_flush = [], now
+                if ledger and now - last_ledger >= 60:
+                    _write_ledgers(db, sorted(touched), summary)
+                    last_ledger = now
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     if batch:
         _write_measured(db, batch, summary)
     summary.cancelled |= reporter.done < len(rows)

@@ -190,7 +190,7 @@ def search(db: Database, query: SearchQuery | None = None, **kwargs: Any) -> Sea
         return SearchPage([entry_from_row(r) for r in rows], total, q.offset, q.limit)
     order = None if sort == "relevance" else SORTS[sort].format(dir=direction) + ", stable_id"
     if sort == "relevance" and q.descending:
-        order = "rank DESC"
+        order = "\"loras_fts\".rank DESC"
     rows = loras.search(text, order_by=order, columns=(*LIST_COLUMNS, "sort_key"), limit=q.limit, offset=q.offset, where=where,
                         where_args=args or None)
     items = [entry_from_row(r) for r in rows]
