@@ -157,14 +157,28 @@ def cmd_layouts(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    """The main job on an embedded default: sample library → inspect → index into SQLite → search → check."""
+    from .library.cli import cmd_check, cmd_index, cmd_search
     from .samples import build_sample_library
 
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     specs = build_sample_library(root)
     out.line(f"sample library: {len(specs)} real-format LoRA files written under {root}")
+    out.line()
     ns = argparse.Namespace(paths=[str(root)], json=False, hash=True, blocks=True, modules=False)
-    return cmd_inspect(ns, out)
+    rc = cmd_inspect(ns, out)
+    db = args.db or str(root / "library.sqlite3")
+    out.line(f"\nindexing into {db}")
+    rc |= cmd_index(argparse.Namespace(roots=[str(root)], db=db, full=False, structure_only=False, workers=None,
+                                       json=False), out)
+    out.line("\nsearch 'flux'")
+    rc |= cmd_search(argparse.Namespace(query=["flux"], db=db, family=None, variant=None, layout=None, format=None,
+                                        algorithm=None, state=None, category=None, show="present", duplicates=False,
+                                        sort="relevance", desc=False, limit=20, page=1, json=False), out)
+    out.line("\nlibrary check")
+    rc |= cmd_check(argparse.Namespace(db=db, no_paths=False), out)
+    return rc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_library(sub)
     p = sub.add_parser("demo", help="build a sample library of real-format LoRAs and inspect it")
     p.add_argument("--dir", default="demo-library", help="where to write the sample library (default ./demo-library)")
+    p.add_argument("--db", help="library database (default: DIR/library.sqlite3)")
     p.set_defaults(func=cmd_demo)
     return parser
 

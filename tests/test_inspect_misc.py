@@ -124,6 +124,8 @@ def test_demo_builds_and_inspects(tmp_path, capsys):
     assert "25 inspected, 0 failed" in out or "inspected, 0 failed" in out
     for fam in ("sd15", "sdxl", "flux", "sd3", "wan", "hunyuan_video"):
         assert f"family     {fam}" in out
+    assert "25 new" in out and "FLX-GEN-001" in out and ", 0 failed" in out.rsplit("library check", 1)[1]
+    assert (tmp_path / "lib" / "library.sqlite3").exists()
 
 
 def test_header_only_needs_no_torch_and_no_host(write):
