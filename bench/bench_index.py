@@ -40,7 +40,6 @@ WORDS = ["anime", "girl", "style", "realistic", "portrait", "pony", "detail", "t
 STRUCTURES = [("sd15", True, False, (8, 16, 32, 64)), ("sd15", False, True, (8, 16)), ("sdxl", True, False, (4, 16, 32)),
               ("sdxl", False, False, (8, 32)), ("sdxl", False, True, (16,)), ("flux", False, False, (4, 16, 32)),
               ("flux", True, False, (16,))]
-_DT = {"F16": 2}
 
 
 def _tensors(family: str, te: bool, conv: bool, rank: int) -> list[tuple[str, list[int]]]:
@@ -104,7 +103,7 @@ def fill_rows(db, target: int, seed: int = 1) -> None:
     rng = random.Random(seed)
     real = list(db.query("SELECT * FROM loras"))
     have = len(real)
-    cols = [c for c in real[0] if c != "id"]
+    cols = [c for c in real[0] if c not in ("id", "facets")]
     rows = []
     for i in range(target - have):
         r = dict(rng.choice(real))

@@ -220,10 +220,13 @@ def read_scalars(structure: FileStructure, keys: list[str]) -> dict[str, float]:
     if not keys:
         return out
     base = structure.header_bytes
-    with open(structure.path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+    fd = os.open(structure.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:  # one positioned read per scalar: no map to fault in across a (possibly large or sparse) file
         for key in keys:
             info = structure.tensors[key]
-            out[key] = _decode_scalar(info.dtype, mm[base + info.start:base + info.end])
+            out[key] = _decode_scalar(info.dtype, os.pread(fd, info.end - info.start, base + info.start))
+    finally:
+        os.close(fd)
     return out
 
 
