@@ -4,12 +4,16 @@
 
 Builds N LoRA files with the real key sets and shapes of SD1.5, SDXL and Flux LoRAs (kohya naming; ranks 4-64,
 with and without text encoders, some LoCon) and per-file kohya metadata. Each header is written for real; the
-tensor data is a sparse hole (``truncate``), so 10,000 files take a few hundred MB of disk. Then, in one run:
+tensor data is a sparse hole (``truncate``), so 10,000 files take about 2 GB of disk (their headers: an SDXL LoRA
+with both text encoders has ~3,000 tensors) instead of ~900 GB. Then, in one run:
 
 1. structure phase (``lorawb index --structure-only``) over all N files, fresh database: files/s (goal ≥ 2,000/s);
 2. an unchanged rescan of all N (goal < 1 s);
 3. search latency p50/p95 over 100,000 rows (the N real rows plus synthetic ones), for a mix of word queries,
    filters, sorts and pages (goal p95 < 20 ms).
+
+It also prints where the structure phase spends its time: ``inspect_structure`` per file by family (one process,
+structure cache warm) and the scanner's own rate with header analysis replaced by a canned result.
 """
 
 from __future__ import annotations
@@ -138,6 +142,57 @@ def search_latencies(db, runs: int, seed: int = 2) -> list[float]:
     return times
 
 
+def analysis_cost(root: Path, per_structure: int = 20) -> dict[str, float]:
+    """Mean ``inspect_structure`` time per file (ms, this process, structure cache warm) per family."""
+    from lorawb_core.inspect import inspect_structure
+
+    by_family: dict[str, list[Path]] = {}
+    for p in sorted(root.rglob("*.safetensors")):
+        by_family.setdefault(json.loads(_meta(p))["ss_base_model_version"], []).append(p)
+    out = {}
+    for base, paths in sorted(by_family.items()):
+        sample = paths[:per_structure * 4]
+        for p in sample[:8]:
+            inspect_structure(p)
+        t = time.perf_counter()
+        for p in sample:
+            inspect_structure(p)
+        out[base] = (time.perf_counter() - t) / len(sample) * 1000
+    return out
+
+
+def _meta(path: Path) -> str:
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        return json.dumps(json.loads(fh.read(n))["__metadata__"])
+
+
+def scanner_overhead(root: Path, db_path: Path) -> float:
+    """files/s of everything but header analysis (listing, planning, ID allocation, batched writes with the FTS
+    triggers): ``work.analyse`` is replaced by a canned copy of one real analysis."""
+    import lorawb_core.library.work as work
+
+    real = work.analyse
+    canned: dict[str, dict] = {}
+
+    def canned_analyse(job):
+        if "row" not in canned:
+            canned["row"] = real(job)
+        name = Path(job[0]).stem
+        return {**canned["row"], "name": name, "sort_key": name.casefold(), "size": job[1], "mtime_ns": job[2]}
+
+    work.analyse = canned_analyse
+    try:
+        db = open_library(db_path)
+        t = time.perf_counter()
+        s = scan(db, [str(root)], structure_only=True, workers=0, settle_window=0, ledger=False)
+        dt = time.perf_counter() - t
+        db.close()
+    finally:
+        work.analyse = real
+    return s.new / dt
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
@@ -154,15 +209,17 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="lorawb-bench-"))
     root, db_path = work / "loras", work / "library.sqlite3"
+    for p in work.glob("*.sqlite3*"):
+        p.unlink()
     try:
         t = time.perf_counter()
+        if root.exists():
+            shutil.rmtree(root)
         build_library(root, args.files)
         apparent = sum(f.stat().st_size for f in root.rglob("*.safetensors"))
         used = sum(f.stat().st_blocks * 512 for f in root.rglob("*.safetensors"))
         print(f"built {args.files} files in {time.perf_counter() - t:.1f} s "
               f"({apparent / 2**30:.0f} GiB apparent, {used / 2**20:.0f} MiB on disk)")
-        for p in db_path.parent.glob(db_path.name + "*"):
-            p.unlink()
         db = open_library(db_path)
         t = time.perf_counter()
         s = scan(db, [str(root)], structure_only=True, workers=args.workers, settle_window=0)
@@ -170,6 +227,11 @@ def main() -> int:
         assert s.new == args.files and not s.errors, (s.new, s.errors[:3])
         print(f"structure phase: {args.files} files in {dt:.2f} s = {args.files / dt:,.0f} files/s "
               f"(workers={args.workers}; goal >= 2,000/s)")
+        costs = analysis_cost(root)
+        print("  header analysis (inspect_structure, 1 process): "
+              + ", ".join(f"{base} {ms:.1f} ms/file" for base, ms in costs.items()))
+        print(f"  scanner without header analysis: {scanner_overhead(root, work / 'overhead.sqlite3'):,.0f} files/s "
+              "(listing, planning, IDs, batched writes, FTS)")
         t = time.perf_counter()
         s = scan(db, [str(root)], structure_only=True, workers=args.workers, settle_window=0)
         dt = time.perf_counter() - t

@@ -74,6 +74,7 @@ def test_numbers_are_never_reused(tmp_path):
     quick_scan(db, [lib], structure_only=True)
     a.unlink()
     quick_scan(db, [lib], structure_only=True)  # a is missing, keeps FLX-STY-001
+    db.execute("DELETE FROM lora_details")
     db.execute("DELETE FROM loras")  # even if its row is gone, the sequence remembers
     tiny(lib / "styles" / "b.safetensors", "flux", 2)
     quick_scan(db, [lib], structure_only=True, ledger=False)

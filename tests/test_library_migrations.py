@@ -42,6 +42,8 @@ def test_upgrade_keeps_the_data(tmp_path):
     assert ready.scan_state == "ready" and ready.trigger_words == ["mychar"] and ready.autov2 == "ABABABABAB"
     assert [b.block_id for b in ready.blocks][:3] == ["BASE", "IN01", "IN02"]
     assert abs(sum(b.share for b in ready.blocks) - 1.0) < 1e-9 and ready.blocks[0].norm == pytest.approx(0.1)
+    assert ready.metadata == {"title": None, "tags": ["anime"]}  # moved to lora_details
+    assert db.execute("SELECT count(*) FROM loras WHERE metadata IS NOT NULL").fetchone()[0] == 0
     assert get_lora(db, "SDX-STY-004").scan_state == "pending"  # v1 "new"
     broken = db.execute("SELECT scan_state, error FROM loras WHERE id = 3").fetchone()
     assert broken[0] == "error" and "reason not recorded" in broken[1]
@@ -82,3 +84,24 @@ def test_unopenable_path_is_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(LibraryError, match="cannot open the library database"):
         open_library(tmp_path / "file" / "library.sqlite3")
+
+
+def test_upgrade_from_the_first_search_schema(tmp_path):
+    """m005 moves the wide JSON out of ``loras`` and rebuilds the search index with the filter words."""
+    from sqlite_utils import Database
+
+    from lorawb_core.library.migrations import MIGRATIONS
+
+    path = tmp_path / "m004.sqlite3"
+    old = Database(path)
+    MIGRATIONS.apply(old, stop_before="m005_lean_rows_and_facets")
+    old["loras"].insert({"path": "/lib/styles/ink.safetensors", "name": "ink", "sort_key": "ink", "family": "sdxl",
+                         "layout_id": "sdxl_unet_12", "scan_state": "pending", "missing": 0, "stable_id": "SDX-STY-001",
+                         "metadata": '{"title": "Ink"}', "family_evidence": '{"evidence": ["width 2048"]}'})
+    old["id_sequences"].insert({"prefix": "SDX-STY", "last": 1})
+    old.close()
+    db = open_library(path)
+    entry = get_lora(db, "SDX-STY-001")
+    assert entry.metadata == {"title": "Ink"} and entry.family_evidence == {"evidence": ["width 2048"]}
+    assert search(db, text="ink", family="sdxl").total == 1 and search(db, text="ink", family="flux").total == 0
+    assert [r.name for r in run_checks(db, paths=False) if not r.ok] == []

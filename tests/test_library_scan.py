@@ -39,6 +39,7 @@ def test_two_phases_on_the_sample_library(tmp_path):
                                                                           "SDX-CHR-002")
     entry = get_lora(db, pony.stable_id)
     assert entry.blocks is None and entry.blocks_state == "pending"  # never shown as if its blocks were known
+    assert entry.metadata["training"]["steps"] == 3200 and entry.family_evidence["evidence"]
     assert db.execute("SELECT count(*) FROM blocks").fetchone()[0] == 0
     assert_healthy(db)
 

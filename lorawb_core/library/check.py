@@ -88,7 +88,9 @@ def run_checks(db: Database, *, paths: bool = True) -> list[CheckResult]:
         _result("orphans", _col(db, "SELECT 'block ' || lora_id || '/' || block_id FROM blocks "
                                     "WHERE lora_id NOT IN (SELECT id FROM loras)") +
                 _col(db, "SELECT 'profile ' || id FROM profiles WHERE lora_id IS NOT NULL "
-                         "AND lora_id NOT IN (SELECT id FROM loras)"), "block/profile rows without their LoRA"),
+                         "AND lora_id NOT IN (SELECT id FROM loras)") +
+                _col(db, "SELECT 'details ' || lora_id FROM lora_details WHERE lora_id NOT IN (SELECT id FROM loras)"),
+                "block/profile/detail rows without their LoRA"),
         _result("fts_in_sync", _fts_in_sync(db), "search index out of step with the table"),
         _result("foreign_keys", _col(db, "SELECT \"table\" || ' rowid ' || rowid FROM pragma_foreign_key_check"),
                 "foreign key violations"),

@@ -267,8 +267,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--show", choices=("present", "missing", "all"), default="present",
                    help="present files (default), missing ones, or both")
     p.add_argument("--duplicates", action="store_true", help="only files whose content another file shares")
-    p.add_argument("--sort", choices=("relevance", *SORTS), default=None,
-                   help="default: relevance with words, else name")
+    p.add_argument("--sort", choices=(*SORTS, "relevance"), default=None,
+                   help="default: name; relevance (with words) ranks by FTS5 bm25")
     p.add_argument("--desc", action="store_true", help="descending order")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--page", type=int, default=1)

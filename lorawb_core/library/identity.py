@@ -44,11 +44,13 @@ def merge_into(db: Database, keep: int, drop: int) -> None:
     """Row ``drop`` (just hashed) holds the content of missing row ``keep``: ``keep`` takes over the file, its fresh
     data and blocks, and keeps its stable_id, first_seen and profiles; ``drop`` and its ID are retired."""
     fresh = dict(db["loras"].get(drop))
-    for col in ("id", "stable_id", "first_seen"):
-        fresh.pop(col)
+    for col in ("id", "stable_id", "first_seen", "facets"):  # facets is generated
+        fresh.pop(col, None)
     db.execute("DELETE FROM blocks WHERE lora_id = ?", [keep])
     db.execute("UPDATE blocks SET lora_id = ? WHERE lora_id = ?", [keep, drop])
     db.execute("UPDATE profiles SET lora_id = ? WHERE lora_id = ?", [keep, drop])
+    db.execute("DELETE FROM lora_details WHERE lora_id = ?", [keep])
+    db.execute("UPDATE lora_details SET lora_id = ? WHERE lora_id = ?", [keep, drop])
     db["loras"].delete(drop)
     fresh["missing"] = 0
     db["loras"].update(keep, fresh)

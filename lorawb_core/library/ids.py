@@ -29,7 +29,7 @@ import os
 import re
 import tempfile
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,19 +254,24 @@ def load_ledger(db: Database, root: str, ledger: Ledger, origin: str = "ledger")
     alloc = IdAllocator(db)
     for prefix, n in ledger.sequences.items():
         alloc.note_last(prefix, n)
-    added = 0
+    held_ids, held_paths, held_hashes = set(), set(), set()
+    for sid, row_root, rel, addnet in db.execute("SELECT stable_id, root, rel_path, addnet FROM loras"):
+        held_ids.add(sid)
+        held_paths.add((row_root, rel))
+        held_hashes.add(addnet)
+    held_ids |= {r[0] for r in db.execute("SELECT stable_id FROM known_ids")}
+    new = []
     for e in ledger.entries:
         alloc.note(e.id)
         entry_root = e.root if e.root is not None else root
-        taken = db.execute(
-            "SELECT 1 FROM loras WHERE stable_id = ? OR (root = ? AND rel_path = ?) OR (? IS NOT NULL AND addnet = ?)"
-            " UNION ALL SELECT 1 FROM known_ids WHERE stable_id = ?",
-            [e.id, entry_root, e.path, e.addnet, e.addnet, e.id]).fetchone()
-        if taken:
+        if e.id in held_ids or (entry_root, e.path) in held_paths or (e.addnet and e.addnet in held_hashes):
             continue
-        db["known_ids"].insert({"stable_id": e.id, "addnet": e.addnet, "root": entry_root, "rel_path": e.path,
-                                "size": e.size, "mtime_ns": e.mtime_ns, "origin": origin})
-        added += 1
+        held_ids.add(e.id)
+        new.append({"stable_id": e.id, "addnet": e.addnet, "root": entry_root, "rel_path": e.path, "size": e.size,
+                    "mtime_ns": e.mtime_ns, "origin": origin})
+    if new:
+        db["known_ids"].insert_all(new)
+    added = len(new)
     alloc.flush()
     return added
 
@@ -367,6 +372,3 @@ def import_ids(db: Database, data: Any, source: str = "import") -> ImportResult:
         alloc.flush()
     return result
 
-
-def ids_in(rows: Iterable[dict[str, Any]]) -> list[str]:
-    return sorted(r["stable_id"] for r in rows if r.get("stable_id"))

@@ -11,11 +11,15 @@ Tables after the last migration:
 ``loras``
     one row per file ever seen: ``path`` (unique), ``root``/``rel_path``/``category``, ``size``/``mtime_ns``/``inode``
     (the change test), ``stable_id`` (unique), hashes (``sha256``, ``addnet``, ``autov2``, ``autov3``), what the header
-    tells (``family``, ``variant``, ``confidence``, ``family_evidence``, ``format``, ``algorithm``, ``algorithms``,
+    tells (``family``, ``variant``, ``confidence``, ``format``, ``algorithm``, ``algorithms``,
     ``layout_id``, ``full_layout_id``, ``rank``, ``alpha``, ``module_count``, ``header_bytes``, ``needs_base``), text
-    for search (``name``, ``sort_key``, ``file_name``, ``title``, ``author``, ``tags``, ``trigger_words``), ``metadata``
-    (JSON), ``problems`` (JSON), ``scan_state`` (``pending`` | ``ready`` | ``error``), ``error`` (the reason),
-    ``total_norm``/``unmapped_norm``, ``first_seen``/``last_seen``/``measured_at`` (UTC ISO), ``missing`` (0/1).
+    for search (``name``, ``sort_key``, ``file_name``, ``title``, ``author``, ``tags``, ``trigger_words``),
+    ``problems`` (JSON), ``scan_state`` (``pending`` | ``ready`` | ``error``), ``error`` (the reason),
+    ``total_norm``/``unmapped_norm``, ``first_seen``/``last_seen``/``measured_at`` (UTC ISO), ``missing`` (0/1);
+    ``metadata`` and ``family_evidence`` are empty since m005 (moved to ``lora_details``).
+``lora_details``
+    the wide JSON of a row, kept out of the searched table: ``metadata`` (parsed training metadata),
+    ``family_evidence`` (evidence, conflicts, reason, depth).
 ``blocks``
     one row per (LoRA, block of its layout) once phase (b) is done: ``position``, ``norm``, ``share``,
     ``module_count``, ``exact``.
@@ -25,7 +29,9 @@ Tables after the last migration:
 ``id_sequences`` / ``known_ids``
     the last number used per ``<FAM>-<CAT>`` prefix, and IDs known from ledgers/imports not bound to a row yet.
 ``loras_fts``
-    FTS5 over name, file name, trigger words, tags, title, author (kept in sync by triggers).
+    FTS5 over name, file name, trigger words, tags, title, author (kept in sync by triggers), plus ``facets``: a
+    generated column holding the filter values as words (``zzfsdxl zzlsdxl_unet_12 zzm0 …``) so a search with
+    filters is one FTS5 query.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ MIGRATIONS = Migrations("lorawb")
 MIGRATION_NAMES: list[str] = []
 FTS_COLUMNS = ("name", "file_name", "trigger_words", "tags", "title", "author")
 FTS_TOKENIZE = "unicode61 remove_diacritics 2"
+FACETS = {"family": "zzf", "variant": "zzv", "layout_id": "zzl", "format": "zzo", "algorithm": "zza",
+          "scan_state": "zzs", "category": "zzc", "missing": "zzm"}
+FACET_DROP = "_-.+ /:"  # removed from facet values so each is one FTS token (the search does the same)
+SORT_COLUMNS = ("sort_key", "first_seen", "size", "total_norm")
+FILTER_COLUMNS = ("family", "variant", "layout_id", "format", "algorithm", "scan_state", "category")
 
 
 def _migration(fn):
@@ -149,6 +160,47 @@ def m004_search(db: Database) -> None:
                  ["scan_state"], ["addnet"], ["inode"], ["root"]):
         loras.create_index(cols)
     db["blocks"].create_index(["lora_id", "position"])
+
+
+def _squeeze(sql: str) -> str:
+    for ch in FACET_DROP:
+        sql = f"replace({sql}, '{ch}', '')"
+    return sql
+
+
+def facet_word(column: str, value: object) -> str:
+    """The ``facets`` word for a filter value: as the generated column writes it."""
+    text = str(value)
+    for ch in FACET_DROP:
+        text = text.replace(ch, "")
+    return FACETS[column] + text
+
+
+@_migration
+def m005_lean_rows_and_facets(db: Database) -> None:
+    """Search at 100k rows: wide JSON out of the searched table, filters as FTS words, one index per sort."""
+    loras = db["loras"]
+    loras.disable_fts()  # rebuilt below with the facets column (and no trigger work for the moves)
+    db["lora_details"].create({"lora_id": int, "metadata": str, "family_evidence": str}, pk="lora_id",
+                              foreign_keys=[("lora_id", "loras", "id")])
+    db.execute("INSERT INTO lora_details (lora_id, metadata, family_evidence) SELECT id, metadata, family_evidence "
+               "FROM loras WHERE metadata IS NOT NULL OR family_evidence IS NOT NULL")
+    db.execute("UPDATE loras SET metadata = NULL, family_evidence = NULL")  # columns stay: no parent-table rebuild
+    for name in ("first_seen", "size", "total_norm", "family", "layout_id", "scan_state", "addnet"):
+        db.execute(f"DROP INDEX IF EXISTS idx_loras_{name}")
+    # filter values as words, so FTS5 intersects words and filters and counts matches without touching rows
+    # (sqlite-utils cannot add a generated column; the FTS index reads it like any other column)
+    facets = " || ' ' || ".join(f"'{prefix}' || {_squeeze(f'coalesce({column}, {chr(39)}{chr(39)})')}"
+                                for column, prefix in FACETS.items())
+    db.execute(f"ALTER TABLE loras ADD COLUMN facets TEXT GENERATED ALWAYS AS ({facets}) VIRTUAL")
+    loras.enable_fts([*FTS_COLUMNS, "facets"], create_triggers=True, tokenize=FTS_TOKENIZE)
+    for sort in SORT_COLUMNS:  # every sort walks an index (present/missing first): no temp sort of the table
+        loras.create_index(["missing", sort], if_not_exists=True)
+    # ascending strength puts pending LoRAs (no strength yet) last: an index on the expression serves it
+    db.execute("CREATE INDEX idx_loras_missing_strength_asc ON loras (missing, total_norm IS NULL, total_norm)")
+    for column in FILTER_COLUMNS:  # counts per filter come from covering indexes
+        loras.create_index([column, "missing"])
+    loras.create_index(["addnet", "missing"])
 
 
 def unknown_migrations(db: Database) -> list[str]:

@@ -192,10 +192,26 @@ def _apply_presence(db: Database, plan: _Plan, moves: list[tuple[int, FileStat]]
             summary.vanished += cur.rowcount
 
 
+DETAIL_COLUMNS = ("metadata", "family_evidence")
+
+
+def _save_details(db: Database, details: dict[int, dict[str, Any]]) -> None:
+    if details:
+        db["lora_details"].upsert_all([{"lora_id": i, **d} for i, d in details.items()], pk="lora_id")
+
+
+def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Row values for ``loras`` and the wide JSON for ``lora_details``."""
+    return ({k: v for k, v in values.items() if k not in DETAIL_COLUMNS},
+            {k: values[k] for k in DETAIL_COLUMNS if k in values})
+
+
 def _write_structure(db: Database, items: list[tuple[FileStat, dict[str, Any]]], mapping: dict[str, str],
                      full: bool, summary: ScanSummary) -> None:
     now = utcnow()
     inserts: list[dict[str, Any]] = []
+    details: dict[int, dict[str, Any]] = {}
+    new_details: dict[str, dict[str, Any]] = {}
     with immediate(db):
         alloc = IdAllocator(db)
         for f, res in items:
@@ -215,7 +231,8 @@ def _write_structure(db: Database, items: list[tuple[FileStat, dict[str, Any]]],
                 stable_id = None
                 if readable:
                     stable_id = claim_known(db, root=f.root, rel_path=f.rel_path) or alloc.new(res["family"], category)
-                inserts.append({**res, **place, "stable_id": stable_id, "first_seen": now})
+                row_values, new_details[f.path] = _split({**res, **place, "stable_id": stable_id, "first_seen": now})
+                inserts.append(row_values)
                 summary.new += 1
                 continue
             row_id = row[0]
@@ -231,10 +248,18 @@ def _write_structure(db: Database, items: list[tuple[FileStat, dict[str, Any]]],
                 values.update(sha256=None, addnet=None, autov2=None, autov3=None)
             values.update(total_norm=None, unmapped_norm=None, measured_at=None)
             db.execute("DELETE FROM blocks WHERE lora_id = ?", [row_id])
+            values, details[row_id] = _split(values)
             db["loras"].update(row_id, values)
             summary.changed += 1
         if inserts:
             db["loras"].insert_all(inserts, batch_size=200)
+            paths = list(new_details)
+            for i in range(0, len(paths), 500):
+                part = paths[i:i + 500]
+                for row_id, path in db.execute(
+                        f"SELECT id, path FROM loras WHERE path IN ({','.join('?' * len(part))})", part):
+                    details[row_id] = new_details[path]
+        _save_details(db, {k: v for k, v in details.items() if v})
         alloc.flush()
 
 
@@ -259,8 +284,9 @@ def _write_ledgers(db: Database, roots: Sequence[str], summary: ScanSummary) -> 
         if not os.path.isdir(root):
             continue
         try:
-            if write_ledger(root, ledger_for(db, root)):
-                summary.ledgers.append(os.path.join(root, ".lorawb-ids.json"))
+            path = os.path.join(root, LEDGER_NAME)
+            if write_ledger(root, ledger_for(db, root)) and path not in summary.ledgers:
+                summary.ledgers.append(path)
         except OSError as exc:
             summary.warnings.append(f"{root}: cannot write the ID ledger ({exc.strerror}); IDs are kept in the "
                                     "database only (lorawb ids export makes a copy).")
@@ -314,7 +340,9 @@ def _write_measured(db: Database, items: list[tuple[tuple, dict[str, Any]]], sum
             db.execute("DELETE FROM blocks WHERE lora_id = ?", [row_id])
             if blocks:
                 db["blocks"].insert_all([{"lora_id": row_id, **b} for b in blocks])
-            db["loras"].update(row_id, {**res, "measured_at": now, "last_seen": now})
+            values, detail = _split({**res, "measured_at": now, "last_seen": now})
+            db["loras"].update(row_id, values)
+            _save_details(db, {row_id: detail} if detail else {})
             if res["scan_state"] == "error":
                 summary.errors.append(FileProblem(path, res["error"]))
             else:

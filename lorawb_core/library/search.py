@@ -10,13 +10,17 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..errors import NotInLibrary, UsageError
+from .migrations import FTS_COLUMNS, facet_word
 
-SORTS = {  # name → ORDER BY (ties broken by stable_id, then row id)
-    "name": "sort_key {dir}",
-    "added": "first_seen {dir}",
-    "size": "size {dir}",
-    "strength": "total_norm IS NULL, total_norm {dir}",  # pending LoRAs have no strength: always last
+SORTS = {  # name → (ORDER BY ascending, descending, the index that serves it); ties broken by row id
+    "name": ("sort_key, id", "sort_key DESC, id DESC", "idx_loras_missing_sort_key"),
+    "added": ("first_seen, id", "first_seen DESC, id DESC", "idx_loras_missing_first_seen"),
+    "size": ("size, id", "size DESC, id DESC", "idx_loras_missing_size"),
+    # pending LoRAs have no strength yet: last in both directions (NULL sorts first in SQLite)
+    "strength": ("total_norm IS NULL, total_norm, id", "total_norm DESC, id DESC"),
 }
+_STRENGTH_INDEX = ("idx_loras_missing_strength_asc", "idx_loras_missing_total_norm")
+SMALL_MATCH = 3000  # up to this many matches, rows are fetched by rowid and sorted; above, the sort index is walked
 FILTERS = ("family", "variant", "layout", "format", "algorithm", "state", "category")
 _COLUMN = {"layout": "layout_id", "state": "scan_state"}
 LIST_COLUMNS = ("id", "stable_id", "name", "path", "root", "rel_path", "file_name", "category", "family", "variant",
@@ -24,8 +28,8 @@ LIST_COLUMNS = ("id", "stable_id", "name", "path", "root", "rel_path", "file_nam
                 "module_count", "size", "mtime_ns", "sha256", "addnet", "autov2", "autov3", "title", "author", "tags",
                 "trigger_words", "scan_state", "error", "missing", "total_norm", "unmapped_norm", "first_seen",
                 "last_seen", "measured_at", "problems")
-_DUPLICATED = ("addnet IN (SELECT addnet FROM loras WHERE addnet IS NOT NULL AND missing = 0 "
-               "GROUP BY addnet HAVING count(*) > 1)")
+_DUPLICATED = ("addnet IN (SELECT addnet FROM loras INDEXED BY idx_loras_addnet_missing WHERE addnet IS NOT NULL "
+               "AND missing = 0 GROUP BY addnet HAVING count(*) > 1)")
 
 
 @dataclass
@@ -129,7 +133,7 @@ class SearchQuery:
     category: str | None = None
     missing: bool | None = False
     duplicates: bool = False
-    sort: str | None = None  # name | added | size | strength | relevance (default: relevance with text, else name)
+    sort: str | None = None  # name (default) | added | size | strength | relevance (FTS5 bm25; only with text)
     descending: bool = False
     limit: int = 50
     offset: int = 0
@@ -153,53 +157,82 @@ def fts_query(text: str) -> str:
     return " ".join(f'"{t}"*' for t in terms)
 
 
-def _where(q: SearchQuery) -> tuple[str | None, dict[str, Any]]:
+def _where(q: SearchQuery) -> tuple[list[str], dict[str, Any]]:
     clauses, args = [], {}
     for name in FILTERS:
         value = getattr(q, name)
         if value is not None and value != "":
             clauses.append(f"{_COLUMN.get(name, name)} = :{name}")
             args[name] = value
+    if q.duplicates:
+        clauses.append(_DUPLICATED)
     if q.missing is not None:
         clauses.append("missing = :missing")
         args["missing"] = int(q.missing)
-    if q.duplicates:
-        clauses.append(_DUPLICATED)
-    return (" AND ".join(clauses) or None), args
+    return clauses, args
+
+
+_MATCH = "id IN (SELECT rowid FROM loras_fts WHERE loras_fts MATCH :query)"
+
+
+def _full_text(q: SearchQuery, words: str) -> str:
+    """The FTS5 query: the words against the text columns, every filter as a word of the ``facets`` column."""
+    parts = [f"{{{' '.join(FTS_COLUMNS)}}} : ({words})"]
+    for name in FILTERS:
+        value = getattr(q, name)
+        if value is not None and value != "":
+            column = _COLUMN.get(name, name)
+            parts.append('facets : "' + facet_word(column, value).replace('"', '""') + '"')
+    if q.missing is not None:
+        parts.append(f'facets : "{facet_word("missing", int(q.missing))}"')
+    return " AND ".join(parts)
 
 
 def search(db: Database, query: SearchQuery | None = None, **kwargs: Any) -> SearchPage:
     """Search the library; pass a :class:`SearchQuery` or its fields as keywords (``search(db, text="anime",
     family="sdxl", sort="added", descending=True, limit=20)``)."""
     q = query or SearchQuery(**kwargs)
-    text = fts_query(q.text or "")
-    sort = q.sort or ("relevance" if text else "name")
+    words = fts_query(q.text or "")
+    sort = q.sort or "name"
     if sort not in SORTS and sort != "relevance":
-        raise UsageError(f"Unknown sort {sort!r}; use one of relevance, {', '.join(SORTS)}.")
+        raise UsageError(f"Unknown sort {sort!r}; use one of {', '.join(SORTS)}, relevance.")
     if q.limit < 1 or q.offset < 0:
         raise UsageError("limit must be at least 1 and offset at least 0.")
-    direction = "DESC" if q.descending else "ASC"
-    where, args = _where(q)
     loras = db["loras"]
-    if not text:
-        if sort == "relevance":
-            sort = "name"
-        order = SORTS[sort].format(dir=direction) + ", stable_id, id"
+    select = ", ".join(LIST_COLUMNS)
+    if not words:
+        clauses, args = _where(q)
+        asc, desc, *_ = SORTS["name" if sort == "relevance" else sort]
+        where = " AND ".join(clauses) or None
         total = loras.count_where(where, args) if where else loras.count
-        rows = loras.rows_where(where, args, order_by=order, limit=q.limit, offset=q.offset, select=", ".join(LIST_COLUMNS))
+        rows = loras.rows_where(where, args, order_by=desc if q.descending else asc, limit=q.limit, offset=q.offset,
+                                select=select)
         return SearchPage([entry_from_row(r) for r in rows], total, q.offset, q.limit)
-    order = None if sort == "relevance" else SORTS[sort].format(dir=direction) + ", stable_id"
-    if sort == "relevance" and q.descending:
-        order = "\"loras_fts\".rank DESC"
-    rows = loras.search(text, order_by=order, columns=(*LIST_COLUMNS, "sort_key"), limit=q.limit, offset=q.offset, where=where,
-                        where_args=args or None)
-    items = [entry_from_row(r) for r in rows]
-    if q.offset == 0 and len(items) < q.limit:
-        total = len(items)
+    text = _full_text(q, words)
+    where, args = _MATCH, {"query": text}
+    if q.duplicates:
+        where += f" AND {_DUPLICATED}"
+        total = loras.count_where(where, args)
     else:
-        count_sql = loras.search_sql(columns=["id"], where=where, order_by="id")
-        total = db.execute(f"SELECT count(*) FROM ({count_sql})", {"query": text, **args}).fetchone()[0]
-    return SearchPage(items, total, q.offset, q.limit)
+        total = db.execute("SELECT count(*) FROM loras_fts WHERE loras_fts MATCH :query", args).fetchone()[0]
+    if total == 0:
+        return SearchPage([], 0, q.offset, q.limit)
+    if sort == "relevance":  # FTS5 bm25 over every match: exact ranking, costs more on very common words
+        rows = loras.search(text, columns=LIST_COLUMNS, limit=q.limit, offset=q.offset,
+                            where=_DUPLICATED if q.duplicates else None,
+                            order_by='"loras_fts".rank DESC' if q.descending else None)
+        return SearchPage([entry_from_row(r) for r in rows], total, q.offset, q.limit)
+    asc, desc, *index = SORTS[sort]
+    order = desc if q.descending else asc
+    if total > SMALL_MATCH and q.missing is not None:
+        # many matches: walk the sort index and keep the matching rows (stops after offset + limit of them)
+        index_name = index[0] if index else _STRENGTH_INDEX[q.descending]
+        args["missing"] = int(q.missing)
+        rows = db.query(f"SELECT {select} FROM loras INDEXED BY {index_name} WHERE missing = :missing AND {where} "
+                        f"ORDER BY {order} LIMIT {int(q.limit)} OFFSET {int(q.offset)}", args)
+    else:  # few matches: fetch them by rowid and sort them
+        rows = loras.rows_where(where, args, order_by=order, limit=q.limit, offset=q.offset, select=select)
+    return SearchPage([entry_from_row(r) for r in rows], total, q.offset, q.limit)
 
 
 def get_lora(db: Database, stable_id: str) -> LoraEntry:
@@ -209,8 +242,10 @@ def get_lora(db: Database, stable_id: str) -> LoraEntry:
         raise NotInLibrary(f"No LoRA with stable ID {stable_id!r} in the library; find it with `lorawb search`.")
     row = rows[0]
     entry = entry_from_row(row)
-    entry.metadata = _loads(row.get("metadata"), None)
-    entry.family_evidence = _loads(row.get("family_evidence"), None)
+    details = db.execute("SELECT metadata, family_evidence FROM lora_details WHERE lora_id = ?",
+                         [row["id"]]).fetchone() or (None, None)
+    entry.metadata = _loads(details[0], None)
+    entry.family_evidence = _loads(details[1], None)
     if entry.scan_state == "ready":
         entry.blocks = [BlockRow(r["block_id"], r["position"], r["norm"], r["share"], r["module_count"],
                                  bool(r["exact"]))
