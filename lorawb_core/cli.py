@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .library.cli import register as register_library
 
     register_library(sub)
+    from .server.cli import register as register_serve
+
+    register_serve(sub)
     p = sub.add_parser("demo", help="build a sample library of real-format LoRAs and inspect it")
     p.add_argument("--dir", default="demo-library", help="where to write the sample library (default ./demo-library)")
     p.add_argument("--db", help="library database (default: DIR/library.sqlite3)")
