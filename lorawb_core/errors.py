@@ -43,3 +43,18 @@ class NotInLibrary(LorawbError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class ProfileError(LorawbError, ValueError):
+    """A block-weight profile, its weights or its text form cannot be used as given (the message says why)."""
+
+
+class ProfileMismatch(ProfileError):
+    """A profile meets a layout of another family (or another model size) than its own."""
+
+
+class ProfileNotFound(LorawbError, KeyError):
+    """A profile name or id that neither the built-ins nor the library hold."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
