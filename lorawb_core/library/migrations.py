@@ -230,3 +230,9 @@ def migrate(db: Database) -> list[str]:
         db.rollback()
         raise
     return names
+
+
+@_migration
+def m006_profile_descriptions(db: Database) -> None:
+    """A one-line description per block-weight profile (shown next to its name)."""
+    db["profiles"].add_column("description", str)

@@ -17,7 +17,18 @@ from .exchange import DIALECTS, export_profiles, import_profiles
 from .model import WEIGHT_MAX, WEIGHT_MIN, Conversion, Profile, ProfileStats, convert_profile, validate_weights
 from .parse import ParsedWeights, parse_weights
 from .presets import builtin_profiles
+from .store import (
+    create_profile,
+    delete_profile,
+    duplicate_profile,
+    get_profile,
+    get_profile_by_id,
+    list_profiles,
+    update_profile,
+)
 
 __all__ = ["DIALECTS", "WEIGHT_MAX", "WEIGHT_MIN", "Conversion", "ImportReport", "ParsedWeights", "Profile",
            "ProfileError", "ProfileMismatch", "ProfileNotFound", "ProfileStats", "Skipped", "builtin_profiles",
-           "convert_profile", "export_profiles", "import_profiles", "parse_weights", "validate_weights"]
+           "convert_profile", "create_profile", "delete_profile", "duplicate_profile", "export_profiles",
+           "get_profile", "get_profile_by_id", "import_profiles", "list_profiles", "parse_weights",
+           "update_profile", "validate_weights"]
