@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .library.cli import register as register_library
 
     register_library(sub)
+    from .profiles.cli import register as register_profiles
+
+    register_profiles(sub)
     from .server.cli import register as register_serve
 
     register_serve(sub)
