@@ -58,3 +58,11 @@ class ProfileNotFound(LorawbError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class LoraMissing(LorawbError, FileNotFoundError):
+    """A LoRA the library knows whose file is gone (moved out of the roots, deleted, on an unmounted drive)."""
+
+
+class IncompatibleStack(LorawbError, ValueError):
+    """LoRAs (or a LoRA and a model) that cannot be applied together; the message lists every reason."""

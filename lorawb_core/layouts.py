@@ -200,6 +200,20 @@ def family_map(family: str, depth: int | None = None) -> FamilyMap | None:
     return None
 
 
+def family_map_for_layout(layout_id: str) -> FamilyMap:
+    """The family map whose full layout is (or contains the view) ``layout_id``."""
+    full = get_layout(layout_id).full
+    for fm in [*FAMILY_MAPS.values(), *_SIZED.values()]:
+        if fm.full.id == full:
+            return fm
+    raise UnknownLayout(f"layout '{layout_id}' has no family map; known layouts: {', '.join(sorted(LAYOUTS))}.")
+
+
+def block_of_target(layout_id: str, target_key: str) -> str | None:
+    """The block (of ``layout_id``'s full layout) that a canonical/ComfyUI weight key belongs to, or None."""
+    return family_map_for_layout(layout_id).block_of(target_key)
+
+
 def get_layout(layout_id: str) -> Layout:
     try:
         return LAYOUTS[layout_id]

@@ -1,6 +1,29 @@
-"""ComfyUI adapters: thin node classes over lorawb_core. The graph nodes arrive with the nodes issue."""
+"""ComfyUI adapters: thin V1 node classes over lorawb_core (ids prefixed ``LoraWB_``, one category root).
+
+Node ids and input names are part of saved workflows: never rename them without a migration.
+"""
 
 from __future__ import annotations
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+from .info_node import LoraInfo
+from .lora_nodes import BlockWeightApply, LoadLoraById, ProfileSelect
+from .stack_nodes import LoraStack, MultiLoraCompose
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {
+    "LoraWB_LoadLoraById": LoadLoraById,
+    "LoraWB_BlockWeightApply": BlockWeightApply,
+    "LoraWB_ProfileSelect": ProfileSelect,
+    "LoraWB_LoraStack": LoraStack,
+    "LoraWB_MultiLoraCompose": MultiLoraCompose,
+    "LoraWB_LoraInfo": LoraInfo,
+}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
+    "LoraWB_LoadLoraById": "Load LoRA by stable_id",
+    "LoraWB_BlockWeightApply": "Block Weight Apply",
+    "LoraWB_ProfileSelect": "Profile Select",
+    "LoraWB_LoraStack": "LoRA Stack",
+    "LoraWB_MultiLoraCompose": "Multi-LoRA Compose",
+    "LoraWB_LoraInfo": "LoRA Info",
+}
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # appended: the pack's ``nodes`` package must never shadow ComfyUI's ``nodes``
+    sys.path.append(str(ROOT))
 
 
 def save(path: Path, tensors: dict, metadata: dict | None = None) -> Path:

@@ -1,0 +1,154 @@
+"""Applying a LoRA with per-block strength through ComfyUI's own machinery (no re-implementation of the host).
+
+Load with ``comfy.utils.load_torch_file(..., safe_load=True)`` (through the process-wide cache), map keys with the
+host's unet/clip key maps, build patches with ``comfy.lora.load_lora``, group them by the model weight key they land
+on (fused q/k/v slices share one target) → block (layout registry) → ``add_patches`` once per block group with
+``strength × weight`` on a clone. Alpha is never touched. Works with the adapter objects of current ComfyUI and the
+tuples of older versions, since patches are passed through untouched.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from lorawb_core.apply import BlockPlan, patch_target, plan_patches
+from lorawb_core.cache import default_cache
+from lorawb_core.errors import IncompatibleStack
+from lorawb_core.keys import split_key
+
+log = logging.getLogger("lorawb")
+
+# ComfyUI model config classes → lorawb families (classes not listed are not checked)
+MODEL_FAMILIES = {
+    "SD15": "sd15", "SD15_instructpix2pix": "sd15", "SD20": "sd2", "SD21UnclipL": "sd2", "SD21UnclipH": "sd2",
+    "SDXL": "sdxl", "SDXL_instructpix2pix": "sdxl", "SDXLRefiner": "sdxl_refiner", "SD3": "sd3",
+    "Flux": "flux", "FluxSchnell": "flux", "FluxInpaint": "flux", "HunyuanVideo": "hunyuan_video",
+    "HunyuanVideoI2V": "hunyuan_video", "HunyuanVideoSkyreelsI2V": "hunyuan_video",
+    "WAN21_T2V": "wan", "WAN21_I2V": "wan", "WAN21_FunControl2V": "wan", "WAN21_Vace": "wan", "WAN21_Camera": "wan",
+    "WAN22_T2V": "wan", "WAN22_S2V": "wan", "WAN22_Animate": "wan", "WAN21_FlowRVS": "wan",
+}
+
+
+def model_family(model: Any) -> str | None:
+    """The lorawb family of a ComfyUI MODEL (ModelPatcher), when its config class is a known one."""
+    config = getattr(getattr(model, "model", None), "model_config", None)
+    return MODEL_FAMILIES.get(type(config).__name__) if config is not None else None
+
+
+def comfy_loader(path: str) -> dict[str, Any]:
+    import comfy.utils
+
+    return comfy.utils.load_torch_file(path, safe_load=True)
+
+
+def load_state_dict(path: str) -> dict[str, Any]:
+    """The LoRA's tensors via the process-wide LRU (keyed by path, mtime, size)."""
+    return default_cache().get(path, comfy_loader)
+
+
+def _target_keys(key_map: dict[str, Any]) -> set[str]:
+    return {patch_target(v) for v in key_map.values()}
+
+
+def _load_patches(lora_sd: dict[str, Any], key_map: dict[str, Any]) -> tuple[dict[Any, Any], list[str]]:
+    """``comfy.lora.load_lora`` on the (format-normalised) state dict, and the LoRA modules the host could not map."""
+    import comfy.lora
+
+    try:  # current ComfyUI normalises foreign formats first (comfy.sd.load_lora_for_models does the same)
+        from comfy.lora_convert import convert_lora
+
+        lora_sd = convert_lora(lora_sd)
+    except ImportError:
+        pass
+    kwargs = {"log_missing": False} if "log_missing" in inspect.signature(comfy.lora.load_lora).parameters else {}
+    patches = comfy.lora.load_lora(lora_sd, key_map, **kwargs)
+    modules = {split[0] for split in map(split_key, lora_sd) if split is not None}
+    not_loaded = sorted(m for m in modules if m not in key_map)
+    return patches, not_loaded
+
+
+@dataclass
+class SideReport:
+    """One side (model or text encoder) of an applied LoRA."""
+
+    strength: float
+    plan: BlockPlan | None = None
+    accepted: int = 0  # patch keys the host's patcher accepted
+    rejected: list[str] = field(default_factory=list)  # patch keys it refused (not in its state dict)
+
+
+@dataclass
+class ApplyReport:
+    stable_id: str
+    name: str
+    layout_id: str
+    weights_text: str
+    model: SideReport | None = None
+    clip: SideReport | None = None
+    not_loaded: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        lines = [f"{self.stable_id} · {self.name} — layout {self.layout_id}"]
+        for side, rep in (("model", self.model), ("clip", self.clip)):
+            if rep is None or rep.plan is None:
+                continue
+            parts = [f"{g.block or 'other'}×{g.weight:g} ({len(g.keys)})" for g in rep.plan.groups]
+            lines.append(f"  {side} strength {rep.strength:g}: {rep.accepted} weights patched; " + ", ".join(parts))
+            if rep.plan.muted:
+                lines.append(f"  {side} blocks at 0 (not applied): {', '.join(rep.plan.muted)}")
+            if rep.plan.unmapped:
+                lines.append(f"  {side}: {len(rep.plan.unmapped)} weights outside every block applied at full strength")
+        if self.not_loaded:
+            lines.append(f"  not loaded (no matching weight in this model): {len(self.not_loaded)} modules, e.g. "
+                         + ", ".join(self.not_loaded[:3]))
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def apply_lora(model: Any, clip: Any, lora_sd: dict[str, Any], *, layout_id: str, weights: dict[str, float],
+               strength_model: float, strength_clip: float, stable_id: str = "", name: str = "",
+               weights_text: str = "") -> tuple[Any, Any, ApplyReport]:
+    """Patch clones of ``model``/``clip`` with the LoRA, each block at ``strength × weights[block]``.
+
+    Raises IncompatibleStack when none of the LoRA's modules fit the model and text encoder given.
+    """
+    import comfy.lora
+
+    unet_map = comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {}
+    clip_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {}
+    patches, not_loaded = _load_patches(lora_sd, {**unet_map, **clip_map})
+    report = ApplyReport(stable_id, name, layout_id, weights_text, not_loaded=not_loaded)
+    if not patches:
+        raise IncompatibleStack(
+            f"{stable_id} ({name}) does not fit this model: none of its {len(not_loaded)} modules match a weight of the "
+            f"model{' or its text encoder' if clip is not None else ''}. Check the LoRA's base model (layout "
+            f"{layout_id}) against the checkpoint.")
+    unet_targets, clip_targets = _target_keys(unet_map), _target_keys(clip_map)
+    new_model, new_clip = model, clip
+    sides = ((model, unet_targets, strength_model, "model"), (clip, clip_targets, strength_clip, "clip"))
+    for base, targets, strength, side in sides:
+        if base is None:
+            continue
+        keys = [k for k in patches if patch_target(k) in targets]
+        rep = SideReport(strength)
+        setattr(report, side, rep)
+        if not keys or strength == 0:
+            continue
+        clone = base.clone()
+        rep.plan = plan_patches(keys, layout_id, weights)
+        for group in rep.plan.groups:
+            accepted = set(clone.add_patches({k: patches[k] for k in group.keys}, strength * group.weight))
+            rep.accepted += len(accepted)
+            rep.rejected += [str(k) for k in group.keys if k not in accepted]
+        if side == "model":
+            new_model = clone
+        else:
+            new_clip = clone
+    if report.model and report.model.rejected or report.clip and report.clip.rejected:
+        log.warning("lorawb: %s: the host refused %d patch keys", stable_id,
+                    len((report.model.rejected if report.model else []) + (report.clip.rejected if report.clip else [])))
+    return new_model, new_clip, report

