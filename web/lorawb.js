@@ -1,0 +1,62 @@
+// The ONE entry module ComfyUI runs for lorawb: registers the sidebar tab, the settings and the canvas drop target.
+// Every other .js under web/ only exports (ComfyUI imports them all as ES modules).
+
+import { api as comfyApi } from "../../scripts/api.js";
+import { app } from "../../scripts/app.js";
+import { comfyTransport, createApi } from "./api.js";
+import { createGraphBridge } from "./panel/graph.js";
+import { mountPanel } from "./panel/panel.js";
+import { createSession } from "./panel/session.js";
+import { SETTINGS, comfySettings } from "./panel/settings.js";
+
+let session = null;
+let unmount = null;
+
+function toast(severity, summary, detail) {
+  const t = app.extensionManager?.toast;
+  if (t?.add) t.add({ severity, summary, detail, life: severity === "error" ? 8000 : 3500 });
+  else if (severity === "error") console.error(`lorawb: ${summary}: ${detail}`);
+}
+
+function addStyles() {
+  const href = new URL("./panel/panel.css", import.meta.url).href;
+  if (document.querySelector(`link[data-lorawb-css]`)) return;
+  document.head.append(Object.assign(document.createElement("link"), { rel: "stylesheet", href,
+    dataset: { lorawbCss: "1" } }));
+}
+
+app.registerExtension({
+  name: "lorawb.sidebar",
+  settings: SETTINGS.map((s) => ({ ...s, onChange: () => session?.settingChanged(s.id) })),
+  async setup() {
+    const manager = app.extensionManager;
+    if (!manager?.registerSidebarTab) {
+      console.warn("lorawb: this ComfyUI frontend has no sidebar tabs (frontend 1.2.4 or newer is needed); "
+        + "the library panel is also served by `lorawb serve` at /lorawb/ui.");
+      return;
+    }
+    addStyles();
+    const LiteGraph = window.LiteGraph;
+    const graph = LiteGraph ? createGraphBridge(app, LiteGraph) : null;
+    session = createSession(createApi(comfyTransport(comfyApi)), { kind: "comfyui", toast, graph,
+      settings: comfySettings(app) });
+    graph?.installDrop(app.canvasEl ?? app.canvas?.canvas, (err) => toast("error", "Into the graph", err.message),
+      (payload) => session.profileFor?.(payload) ?? null);
+    manager.registerSidebarTab({
+      id: "lorawb",
+      icon: "pi pi-sliders-h",
+      title: "LoRA WB",
+      tooltip: "LoRA Weights Builder: library, block graphs, profiles",
+      type: "custom",
+      render(el) {
+        unmount?.();
+        unmount = mountPanel(el, session);
+      },
+      destroy() {
+        unmount?.();
+        unmount = null;
+      },
+    });
+    window.lorawb = { session };
+  },
+});

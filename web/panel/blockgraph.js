@@ -1,0 +1,83 @@
+// The block graph (one bar per block of the layout, grouped IN/M/OUT, D/S, …) and the per-row sparkline.
+// Measured blocks are filled bars scaled to the strongest block; pending blocks are empty dashed outlines.
+
+import { fmtNum, fmtPct, h, s } from "./dom.js";
+
+export const GROUP_LABELS = { TE: "TE", IN: "IN", MID: "M", OUT: "OUT", DOUBLE: "D", SINGLE: "S", JOINT: "J",
+  BLOCKS: "B" };
+
+function groups(layoutBlocks) {
+  const out = [];
+  layoutBlocks.forEach((block, index) => {
+    const last = out[out.length - 1];
+    if (last && last.group === block.group) last.items.push({ block, index });
+    else out.push({ group: block.group, items: [{ block, index }] });
+  });
+  return out;
+}
+
+// layout: {id, count, blocks: [{id, label, group}]}; blocks: rows in layout order ({share, norm, exact, …}) or null
+export function blockGraph(layout, blocks, { state = blocks ? "ready" : "pending", overlay = null } = {}) {
+  const pending = !blocks;
+  const peak = pending ? 0 : Math.max(...blocks.map((b) => b.share ?? 0), 0);
+  const head = h("div", { class: "lwb-graph-head" },
+    h("span", { class: "lwb-graph-count" }, `${layout.count} blocks`),
+    h("span", { class: "lwb-graph-layout", title: layout.title ?? layout.id }, layout.id),
+    h("span", { class: ["lwb-graph-state", pending ? "is-pending" : "is-ready"] },
+      pending ? (state === "error" ? "unreadable: no blocks" : "pending: not measured yet") : "measured"),
+    pending ? null : h("span", { class: "lwb-graph-peak" }, `max ${fmtPct(peak)}`));
+  const body = h("div", { class: "lwb-graph-body", role: "img",
+    "aria-label": `${layout.count} blocks of layout ${layout.id}${pending ? ", not measured yet" : ""}` });
+  for (const g of groups(layout.blocks)) {
+    const bars = h("div", { class: "lwb-graph-bars" });
+    for (const { block, index } of g.items) {
+      const row = blocks ? blocks[index] : null;
+      const share = row?.share ?? 0;
+      const bar = h("div", { class: ["lwb-bar", pending && "lwb-bar-pending", !pending && !share && "lwb-bar-zero",
+        row && row.exact === false && "lwb-bar-inexact"], dataset: { block: block.id } });
+      const tip = pending ? `${block.id} (${block.label}): not measured yet`
+        : `${block.id} (${block.label}): ${fmtPct(share)} of the energy, ‖ΔW‖ ${fmtNum(row?.norm)}`
+          + `${row?.module_count ? `, ${row.module_count} modules` : ", untouched"}`
+          + `${row && row.exact === false ? " (adapter-only figure: needs the base weight)" : ""}`;
+      bar.title = tip;
+      if (!pending) {
+        bar.append(h("div", { class: "lwb-bar-fill", style: { height: `${peak > 0 ? (share / peak) * 100 : 0}%` } }));
+      }
+      if (overlay && overlay.values) {
+        const v = overlay.values[index];
+        const span = overlay.max - overlay.min || 1;
+        const pos = Math.max(0, Math.min(1, ((v ?? 0) - overlay.min) / span));
+        bar.append(h("div", { class: "lwb-bar-weight", style: { bottom: `${pos * 100}%` } }));
+      }
+      bars.append(bar);
+    }
+    const first = g.items[0].block.id;
+    const last = g.items[g.items.length - 1].block.id;
+    body.append(h("div", { class: "lwb-graph-group", style: { flexGrow: String(g.items.length) },
+      dataset: { group: g.group } },
+    bars,
+    h("div", { class: "lwb-graph-label", title: first === last ? first : `${first} … ${last}` },
+      GROUP_LABELS[g.group] ?? g.group)));
+  }
+  return h("div", { class: ["lwb-graph", pending && "is-pending"] }, head, body);
+}
+
+// A mini bar chart of block shares (list rows); null values = pending (a dashed baseline).
+export function sparkline(values, { width = 64, height = 18 } = {}) {
+  const svg = s("svg", { class: "lwb-spark", width: String(width), height: String(height),
+    viewBox: `0 0 ${width} ${height}`, "aria-hidden": "true" });
+  if (!values || !values.length) {
+    svg.append(s("line", { x1: "0", y1: String(height - 1), x2: String(width), y2: String(height - 1),
+      class: "lwb-spark-pending" }));
+    return svg;
+  }
+  const peak = Math.max(...values, 1e-9);
+  const w = width / values.length;
+  let d = "";
+  values.forEach((v, i) => {
+    const bh = Math.max(0.5, (Number(v) / peak) * (height - 1));
+    d += `M${(i * w).toFixed(2)} ${height}v${(-bh).toFixed(2)}h${Math.max(0.6, w - 0.4).toFixed(2)}v${bh.toFixed(2)}z`;
+  });
+  svg.append(s("path", { d, class: "lwb-spark-bars" }));
+  return svg;
+}
