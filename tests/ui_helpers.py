@@ -82,6 +82,7 @@ class ServeProcess:
         cmd = [sys.executable, "-m", "lorawb_core", "serve", "--db", str(db), "--port", str(self.port)]
         for r in roots:
             cmd += ["--root", str(r)]
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
         self.log = Path(db).parent / f"serve-{self.port}.log"
         self._log = open(self.log, "wb")
         self.proc = subprocess.Popen(cmd + (extra or []), cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
