@@ -148,7 +148,7 @@ export function createApi(transport) {
     createProfile: (data) => call("POST", "/lorawb/profiles", { body: data }),
     updateProfile: (id, data) => call("PUT", profile(id), { body: data }),
     deleteProfile: (id) => call("DELETE", profile(id)),
-    exportProfiles: (params) => call("GET", "/lorawb/profiles/export", { query: params }),
+    exportProfiles: (data) => call("POST", "/lorawb/profiles/export", { body: data }),
     importProfiles: (data) => call("POST", "/lorawb/profiles/import", { body: data }),
 
     composeCheck: (data) => call("POST", "/lorawb/compose/check", { body: data }),

@@ -21,6 +21,7 @@ from aiohttp import web
 from ..service import LibraryService
 from .http import MUTATING, Security, endpoint
 from .library_routes import LibraryRoutes
+from .profile_routes import ComposeRoutes, ProfileRoutes
 
 log = logging.getLogger("lorawb")
 _CORE = __name__.rsplit(".", 2)[0]  # the lorawb_core package, whatever the host named it
@@ -56,6 +57,14 @@ ROUTES: tuple[RouteDefinition, ...] = (
     R("GET", "/lorawb/layouts/{layout_id}", "layout"),
     R("GET", "/lorawb/cache", "cache_stats"),
     R("DELETE", "/lorawb/cache", "cache_clear"),
+    R("GET", "/lorawb/profiles", "list_profiles", "profiles"),
+    R("POST", "/lorawb/profiles", "create_profile", "profiles"),
+    R("POST", "/lorawb/profiles/import", "import_profiles", "profiles"),
+    R("POST", "/lorawb/profiles/export", "export_profiles", "profiles"),
+    R("GET", "/lorawb/profiles/{profile_id}", "get_profile", "profiles"),
+    R("PUT", "/lorawb/profiles/{profile_id}", "update_profile", "profiles"),
+    R("DELETE", "/lorawb/profiles/{profile_id}", "delete_profile", "profiles"),
+    R("POST", "/lorawb/compose/check", "compose_check", "compose"),
 )
 OPTIONAL_MODULES = {"profiles": "profiles", "compose": "compose", "cache": "cache"}
 
@@ -74,7 +83,7 @@ def available_features() -> dict[str, bool]:
     return out
 
 
-class Handlers(LibraryRoutes):
+class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes):
     """Every handler of the table, as methods named by ``RouteDefinition.handler_name``."""
 
 
