@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,23 +52,68 @@ def load_state_dict(path: str) -> dict[str, Any]:
     return default_cache().get(path, comfy_loader)
 
 
-def _target_keys(key_map: dict[str, Any]) -> set[str]:
-    return {patch_target(v) for v in key_map.values()}
+def apply_file(model: Any, clip: Any, path: str, **kwargs: Any) -> tuple[Any, Any, ApplyReport]:
+    """:func:`apply_lora` on a LoRA file, through the cache."""
+    sd = load_state_dict(path)
+    return apply_lora(model, clip, sd, modules=lora_modules(path, sd), **kwargs)
 
 
-def _load_patches(lora_sd: dict[str, Any], key_map: dict[str, Any]) -> tuple[dict[Any, Any], list[str]]:
+@dataclass
+class _KeyMap:
+    lora_to_target: dict[str, Any]  # LoRA module key → model weight key (or (key, slice)) — the host's own map
+    targets: set[str]  # the weight keys it points at
+
+
+# The host's key maps depend only on the model's structure, which never changes for one module object: built once
+# per model/text encoder (core LoraLoader rebuilds them on every call) and dropped with the object.
+_KEY_MAPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_key_maps_lock = threading.Lock()
+
+
+def _key_map(module: Any, build) -> _KeyMap:
+    with _key_maps_lock:
+        cached = _KEY_MAPS.get(module)
+    if cached is None:
+        mapping = build(module, {})
+        cached = _KeyMap(mapping, {patch_target(v) for v in mapping.values()})
+        with _key_maps_lock:
+            _KEY_MAPS[module] = cached
+    return cached
+
+
+_MODULES: OrderedDict[Any, frozenset[str]] = OrderedDict()  # (path, mtime, size) → module keys; names only
+
+
+def lora_modules(path: str, lora_sd: dict[str, Any]) -> frozenset[str]:
+    """Module keys of a LoRA file's state dict, memoised per file version (no tensor is held here)."""
+    key = default_cache().key_for(path)
+    modules = _MODULES.get(key)
+    if modules is None:
+        modules = frozenset(split[0] for split in map(split_key, lora_sd) if split is not None)
+        _MODULES[key] = modules
+        while len(_MODULES) > 64:
+            _MODULES.popitem(last=False)
+    return modules
+
+
+def _load_patches(lora_sd: dict[str, Any], key_map: dict[str, Any],
+                  modules: frozenset[str] | None) -> tuple[dict[Any, Any], list[str]]:
     """``comfy.lora.load_lora`` on the (format-normalised) state dict, and the LoRA modules the host could not map."""
     import comfy.lora
 
     try:  # current ComfyUI normalises foreign formats first (comfy.sd.load_lora_for_models does the same)
         from comfy.lora_convert import convert_lora
 
-        lora_sd = convert_lora(lora_sd)
+        converted = convert_lora(lora_sd)
+        if converted is not lora_sd and set(converted) != set(lora_sd):
+            modules = None  # renamed keys: the memoised module names no longer apply
+        lora_sd = converted
     except ImportError:
         pass
+    if modules is None:
+        modules = frozenset(split[0] for split in map(split_key, lora_sd) if split is not None)
     kwargs = {"log_missing": False} if "log_missing" in inspect.signature(comfy.lora.load_lora).parameters else {}
     patches = comfy.lora.load_lora(lora_sd, key_map, **kwargs)
-    modules = {split[0] for split in map(split_key, lora_sd) if split is not None}
     not_loaded = sorted(m for m in modules if m not in key_map)
     return patches, not_loaded
 
@@ -111,25 +159,24 @@ class ApplyReport:
 
 def apply_lora(model: Any, clip: Any, lora_sd: dict[str, Any], *, layout_id: str, weights: dict[str, float],
                strength_model: float, strength_clip: float, stable_id: str = "", name: str = "",
-               weights_text: str = "") -> tuple[Any, Any, ApplyReport]:
+               weights_text: str = "", modules: frozenset[str] | None = None) -> tuple[Any, Any, ApplyReport]:
     """Patch clones of ``model``/``clip`` with the LoRA, each block at ``strength × weights[block]``.
 
     Raises IncompatibleStack when none of the LoRA's modules fit the model and text encoder given.
     """
     import comfy.lora
 
-    unet_map = comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {}
-    clip_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {}
-    patches, not_loaded = _load_patches(lora_sd, {**unet_map, **clip_map})
+    unet = _key_map(model.model, comfy.lora.model_lora_keys_unet) if model is not None else _KeyMap({}, set())
+    te = _key_map(clip.cond_stage_model, comfy.lora.model_lora_keys_clip) if clip is not None else _KeyMap({}, set())
+    patches, not_loaded = _load_patches(lora_sd, {**unet.lora_to_target, **te.lora_to_target}, modules)
     report = ApplyReport(stable_id, name, layout_id, weights_text, not_loaded=not_loaded)
     if not patches:
         raise IncompatibleStack(
             f"{stable_id} ({name}) does not fit this model: none of its {len(not_loaded)} modules match a weight of the "
             f"model{' or its text encoder' if clip is not None else ''}. Check the LoRA's base model (layout "
             f"{layout_id}) against the checkpoint.")
-    unet_targets, clip_targets = _target_keys(unet_map), _target_keys(clip_map)
     new_model, new_clip = model, clip
-    sides = ((model, unet_targets, strength_model, "model"), (clip, clip_targets, strength_clip, "clip"))
+    sides = ((model, unet.targets, strength_model, "model"), (clip, te.targets, strength_clip, "clip"))
     for base, targets, strength, side in sides:
         if base is None:
             continue
@@ -140,10 +187,13 @@ def apply_lora(model: Any, clip: Any, lora_sd: dict[str, Any], *, layout_id: str
             continue
         clone = base.clone()
         rep.plan = plan_patches(keys, layout_id, weights)
-        for group in rep.plan.groups:
-            accepted = set(clone.add_patches({k: patches[k] for k in group.keys}, strength * group.weight))
+        by_weight: dict[float, list[Any]] = {}  # blocks of equal weight go in one call (each call costs the host a
+        for group in rep.plan.groups:  # walk over the model's state dict)
+            by_weight.setdefault(group.weight, []).extend(group.keys)
+        for weight, keys in by_weight.items():
+            accepted = set(clone.add_patches({k: patches[k] for k in keys}, strength * weight))
             rep.accepted += len(accepted)
-            rep.rejected += [str(k) for k in group.keys if k not in accepted]
+            rep.rejected += [str(k) for k in keys if k not in accepted]
         if side == "model":
             new_model = clone
         else:

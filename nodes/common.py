@@ -72,7 +72,7 @@ def check_family(ref: LoraRef, model: Any) -> None:
 def resolve_block_weights(ref: LoraRef, weights: Any = None, weights_text: str = ""):
     """(ResolvedWeights, notes) for ``ref``: a linked profile, else typed text in any dialect, else all 1."""
     from lorawb_core.apply import resolve_weights
-    from lorawb_core.inspect import inspect_structure
+    from lorawb_core.layouts import get_layout
 
     if not ref.full_layout_id:
         raise IncompatibleStack(f"{ref.label}: its base model family ({ref.family or 'unknown'}) has no block layout, "
@@ -87,8 +87,8 @@ def resolve_block_weights(ref: LoraRef, weights: Any = None, weights_text: str =
         profile, notes = parsed.profile, list(parsed.notes)
     elif profile is not None and weights_text and weights_text.strip():
         notes.append("the linked profile is used; the typed weights are ignored")
-    touched = {m.block for m in inspect_structure(ref.path).report.modules if m.block}
-    resolved = resolve_weights(profile, ref.full_layout_id, touched)
+    # the LoRA's layout is the smallest one holding every block it touches: what a conversion note must cover
+    resolved = resolve_weights(profile, ref.full_layout_id, get_layout(ref.layout_id or ref.full_layout_id).block_ids)
     return resolved, notes + resolved.notes
 
 

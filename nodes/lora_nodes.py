@@ -7,7 +7,7 @@ import logging
 from lorawb_core.errors import LoraMissing
 
 from . import host
-from .comfy_lora import apply_lora, load_state_dict
+from .comfy_lora import apply_file
 from .common import (
     CATEGORY,
     STRENGTH,
@@ -70,8 +70,8 @@ class LoadLoraById:
         if strength_model == 0 and (clip is None or strength_clip == 0):
             return {"ui": {"text": [f"{ref.label}: both strengths are 0, nothing applied."]},
                     "result": (model, clip, ref)}
-        new_model, new_clip, report = apply_lora(
-            model, clip, load_state_dict(ref.path), layout_id=None, weights={}, strength_model=strength_model,
+        new_model, new_clip, report = apply_file(
+            model, clip, ref.path, layout_id=None, weights={}, strength_model=strength_model,
             strength_clip=strength_clip, stable_id=ref.stable_id, name=ref.name)
         return {"ui": {"text": [report.text()]}, "result": (new_model, new_clip, ref)}
 
@@ -123,8 +123,8 @@ class BlockWeightApply:
         ref = resolve_lora(lora, kwargs.get("lora_ref"))
         check_family(ref, model)
         resolved, notes = resolve_block_weights(ref, kwargs.get("weights"), weights_text)
-        new_model, new_clip, report = apply_lora(
-            model, clip, load_state_dict(ref.path), layout_id=ref.full_layout_id, weights=resolved.weights,
+        new_model, new_clip, report = apply_file(
+            model, clip, ref.path, layout_id=ref.full_layout_id, weights=resolved.weights,
             strength_model=strength, strength_clip=strength, stable_id=ref.stable_id, name=ref.name,
             weights_text=resolved.text())
         report.notes.extend(notes)

@@ -6,7 +6,7 @@ from lorawb_core.compose import DEFAULT_OPPOSING, DEFAULT_THRESHOLD, StackEntry,
 from lorawb_core.errors import IncompatibleStack
 
 from . import host
-from .comfy_lora import apply_lora, load_state_dict, model_family
+from .comfy_lora import apply_file, model_family
 from .common import CATEGORY, STRENGTH, lora_combo, validate_lora
 
 
@@ -78,8 +78,8 @@ class MultiLoraCompose:
                                                                                           for r in verdict.reasons))
         lines = [verdict.text()]
         for entry in verdict.entries:
-            model, clip, report = apply_lora(
-                model, clip, load_state_dict(entry.path), layout_id=verdict.layout_id, weights=entry.weights or {},
+            model, clip, report = apply_file(
+                model, clip, entry.path, layout_id=verdict.layout_id, weights=entry.weights or {},
                 strength_model=entry.strength_model, strength_clip=entry.strength_clip, stable_id=entry.stable_id,
                 name=entry.name or "")
             lines.append(report.text())
