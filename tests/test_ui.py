@@ -47,13 +47,26 @@ def page(browser, sample):
     # and escaping must hold without it
     context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
     pg = context.new_page()
-    pg.errors, pg.dialogs = [], []
+    pg.errors, pg.alerts, pg.asked, pg.answers = [], [], [], []
+
+    def on_dialog(d):
+        if d.type == "alert":  # the panel never alerts: an alert is a script run from LoRA metadata
+            pg.alerts.append(d.message)
+            d.dismiss()
+            return
+        pg.asked.append((d.type, d.message))
+        answer = pg.answers.pop(0) if pg.answers else False
+        if answer is False:
+            d.dismiss()
+        else:
+            d.accept(answer if isinstance(answer, str) else "")
+
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    pg.on("dialog", on_dialog)
     yield pg
     context.close()
     assert not pg.errors, pg.errors
-    assert not pg.dialogs, f"a script ran from LoRA metadata: {pg.dialogs}"
+    assert not pg.alerts, f"a script ran from LoRA metadata: {pg.alerts}"
 
 
 def api(sample, path):
@@ -153,7 +166,7 @@ def test_the_xss_fixture_renders_as_text(page, sample, tmp_path):
         script: document.querySelectorAll('.lwb script').length,
         onerror: document.querySelectorAll('.lwb [onerror]').length })""")
     assert injected == {"img": 0, "script": 0, "onerror": 0}
-    page.wait_for_timeout(300)  # give a would-be onerror handler time to fire (the page fixture checks dialogs)
+    page.wait_for_timeout(300)  # give a would-be onerror handler time to fire (the page fixture checks alerts)
     shot = tmp_path / "xss.png"
     page.screenshot(path=str(shot))
     print(f"screenshot: {shot}")
@@ -228,3 +241,162 @@ def test_the_list_stays_virtual_with_thousands_of_rows(browser, sample, tmp_path
         index = int(pg.eval_on_selector(".lwb-row", "el => el.dataset.index"))
         assert index > total // 3
         context.close()
+
+
+# ---- profile editor ------------------------------------------------------------------------------------------------
+L17 = "sd15_unet_17"
+
+
+def weight_box(page, block):
+    return page.locator(f".lwb-editor-row[data-block={block}] .lwb-weight")
+
+
+def set_slider(page, block, value):
+    page.eval_on_selector(f".lwb-editor-row[data-block={block}] .lwb-slider",
+                          "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }",
+                          str(value))
+
+
+def open_editor(page, sample, lora="mychar_sd15_v2"):
+    open_panel(page, sample)
+    select_lora(page, lora)
+    page.wait_for_selector(".lwb-editor-row")
+
+
+def stored(sample, name):
+    profiles = api(sample, f"/lorawb/profiles?layout={L17}&builtins=0")["profiles"]
+    return next((p for p in profiles if p["name"] == name), None)
+
+
+def make_profile(page, sample, name):
+    """Save the loaded built-in under ``name`` (Save as… answers the name prompt)."""
+    page.answers.append(name)
+    page.click("text=Save as…")
+    page.wait_for_function("name => document.querySelector('.lwb-profile-select option:checked')?.textContent === "
+                           "name", arg=name)
+    profile = stored(sample, name)
+    assert profile is not None and not page.locator(".lwb-dirty").is_visible()
+    return profile
+
+
+def test_editing_marks_unsaved_and_saving_persists(page, sample, tmp_path):
+    open_editor(page, sample)
+    assert page.locator(".lwb-editor-row").count() == 17
+    assert page.locator(".lwb-profile-select").input_value().startswith("builtin:")
+    profile = make_profile(page, sample, "ui-edit")
+    assert not page.locator(".lwb-dirty").is_visible()
+    weight_box(page, "IN01").fill("0.25")
+    page.wait_for_selector(".lwb-dirty:visible")
+    assert page.locator(".lwb-editor-row[data-block=IN01]").get_attribute("class").count("is-changed") == 1
+    slider = page.locator(".lwb-editor-row[data-block=IN01] .lwb-slider")
+    assert float(slider.input_value()) == 0.25  # the number box moves the slider
+    set_slider(page, "OUT03", 1.5)
+    assert weight_box(page, "OUT03").input_value() == "1.5"  # and the slider the number box
+    stats = page.locator(".lwb-editor-stats").inner_text()
+    assert stats.startswith("mean ") and "variance" in stats
+    assert stored(sample, "ui-edit")["weights"]["IN01"] == 1.0  # nothing written yet
+    shot = tmp_path / "editor-unsaved.png"
+    page.screenshot(path=str(shot))
+    print(f"screenshot: {shot}")
+    page.click(".lwb-editor-head button:text-is('Save')")
+    page.wait_for_selector(".lwb-dirty", state="hidden")
+    saved = api(sample, f"/lorawb/profiles/{profile['id']}")
+    assert saved["weights"]["IN01"] == 0.25 and saved["weights"]["OUT03"] == 1.5 and saved["weights"]["IN02"] == 1.0
+
+
+def test_reset_restores_the_saved_values(page, sample):
+    open_editor(page, sample)
+    profile = make_profile(page, sample, "ui-reset")
+    weight_box(page, "IN04").fill("0")
+    set_slider(page, "M00", -1)
+    page.wait_for_selector(".lwb-dirty:visible")
+    page.click(".lwb-editor-head button:text-is('Reset')")
+    page.wait_for_selector(".lwb-dirty", state="hidden")
+    assert weight_box(page, "IN04").input_value() == "1" and weight_box(page, "M00").input_value() == "1"
+    assert float(page.locator(".lwb-editor-row[data-block=M00] .lwb-slider").input_value()) == 1.0
+    assert api(sample, f"/lorawb/profiles/{profile['id']}")["weights"] == profile["weights"]
+
+
+def test_range_validation_blocks_saving(page, sample):
+    open_editor(page, sample)
+    make_profile(page, sample, "ui-range")
+    box = weight_box(page, "IN05")
+    box.fill("12")
+    assert "is-invalid" in box.get_attribute("class") and box.get_attribute("aria-invalid") == "true"
+    assert "IN05 outside -10 … 10" in page.locator(".lwb-editor-msg").inner_text()
+    assert page.locator(".lwb-editor-head button:text-is('Save')").is_disabled()
+    box.fill("-0.5")
+    assert "is-invalid" not in box.get_attribute("class") and page.locator(".lwb-editor-msg").inner_text() == ""
+    assert page.locator(".lwb-editor-head button:text-is('Save')").is_enabled()
+
+
+def test_switching_with_unsaved_changes_asks_first(page, sample):
+    open_editor(page, sample)
+    make_profile(page, sample, "ui-switch")
+    weight_box(page, "IN07").fill("0.5")
+    page.wait_for_selector(".lwb-dirty:visible")
+    page.answers.append(False)  # "discard?" → no: stay
+    search(page, "Portrait Flux")
+    page.locator(".lwb-row", has_text="Portrait Flux").click()
+    page.wait_for_timeout(300)
+    assert page.asked and "unsaved changes" in page.asked[-1][1]
+    assert page.locator(".lwb-detail-name").inner_text() == "mychar_sd15_v2"
+    page.answers.append(True)  # again, and discard
+    page.locator(".lwb-row", has_text="Portrait Flux").click()
+    page.wait_for_function("() => document.querySelector('.lwb-detail-name')?.textContent === 'Portrait Flux'")
+    page.wait_for_selector(".lwb-editor-row[data-block=D00]")
+    assert page.locator(".lwb-editor-row").count() == 61 and not page.locator(".lwb-dirty").is_visible()
+    assert stored(sample, "ui-switch")["weights"]["IN07"] == 1.0  # discarded, not saved
+
+
+def test_copy_in_a_dialect_and_delete(page, sample):
+    open_editor(page, sample)
+    profile = make_profile(page, sample, "ui-copy")
+    weight_box(page, "BASE").fill("0")
+    page.select_option(".lwb-editor select[name=dialect]", "lbw")
+    page.click(".lwb-editor-head button:text-is('Copy')")
+    page.wait_for_function("() => document.querySelector('.lwb-editor').dataset.copied")
+    copied = page.eval_on_selector(".lwb-editor", "el => el.dataset.copied")
+    assert copied == "ui-copy:" + ",".join(["0"] + ["1"] * 16)  # the draft as LBW, unsaved edits included
+    page.select_option(".lwb-editor select[name=dialect]", "ours")
+    page.click(".lwb-editor-head button:text-is('Copy')")
+    page.wait_for_function("() => document.querySelector('.lwb-editor').dataset.copied.startsWith('BASE=0, ')")
+    page.click(".lwb-editor-head button:text-is('Reset')")
+    page.answers.append(True)
+    page.click(".lwb-editor-head button:text-is('Delete')")
+    page.wait_for_function("() => !document.querySelector('.lwb-profile-select option:checked')?.textContent"
+                           ".startsWith('ui-copy')")
+    status, _ = http_json(sample["url"] + f"/lorawb/profiles/{profile['id']}")
+    assert status == 404
+
+
+def test_block_weight_overlay_follows_the_draft(page, sample):
+    open_editor(page, sample)
+    assert page.locator(".lwb-graph .lwb-bar-weight").count() == 17
+    before = page.eval_on_selector(".lwb-bar[data-block=OUT04] .lwb-bar-weight", "el => el.style.bottom")
+    weight_box(page, "OUT04").fill("0")
+    page.wait_for_function("() => document.querySelector('.lwb-bar[data-block=OUT04] .lwb-bar-weight')"
+                           ".style.bottom === '0%'")
+    assert before != "0%"
+
+
+# ---- composer --------------------------------------------------------------------------------------------------
+def test_composer_verdict_reasons_and_combined_graph(page, sample):
+    open_panel(page, sample)
+    search(page, "sd15")
+    for name in ("mychar_sd15_v2", "ink_sketch_loha"):
+        search(page, name)
+        page.locator(".lwb-row", has_text=name).click(modifiers=["Control"])
+    page.wait_for_selector(".lwb-verdict.is-ok")
+    assert page.locator(".lwb-stack-row").count() == 2
+    layout = get_layout(page.locator(".lwb-composer .lwb-graph-layout").inner_text())
+    assert page.locator(".lwb-composer .lwb-bar").count() == len(layout.blocks)
+    assert page.locator(".lwb-tab[aria-selected=true]").inner_text() == "Composer (2)"
+    search(page, "Portrait Flux")
+    page.locator(".lwb-row", has_text="Portrait Flux").click(modifiers=["Control"])
+    page.wait_for_selector(".lwb-verdict.is-refused")
+    reasons = page.eval_on_selector_all(".lwb-reasons li", "els => els.map(e => e.textContent)")
+    assert reasons and any("flux" in r for r in reasons)
+    assert page.locator(".lwb-composer .lwb-graph").count() == 0
+    page.click("text=Clear the stack")
+    page.wait_for_selector(".lwb-stack-row", state="detached")

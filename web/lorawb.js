@@ -18,6 +18,18 @@ function toast(severity, summary, detail) {
   else if (severity === "error") console.error(`lorawb: ${summary}: ${detail}`);
 }
 
+async function confirmDialog(message) {
+  const dialog = app.extensionManager?.dialog;
+  if (dialog?.confirm) return !!(await dialog.confirm({ title: "LoRA Weights Builder", message }));
+  return window.confirm(message);
+}
+
+async function promptDialog(message, defaultValue) {
+  const dialog = app.extensionManager?.dialog;
+  if (dialog?.prompt) return dialog.prompt({ title: "LoRA Weights Builder", message, defaultValue });
+  return window.prompt(message, defaultValue);
+}
+
 function addStyles() {
   const href = new URL("./panel/panel.css", import.meta.url).href;
   if (document.querySelector(`link[data-lorawb-css]`)) return;
@@ -39,7 +51,10 @@ app.registerExtension({
     const LiteGraph = window.LiteGraph;
     const graph = LiteGraph ? createGraphBridge(app, LiteGraph) : null;
     session = createSession(createApi(comfyTransport(comfyApi)), { kind: "comfyui", toast, graph,
-      settings: comfySettings(app) });
+      settings: comfySettings(app), confirm: confirmDialog, prompt: promptDialog });
+    window.addEventListener("beforeunload", (e) => {
+      if (session.editor.dirty) { e.preventDefault(); e.returnValue = ""; }
+    });
     graph?.installDrop(app.canvasEl ?? app.canvas?.canvas, (err) => toast("error", "Into the graph", err.message),
       (payload) => session.profileFor?.(payload) ?? null);
     manager.registerSidebarTab({

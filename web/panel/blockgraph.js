@@ -17,15 +17,20 @@ function groups(layoutBlocks) {
 }
 
 // layout: {id, count, blocks: [{id, label, group}]}; blocks: rows in layout order ({share, norm, exact, …}) or null
-export function blockGraph(layout, blocks, { state = blocks ? "ready" : "pending", overlay = null } = {}) {
+// overlay: {values: weights in layout order} marks each bar's weighted height (share × weight); mode "combined"
+// labels the bars as the combined norm of a stack instead of energy shares.
+export function blockGraph(layout, blocks, { state = blocks ? "ready" : "pending", overlay = null,
+  mode = "shares" } = {}) {
   const pending = !blocks;
+  const combined = mode === "combined";
   const peak = pending ? 0 : Math.max(...blocks.map((b) => b.share ?? 0), 0);
   const head = h("div", { class: "lwb-graph-head" },
     h("span", { class: "lwb-graph-count" }, `${layout.count} blocks`),
     h("span", { class: "lwb-graph-layout", title: layout.title ?? layout.id }, layout.id),
     h("span", { class: ["lwb-graph-state", pending ? "is-pending" : "is-ready"] },
-      pending ? (state === "error" ? "unreadable: no blocks" : "pending: not measured yet") : "measured"),
-    pending ? null : h("span", { class: "lwb-graph-peak" }, `max ${fmtPct(peak)}`));
+      pending ? (state === "error" ? "unreadable: no blocks" : "pending: not measured yet")
+        : (combined ? "combined" : "measured")),
+    pending ? null : h("span", { class: "lwb-graph-peak" }, combined ? `max ‖ΔW‖ ${fmtNum(peak)}` : `max ${fmtPct(peak)}`));
   const body = h("div", { class: "lwb-graph-body", role: "img",
     "aria-label": `${layout.count} blocks of layout ${layout.id}${pending ? ", not measured yet" : ""}` });
   for (const g of groups(layout.blocks)) {
@@ -36,6 +41,7 @@ export function blockGraph(layout, blocks, { state = blocks ? "ready" : "pending
       const bar = h("div", { class: ["lwb-bar", pending && "lwb-bar-pending", !pending && !share && "lwb-bar-zero",
         row && row.exact === false && "lwb-bar-inexact"], dataset: { block: block.id } });
       const tip = pending ? `${block.id} (${block.label}): not measured yet`
+        : combined ? `${block.id} (${block.label}): combined ‖ΔW‖ ${fmtNum(row?.norm)}`
         : `${block.id} (${block.label}): ${fmtPct(share)} of the energy, ‖ΔW‖ ${fmtNum(row?.norm)}`
           + `${row?.module_count ? `, ${row.module_count} modules` : ", untouched"}`
           + `${row && row.exact === false ? " (adapter-only figure: needs the base weight)" : ""}`;
@@ -44,10 +50,12 @@ export function blockGraph(layout, blocks, { state = blocks ? "ready" : "pending
         bar.append(h("div", { class: "lwb-bar-fill", style: { height: `${peak > 0 ? (share / peak) * 100 : 0}%` } }));
       }
       if (overlay && overlay.values) {
-        const v = overlay.values[index];
-        const span = overlay.max - overlay.min || 1;
-        const pos = Math.max(0, Math.min(1, ((v ?? 0) - overlay.min) / span));
-        bar.append(h("div", { class: "lwb-bar-weight", style: { bottom: `${pos * 100}%` } }));
+        const v = typeof overlay.values[index] === "number" ? overlay.values[index] : 0;
+        const pos = pending ? v / 2 : (peak > 0 ? (share * v) / peak : 0); // pending: the weight itself, 2 = top
+        const marker = h("div", { class: ["lwb-bar-weight", v < 0 && "is-negative"],
+          style: { bottom: `${Math.max(0, Math.min(1, Math.abs(pos))) * 100}%` } });
+        bar.append(marker);
+        bar.title += ` · weight ${fmtNum(v)}${pending ? "" : ` → ${fmtPct(share * v)}`}`;
       }
       bars.append(bar);
     }

@@ -3,6 +3,7 @@
 
 import { blockGraph } from "./blockgraph.js";
 import { clear, copyText, download, familyBadge, fmtNum, fmtSize, h } from "./dom.js";
+import { mountEditor } from "./editor.js";
 import { DRAG_TYPE, dragPayload } from "./graph.js";
 
 const TRAINING_LABELS = {
@@ -53,11 +54,11 @@ function actions(session, d) {
   if (bridge) {
     const load = h("button", { class: "lwb-btn lwb-primary", type: "button", draggable: "true",
       title: "Add a Load LoRA (by stable_id) node to the graph, or drag this button onto the canvas",
-      on: { click: () => { try { bridge.addLoad(d); } catch (err) { fail(err); } } } }, "＋ Load node");
+      on: { click: () => { try { bridge.addLoad(d); } catch (err) { fail(err); } } } }, "+ Load node");
     const pair = h("button", { class: "lwb-btn", type: "button", draggable: "true",
       title: "Add a Block Weight Apply + Profile Select pair, connected, or drag this button onto the canvas",
       on: { click: () => { try { bridge.addPair(d, session.profileFor?.(d) ?? null); } catch (err) { fail(err); } } } },
-    "＋ Block-weight pair");
+    "+ Block-weight pair");
     load.disabled = !bridge.available();
     pair.disabled = !bridge.pairAvailable();
     if (load.disabled) load.title = "The lorawb nodes are not installed in this ComfyUI";
@@ -78,6 +79,13 @@ function actions(session, d) {
       }
     } } }, "CSV");
   csv.disabled = d.blocks_state !== "ready";
+  if (session.features().compose) {
+    const inStack = session.composer.has(d.stable_id);
+    bar.append(h("button", { class: ["lwb-btn", inStack && "is-on"], type: "button",
+      title: "Add to (or remove from) the composer's stack; Ctrl/⌘-click rows does the same",
+      on: { click: () => { session.composer.toggle(d); session.setTab("composer"); } } },
+    inStack ? "− Composer" : "+ Composer"));
+  }
   const reindex = h("button", { class: "lwb-btn", type: "button", title: "Read this file again (header, blocks, "
     + "hashes)", on: { click: async () => { reindex.disabled = true; await session.reindex(d.stable_id);
     reindex.disabled = false; } } }, "Reindex");
@@ -85,7 +93,8 @@ function actions(session, d) {
   return bar;
 }
 
-export function renderDetails(container, session) {
+// Renders the selected LoRA into `container`; returns a cleanup (the editor's subscription).
+function renderDetails(container, session) {
   const { state } = session;
   clear(container);
   if (!state.selected) {
@@ -112,8 +121,12 @@ export function renderDetails(container, session) {
     h("div", { class: "lwb-detail-title" },
       h("div", { class: "lwb-detail-name", title: d.name ?? "" }, d.name ?? d.file_name ?? "(unnamed)"),
       h("div", { class: "lwb-detail-id" }, copyable(session, d.stable_id, `stable_id ${d.stable_id}`))));
-  const graph = layout ? blockGraph(layout, d.blocks, { state: d.blocks_state })
-    : h("div", { class: "lwb-empty" }, d.layout_id ? `Unknown layout ${d.layout_id}` : "No block layout.");
+  const editor = session.editor;
+  const overlay = () => (session.features().profiles && editor.data.layoutId === d.layout_id && editor.data.saved
+    ? { values: editor.data.draft } : null);
+  const drawGraph = () => (layout ? blockGraph(layout, d.blocks, { state: d.blocks_state, overlay: overlay() })
+    : h("div", { class: "lwb-empty" }, d.layout_id ? `Unknown layout ${d.layout_id}` : "No block layout."));
+  let graph = drawGraph();
   const triggers = h("div", { class: "lwb-chips" });
   for (const word of d.trigger_words ?? []) triggers.append(copyable(session, word, `trigger word “${word}”`));
   const training = d.metadata?.training ?? {};
@@ -126,6 +139,7 @@ export function renderDetails(container, session) {
     actions(session, d),
     d.error ? h("div", { class: "lwb-alert" }, d.error) : null,
     section("Block graph", graph),
+    session.features().profiles && layout ? h("div", { class: "lwb-editor-slot" }) : null,
     section("Identity", kvTable(names)),
     section("Family", kvTable([
       ["Family", `${d.family ?? "unknown"}${d.variant ? ` (${d.variant})` : ""}`],
@@ -147,4 +161,28 @@ export function renderDetails(container, session) {
     (d.problems ?? []).length ? section("Problems", h("ul", { class: "lwb-list" },
       ...d.problems.map((p) => h("li", {}, p)))) : null,
   ].filter(Boolean));
+  const slot = container.querySelector(".lwb-editor-slot");
+  if (!slot) return () => {};
+  return mountEditor(slot, session, () => {
+    const next = drawGraph();
+    graph.replaceWith(next);
+    graph = next;
+  });
+}
+
+export function mountDetails(container, session) {
+  let cleanup = renderDetails(container, session) ?? (() => {});
+  const redraw = () => { cleanup(); cleanup = renderDetails(container, session) ?? (() => {}); };
+  const unsubscribe = session.subscribe((topic) => {
+    if (topic === "selection" || topic === "detail" || topic === "info") redraw();
+    else if (topic === "composer" && session.state.detail) {
+      const btn = [...container.querySelectorAll(".lwb-actions button")].find((b) => b.textContent.includes("Composer"));
+      if (btn) {
+        const inStack = session.composer.has(session.state.detail.stable_id);
+        btn.textContent = inStack ? "− Composer" : "+ Composer";
+        btn.classList.toggle("is-on", inStack);
+      }
+    }
+  });
+  return () => { unsubscribe(); cleanup(); clear(container); };
 }

@@ -112,9 +112,13 @@ export function mountLibrary(container, session) {
       h("span", { class: "lwb-row-main" }, h("span", { class: "lwb-row-name" }), h("span", { class: "lwb-row-sub" })),
       h("span", { class: "lwb-row-spark" }),
       h("span", { class: "lwb-row-state" }));
-    row.addEventListener("click", () => {
+    row.addEventListener("click", (e) => {
       const item = session.getItem(Number(row.dataset.index));
-      if (item?.stable_id) session.select(item.stable_id);
+      if (!item?.stable_id) return;
+      if ((e.ctrlKey || e.metaKey) && session.features().compose) {
+        session.composer.toggle(item);
+        session.setTab("composer");
+      } else session.select(item.stable_id, { layoutId: item.layout_id });
     });
     row.addEventListener("dragstart", (e) => {
       const item = session.getItem(Number(row.dataset.index));
@@ -154,6 +158,7 @@ export function mountLibrary(container, session) {
     const stateText = item.missing ? "missing" : item.blocks_state;
     mark.textContent = stateText === "ready" ? "" : stateText;
     mark.className = `lwb-row-state is-${stateText}`;
+    row.classList.toggle("is-stacked", session.composer.has(item.stable_id));
     row.classList.toggle("is-missing", !!item.missing);
     row.classList.toggle("is-pending", item.blocks_state === "pending");
     row.classList.toggle("is-error", item.blocks_state === "error");
@@ -180,7 +185,7 @@ export function mountLibrary(container, session) {
     const next = Math.max(0, Math.min(total - 1, index + delta));
     const item = session.getItem(next);
     list.scrollToIndex(next);
-    if (item?.stable_id) session.select(item.stable_id);
+    if (item?.stable_id) session.select(item.stable_id, { layoutId: item.layout_id });
   }
   list.element.addEventListener("keydown", (e) => {
     if (e.key === "ArrowDown") { e.preventDefault(); move(1); }
@@ -220,7 +225,7 @@ export function mountLibrary(container, session) {
     else if (topic === "query") { drawFilters(); list.scrollTo(0); drawList(); }
     else if (topic === "facets") drawFilters();
     else if (topic === "scan") drawScan();
-    else if (topic === "settings") { stamp += 1; drawList(); }
+    else if (topic === "settings" || topic === "list-marks") { stamp += 1; drawList(); }
   }));
 
   return {

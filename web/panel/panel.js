@@ -1,7 +1,8 @@
-// The panel: header (density toggle), library list and details side by side or stacked, whatever the width.
-// mountPanel(el, session) -> unmount(); all state lives in the session (see session.js).
+// The panel: header (density toggle), the library list, and a details / composer pane beside or below it,
+// whatever the width. mountPanel(el, session) -> unmount(); all state lives in the session (see session.js).
 
-import { renderDetails } from "./details.js";
+import { mountComposer } from "./composer.js";
+import { mountDetails } from "./details.js";
 import { h } from "./dom.js";
 import { mountLibrary } from "./library.js";
 import { SETTING } from "./settings.js";
@@ -19,8 +20,16 @@ export function mountPanel(el, session) {
   const header = h("header", { class: "lwb-header" },
     h("span", { class: "lwb-title" }, "LoRA Weights Builder"), status, densityBtn);
   const listPane = h("div", { class: "lwb-pane lwb-pane-list" });
-  const detailPane = h("div", { class: "lwb-pane lwb-pane-detail", "aria-live": "polite" });
+  const tabDetails = h("button", { class: "lwb-tab", type: "button", role: "tab",
+    on: { click: () => session.setTab("details") } }, "Details");
+  const tabComposer = h("button", { class: "lwb-tab", type: "button", role: "tab",
+    on: { click: () => session.setTab("composer") } }, "Composer");
+  const tabs = h("div", { class: "lwb-tabs", role: "tablist" }, tabDetails, tabComposer);
+  const detailBody = h("div", { class: "lwb-pane-body", "aria-live": "polite" });
+  const detailPane = h("div", { class: "lwb-pane lwb-pane-detail" }, tabs, detailBody);
   const root = h("div", { class: "lwb" }, header, h("div", { class: "lwb-main" }, listPane, detailPane));
+  let view = null;
+  let shown = null;
 
   function drawHeader() {
     root.classList.toggle("is-compact", compact());
@@ -30,16 +39,34 @@ export function mountPanel(el, session) {
     status.title = info ? `Library roots:\n${info.roots.join("\n") || "(none)"}` : "";
   }
 
+  function drawTabs() {
+    const composer = !!session.features().compose;
+    tabs.hidden = !composer;
+    const n = session.composer.data.entries.length;
+    tabComposer.textContent = n ? `Composer (${n})` : "Composer";
+    const tab = composer && state.tab === "composer" ? "composer" : "details";
+    tabDetails.setAttribute("aria-selected", String(tab === "details"));
+    tabComposer.setAttribute("aria-selected", String(tab === "composer"));
+    if (tab !== shown) {
+      view?.();
+      shown = tab;
+      view = tab === "composer" ? mountComposer(detailBody, session) : mountDetails(detailBody, session);
+      detailBody.scrollTop = 0;
+    }
+  }
+
   el.append(root);
   const library = mountLibrary(listPane, session);
-  renderDetails(detailPane, session);
   drawHeader();
+  drawTabs();
   const unsubscribe = session.subscribe((topic) => {
-    if (topic === "selection" || topic === "detail" || topic === "info") renderDetails(detailPane, session);
     if (topic === "info" || topic === "settings") drawHeader();
+    if (topic === "info" || topic === "tab" || topic === "composer") drawTabs();
+    if (topic === "selection" && state.tab === "composer") session.setTab("details");
   });
   return () => {
     unsubscribe();
+    view?.();
     library.destroy();
     root.remove();
   };

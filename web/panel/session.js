@@ -3,6 +3,8 @@
 // listeners are registered here once (ComfyUI only dispatches an event type that has a listener already).
 
 import { EVENTS } from "../api.js";
+import { createComposerState } from "./composer.js";
+import { createEditorState } from "./editor_state.js";
 import { SETTING } from "./settings.js";
 
 const DEFAULT_QUERY = Object.freeze({ q: "", family: "", layout: "", format: "", state: "", show: "present",
@@ -43,6 +45,7 @@ export function createSession(api, host) {
   }
 
   const setting = (id) => host.settings.get(id);
+  const features = () => state.info?.features ?? {};
   const pageSize = () => Math.max(20, Math.min(500, Number(setting(SETTING.pageSize)) || 100));
 
   function queryParams(offset, limit) {
@@ -95,13 +98,18 @@ export function createSession(api, host) {
     try { state.facets = await api.facets(); notify("facets"); } catch (err) { fail(err, "Filters"); }
   }
 
-  async function select(stableId, { force = false } = {}) {
+  async function select(stableId, { force = false, layoutId = undefined } = {}) {
     if (!stableId) return;
+    // another layout means another set of profiles in the editor: ask before unsaved edits are dropped
+    const editorLayout = session.editor.data.layoutId;
+    if (!force && stableId !== state.selected && session.editor.dirty && layoutId !== editorLayout
+        && !(await session.editor.confirmLeave("open another LoRA"))) return;
     state.selected = stableId;
     state.detailError = null;
     if (!force && detailCache.has(stableId)) {
       state.detail = detailCache.get(stableId);
       notify("selection");
+      if (features().profiles && state.detail.layout_id) session.editor.useLayout(state.detail.layout_id);
       return;
     }
     state.detail = null;
@@ -111,7 +119,11 @@ export function createSession(api, host) {
       detailCache.delete(stableId);
       detailCache.set(stableId, detail);
       while (detailCache.size > DETAIL_CACHE) detailCache.delete(detailCache.keys().next().value);
-      if (state.selected === stableId) { state.detail = detail; notify("detail"); }
+      if (state.selected === stableId) {
+        state.detail = detail;
+        notify("detail");
+        if (features().profiles && detail.layout_id) session.editor.useLayout(detail.layout_id);
+      }
     } catch (err) {
       if (state.selected === stableId) { state.detailError = err; notify("detail"); }
     }
@@ -181,6 +193,7 @@ export function createSession(api, host) {
         for (const layout of layouts.layouts) state.layouts.set(layout.id, layout);
         notify("info");
         setScan(info.scan);
+        if (info.features?.profiles && state.detail?.layout_id) session.editor.useLayout(state.detail.layout_id);
       } catch (err) { fail(err, "lorawb server"); }
       loadFacets();
     },
@@ -210,6 +223,12 @@ export function createSession(api, host) {
     layout: (id) => state.layouts.get(id) ?? null,
     settingChanged() { notify("settings"); },
     setting,
+    features,
+    setTab(tab) { state.tab = tab; notify("tab"); },
+    profileFor: (lora) => session.editor.profileFor(lora),
   };
+  session.editor = createEditorState(session);
+  session.composer = createComposerState(session);
+  state.tab = "details";
   return session;
 }

@@ -22,9 +22,14 @@ export function mountStandalone(el) {
   let session = null;
   const settings = localSettings(() => session?.settingChanged());
   const api = createApi(browserTransport());
-  const host = { kind: "standalone", toast: toaster(toasts), settings, graph: null };
+  const host = { kind: "standalone", toast: toaster(toasts), settings, graph: null,
+    confirm: async (message) => window.confirm(message),
+    prompt: async (message, value) => window.prompt(message, value) };
   session = createSession(api, host);
   const unmount = mountPanel(el, session);
+  window.addEventListener("beforeunload", (e) => {
+    if (session.editor.dirty) { e.preventDefault(); e.returnValue = ""; }
+  });
   window.lorawb = { session, api }; // for the browser tests and the curious
   return unmount;
 }

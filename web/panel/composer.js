@@ -1,0 +1,124 @@
+// The composer: a stack of LoRAs (Ctrl/⌘-click rows or "Add to composer"), checked by the server's compose gate:
+// verdict, reasons, warnings and the combined per-block graph. State lives in the session.
+
+import { blockGraph } from "./blockgraph.js";
+import { clear, debounce, familyBadge, fmtNum, h } from "./dom.js";
+
+const MAX_STACK = 16;
+
+export function createComposerState(session) {
+  const { api, host } = session;
+  const st = { entries: [], verdict: null, error: null, checking: false, generation: 0 };
+  const notify = () => session.notify("composer");
+
+  const check = debounce(async () => {
+    const generation = ++st.generation;
+    if (!st.entries.length) { st.verdict = null; st.error = null; notify(); return; }
+    st.checking = true;
+    notify();
+    try {
+      const verdict = await api.composeCheck({ entries: st.entries.map((e) => ({ lora: e.stable_id,
+        strength_model: e.strength_model, strength_clip: e.strength_clip })) });
+      if (generation === st.generation) { st.verdict = verdict; st.error = null; }
+    } catch (err) {
+      if (generation === st.generation) { st.error = err; st.verdict = null; }
+    } finally {
+      if (generation === st.generation) { st.checking = false; notify(); }
+    }
+  }, 250);
+
+  return {
+    get data() { return st; },
+    has: (id) => st.entries.some((e) => e.stable_id === id),
+    toggle(lora) {
+      if (!lora?.stable_id) return;
+      if (st.entries.some((e) => e.stable_id === lora.stable_id)) {
+        st.entries = st.entries.filter((e) => e.stable_id !== lora.stable_id);
+      } else {
+        if (st.entries.length >= MAX_STACK) { host.toast("warn", "Composer", `At most ${MAX_STACK} LoRAs.`); return; }
+        st.entries = [...st.entries, { stable_id: lora.stable_id, name: lora.name, family: lora.family,
+          variant: lora.variant, layout_id: lora.layout_id, strength_model: 1, strength_clip: 1 }];
+      }
+      notify();
+      session.notify("list-marks");
+      check();
+    },
+    setStrength(id, key, value) {
+      const v = Number(value);
+      if (!Number.isFinite(v)) return;
+      st.entries = st.entries.map((e) => (e.stable_id === id ? { ...e, [key]: v } : e));
+      check();
+    },
+    clear() { st.entries = []; notify(); session.notify("list-marks"); check(); },
+  };
+}
+
+function combinedGraph(session, v) {
+  const layout = session.layout(v.layout_id);
+  if (!layout || !v.blocks?.length) return null;
+  const byId = new Map(v.blocks.map((b) => [b.id, b]));
+  const rows = layout.blocks.map((b) => {
+    const c = byId.get(b.id);
+    return c ? { share: c.norm, norm: c.norm, exact: c.exact, module_count: c.contributions.filter((x) => x).length }
+      : { share: 0, norm: 0, exact: true, module_count: 0 };
+  });
+  return blockGraph(layout, rows, { state: "ready", mode: "combined" });
+}
+
+export function mountComposer(container, session) {
+  const comp = session.composer;
+  const root = h("section", { class: "lwb-composer" });
+  container.append(root);
+
+  function draw() {
+    const st = comp.data;
+    clear(root);
+    root.append(h("h4", { class: "lwb-section-title" }, `Composer · ${st.entries.length} LoRA${st.entries.length === 1
+      ? "" : "s"}`));
+    if (!st.entries.length) {
+      root.append(h("div", { class: "lwb-empty" }, "Ctrl/⌘-click LoRAs in the list (or use “Add to composer” in "
+        + "their details) to check how they stack."));
+      return;
+    }
+    const list = h("div", { class: "lwb-stack" });
+    for (const e of st.entries) {
+      const strength = h("input", { type: "number", class: "lwb-input lwb-strength", step: "0.05", min: "-10",
+        max: "10", "aria-label": `${e.stable_id} strength`, props: { value: String(e.strength_model) },
+        on: { input: (ev) => comp.setStrength(e.stable_id, "strength_model", ev.target.value) } });
+      list.append(h("div", { class: "lwb-stack-row", dataset: { id: e.stable_id } },
+        familyBadge(e.family, e.variant),
+        h("span", { class: "lwb-stack-name", title: e.name ?? "" }, e.name ?? e.stable_id),
+        h("span", { class: "lwb-stack-id" }, e.stable_id), strength,
+        h("button", { class: "lwb-btn lwb-icon-btn", type: "button", title: "Remove from the stack",
+          on: { click: () => comp.toggle(e) } }, "✕")));
+    }
+    root.append(list, h("div", { class: "lwb-actions" }, h("button", { class: "lwb-btn lwb-link", type: "button",
+      on: { click: () => comp.clear() } }, "Clear the stack")));
+    if (st.checking && !st.verdict) root.append(h("div", { class: "lwb-empty" }, "Checking…"));
+    if (st.error) root.append(h("div", { class: "lwb-alert" }, st.error.message));
+    const v = st.verdict;
+    if (!v) return;
+    const verdict = h("div", { class: ["lwb-verdict", v.ok ? "is-ok" : "is-refused"], role: "status" },
+      h("strong", {}, v.ok ? "OK" : "REFUSED"),
+      v.family ? ` · ${v.family}${v.layout_id ? ` · ${v.layout_id}` : ""}` : "");
+    root.append(verdict);
+    if (v.reasons.length) {
+      root.append(h("div", { class: "lwb-subtitle" }, "Reasons"),
+        h("ul", { class: "lwb-list lwb-reasons" }, ...v.reasons.map((r) => h("li", {}, r))));
+    }
+    if (v.warnings.length) {
+      root.append(h("div", { class: "lwb-subtitle" }, "Warnings"),
+        h("ul", { class: "lwb-list lwb-warnings" }, ...v.warnings.map((w) => h("li", {}, w))));
+    }
+    const graph = combinedGraph(session, v);
+    if (graph) {
+      const peak = Math.max(...v.blocks.map((b) => b.strength_sum));
+      root.append(h("div", { class: "lwb-subtitle" }, `Combined block graph (‖Σ cᵢΔWᵢ‖ per block; max Σ|strength·`
+        + `weight| ${fmtNum(peak, 3)})`), graph);
+    }
+  }
+
+  draw();
+  const unsubscribe = session.subscribe((topic) => { if (topic === "composer") draw(); });
+  return () => { unsubscribe(); root.remove(); };
+}
