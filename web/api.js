@@ -11,6 +11,37 @@ export const EVENTS = Object.freeze({
   error: "lorawb.scan_error",
 });
 
+// Every route the panel calls: name -> [method, path template]. tests/test_ui_static.py checks this table against
+// the server's (lorawb_core/server/routes.py) both ways.
+export const ROUTES = Object.freeze({
+  info: ["GET", "/lorawb/info"],
+  search: ["GET", "/lorawb/loras"],
+  facets: ["GET", "/lorawb/facets"],
+  duplicates: ["GET", "/lorawb/duplicates"],
+  lora: ["GET", "/lorawb/loras/{stable_id}"],
+  blocks: ["GET", "/lorawb/loras/{stable_id}/blocks"],
+  blocksCsv: ["GET", "/lorawb/loras/{stable_id}/blocks.csv"],
+  metadata: ["GET", "/lorawb/loras/{stable_id}/metadata"],
+  reindex: ["POST", "/lorawb/loras/{stable_id}/reindex"],
+  scanStatus: ["GET", "/lorawb/scan"],
+  startScan: ["POST", "/lorawb/scan"],
+  cancelScan: ["POST", "/lorawb/scan/cancel"],
+  layouts: ["GET", "/lorawb/layouts"],
+  layout: ["GET", "/lorawb/layouts/{layout_id}"],
+  cacheStats: ["GET", "/lorawb/cache"],
+  clearCache: ["DELETE", "/lorawb/cache"],
+  profiles: ["GET", "/lorawb/profiles"],
+  createProfile: ["POST", "/lorawb/profiles"],
+  importProfiles: ["POST", "/lorawb/profiles/import"],
+  exportProfiles: ["POST", "/lorawb/profiles/export"],
+  profile: ["GET", "/lorawb/profiles/{profile_id}"],
+  updateProfile: ["PUT", "/lorawb/profiles/{profile_id}"],
+  deleteProfile: ["DELETE", "/lorawb/profiles/{profile_id}"],
+  composeCheck: ["POST", "/lorawb/compose/check"],
+});
+// Standalone only (lorawb serve): server-sent events.
+export const EVENTS_PATH = "/lorawb/events";
+
 const TOKEN_HEADER = "X-Lorawb-Token";
 const TOKEN_KEY = "lorawb.token";
 
@@ -24,8 +55,6 @@ export class ApiError extends Error {
   }
 }
 
-const enc = encodeURIComponent;
-
 // The server prefix of a standalone page: api.js is served at <prefix>/lorawb/static/api.js.
 function standalonePrefix() {
   const path = new URL(import.meta.url).pathname;
@@ -38,7 +67,7 @@ export function browserTransport(prefix = standalonePrefix()) {
   const handlers = new Map();
   function ensureSource() {
     if (source || typeof EventSource === "undefined") return;
-    source = new EventSource(`${prefix}/lorawb/events`);
+    source = new EventSource(prefix + EVENTS_PATH);
     for (const [name, set] of handlers) {
       for (const fn of set) source.addEventListener(name, fn);
     }
@@ -82,8 +111,12 @@ function storage() {
 export function createApi(transport) {
   let token = storage()?.getItem(TOKEN_KEY) || null;
 
-  async function call(method, path, { query, body, text = false } = {}) {
-    let url = path;
+  async function call(name, { params = {}, query, body, text = false } = {}) {
+    const [method, template] = ROUTES[name];
+    let url = template.replace(/\{(\w+)\}/g, (_, key) => {
+      if (params[key] === undefined || params[key] === null) throw new Error(`lorawb api: ${name} needs ${key}`);
+      return encodeURIComponent(String(params[key]));
+    });
     if (query) {
       const q = new URLSearchParams();
       for (const [k, v] of Object.entries(query)) {
@@ -106,13 +139,13 @@ export function createApi(transport) {
       let info = null;
       try { info = (await resp.json())?.error; } catch { /* not JSON */ }
       throw new ApiError(resp.status, info?.type ?? "HTTPError",
-        info?.message ?? `${method} ${path} failed with HTTP ${resp.status}.`, info?.field);
+        info?.message ?? `${method} ${template} failed with HTTP ${resp.status}.`, info?.field);
     }
     return text ? resp.text() : resp.json();
   }
 
-  const lora = (id) => `/lorawb/loras/${enc(id)}`;
-  const profile = (id) => `/lorawb/profiles/${enc(id)}`;
+  const sid = (id) => ({ params: { stable_id: id } });
+  const pid = (id) => ({ params: { profile_id: id } });
   return {
     transport,
     get hasToken() { return !!token; },
@@ -123,34 +156,34 @@ export function createApi(transport) {
     },
     on: (event, callback) => transport.listen(event, callback),
 
-    info: () => call("GET", "/lorawb/info"),
-    search: (params) => call("GET", "/lorawb/loras", { query: params }),
-    facets: () => call("GET", "/lorawb/facets"),
-    duplicates: () => call("GET", "/lorawb/duplicates"),
-    lora: (id) => call("GET", lora(id)),
-    blocks: (id) => call("GET", `${lora(id)}/blocks`),
-    blocksCsv: (id) => call("GET", `${lora(id)}/blocks.csv`, { text: true }),
-    metadata: (id) => call("GET", `${lora(id)}/metadata`),
-    reindex: (id, opts = {}) => call("POST", `${lora(id)}/reindex`, { body: opts }),
+    info: () => call("info"),
+    search: (query) => call("search", { query }),
+    facets: () => call("facets"),
+    duplicates: () => call("duplicates"),
+    lora: (id) => call("lora", sid(id)),
+    blocks: (id) => call("blocks", sid(id)),
+    blocksCsv: (id) => call("blocksCsv", { ...sid(id), text: true }),
+    metadata: (id) => call("metadata", sid(id)),
+    reindex: (id, opts = {}) => call("reindex", { ...sid(id), body: opts }),
 
-    scanStatus: () => call("GET", "/lorawb/scan"),
-    startScan: (opts = {}) => call("POST", "/lorawb/scan", { body: opts }),
-    cancelScan: () => call("POST", "/lorawb/scan/cancel"),
+    scanStatus: () => call("scanStatus"),
+    startScan: (opts = {}) => call("startScan", { body: opts }),
+    cancelScan: () => call("cancelScan"),
 
-    layouts: () => call("GET", "/lorawb/layouts"),
-    layout: (id) => call("GET", `/lorawb/layouts/${enc(id)}`),
+    layouts: () => call("layouts"),
+    layout: (id) => call("layout", { params: { layout_id: id } }),
 
-    cacheStats: () => call("GET", "/lorawb/cache"),
-    clearCache: () => call("DELETE", "/lorawb/cache"),
+    cacheStats: () => call("cacheStats"),
+    clearCache: () => call("clearCache"),
 
-    profiles: (params) => call("GET", "/lorawb/profiles", { query: params }),
-    profile: (id) => call("GET", profile(id)),
-    createProfile: (data) => call("POST", "/lorawb/profiles", { body: data }),
-    updateProfile: (id, data) => call("PUT", profile(id), { body: data }),
-    deleteProfile: (id) => call("DELETE", profile(id)),
-    exportProfiles: (data) => call("POST", "/lorawb/profiles/export", { body: data }),
-    importProfiles: (data) => call("POST", "/lorawb/profiles/import", { body: data }),
+    profiles: (query) => call("profiles", { query }),
+    profile: (id) => call("profile", pid(id)),
+    createProfile: (data) => call("createProfile", { body: data }),
+    updateProfile: (id, data) => call("updateProfile", { ...pid(id), body: data }),
+    deleteProfile: (id) => call("deleteProfile", pid(id)),
+    exportProfiles: (data) => call("exportProfiles", { body: data }),
+    importProfiles: (data) => call("importProfiles", { body: data }),
 
-    composeCheck: (data) => call("POST", "/lorawb/compose/check", { body: data }),
+    composeCheck: (data) => call("composeCheck", { body: data }),
   };
 }

@@ -4,6 +4,7 @@
 import { api as comfyApi } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { comfyTransport, createApi } from "./api.js";
+import { nodeReportsExtension } from "./node_text.js";
 import { createGraphBridge } from "./panel/graph.js";
 import { mountPanel } from "./panel/panel.js";
 import { createSession } from "./panel/session.js";
@@ -37,6 +38,8 @@ function addStyles() {
     dataset: { lorawbCss: "1" } }));
 }
 
+app.registerExtension(nodeReportsExtension(app));
+
 app.registerExtension({
   name: "lorawb.sidebar",
   settings: SETTINGS.map((s) => ({ ...s, onChange: () => session?.settingChanged(s.id) })),
@@ -44,7 +47,7 @@ app.registerExtension({
     const manager = app.extensionManager;
     if (!manager?.registerSidebarTab) {
       console.warn("lorawb: this ComfyUI frontend has no sidebar tabs (frontend 1.2.4 or newer is needed); "
-        + "the library panel is also served by `lorawb serve` at /lorawb/ui.");
+        + "the same panel is served standalone by `lorawb serve`.");
       return;
     }
     addStyles();
