@@ -1,13 +1,14 @@
 """Install-time hook: ComfyUI-Manager runs it after requirements.txt; A1111/Forge run it at every launch.
 
-Installs only what is missing from requirements.txt and never torch (the host provides it).
+Under A1111/Forge it installs what is missing from requirements.txt through ``launch.run_pip`` (never torch: the host
+provides it). Under ComfyUI the Manager has already installed requirements.txt, and the registry's rules forbid
+run-time pip calls, so it only says what is missing and how to install it.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -35,11 +36,12 @@ def main() -> None:
         return
     try:  # A1111 / Forge
         import launch  # type: ignore[import-not-found]
-
-        for req in missing:
-            launch.run_pip(f'install "{req}"', f"{req} for LoRA Weights Builder")
     except ImportError:
-        subprocess.check_call([sys.executable, "-m", "pip", "install", *missing])
+        sys.stderr.write("LoRA Weights Builder needs: " + ", ".join(missing) + f"\nInstall them with: {sys.executable} "
+                         f"-m pip install -r {HERE / 'requirements.txt'}\n")
+        return
+    for req in missing:
+        launch.run_pip(f'install "{req}"', f"{req} for LoRA Weights Builder")
 
 
 if __name__ == "__main__":
