@@ -267,3 +267,30 @@ def test_flux_fused_qkv_slices_take_their_blocks_weight(env):
     assert torch.allclose(got[single], want, atol=1e-6, rtol=0)
     assert "D00×0.5" in report and "D01" in report and "flux_dit_61" in report
     assert "D00=0.5" in vector
+
+
+def test_a_lora_added_while_running_appears_on_refresh(env):
+    comfy, loras = env
+    write_tiny_sd15_lora(loras / "characters" / "newcomer.safetensors", seed=9)
+    past = os.stat(loras / "characters" / "hero.safetensors").st_mtime_ns
+    os.utime(loras / "characters" / "newcomer.safetensors", ns=(past, past))  # settled: not a file being written
+    comfy.pack._last_scan_request = 0.0  # the refresh throttle (5 s) would otherwise skip this rescan
+    labels = comfy.node("LoraWB_LoadLoraById").INPUT_TYPES()["required"]["lora"][0]
+    svc = comfy.pack.service()
+    if not any(label.endswith(" · newcomer") for label in labels):  # a slow machine: the next refresh shows it
+        assert svc.wait(60)
+        labels = comfy.node("LoraWB_LoadLoraById").INPUT_TYPES()["required"]["lora"][0]
+    assert any(label.endswith(" · newcomer") for label in labels)
+    assert svc.wait(60)
+
+
+def test_preload_puts_listed_ids_in_the_cache(env):
+    comfy, loras = env
+    from lorawb_core.cache import default_cache
+
+    hero = ids(comfy)["hero"].split(" · ")[0]
+    cache = default_cache()
+    cache.clear()
+    comfy.pack._preload_after_scan(comfy.pack.service(), [hero, "SD1-ZZZ-404"])
+    assert str(loras / "characters" / "hero.safetensors") in cache.stats().paths
+    assert cache.stats().entries == 1
