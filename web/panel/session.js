@@ -8,7 +8,7 @@ import { createEditorState } from "./editor_state.js";
 import { SETTING } from "./settings.js";
 
 const DEFAULT_QUERY = Object.freeze({ q: "", family: "", layout: "", format: "", state: "", show: "present",
-  sort: "", desc: false });
+  sort: "name", desc: false });
 const DETAIL_CACHE = 50;
 
 export function createSession(api, host) {
@@ -31,7 +31,7 @@ export function createSession(api, host) {
     layouts: new Map(),
     info: null,
     ready: false,
-    firstPaint: null,
+    firstRowsMarked: false,
   };
 
   function notify(topic) {
@@ -46,7 +46,7 @@ export function createSession(api, host) {
 
   const setting = (id) => host.settings.get(id);
   const features = () => state.info?.features ?? {};
-  const pageSize = () => Math.max(20, Math.min(500, Number(setting(SETTING.pageSize)) || 100));
+  const pageSize = () => Math.max(20, Math.min(500, Number(setting(SETTING.pageSize)) || 50));
 
   function queryParams(offset, limit) {
     const q = state.query;

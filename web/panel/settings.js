@@ -11,7 +11,7 @@ export const SETTING = Object.freeze({
 const CATEGORY = "LoRA Weights Builder";
 
 export const SETTINGS = [
-  { id: SETTING.pageSize, name: "Rows fetched per request", type: "number", defaultValue: 100,
+  { id: SETTING.pageSize, name: "Rows fetched per request", type: "number", defaultValue: 50,
     attrs: { min: 20, max: 500, step: 10 }, category: [CATEGORY, "Library", "Page size"],
     tooltip: "How many LoRAs the library list asks the server for at a time (the list only draws what is visible)." },
   { id: SETTING.sparklines, name: "Block sparkline in each row", type: "boolean", defaultValue: true,
