@@ -1,0 +1,178 @@
+"""End to end in a real, current ComfyUI (``COMFYUI_DIR``; skipped when unset): the pack is linked into a temporary
+``custom_nodes/`` under a folder name that is not the project's (nothing may hard-code it), ComfyUI runs with
+``--cpu`` on a free port, and headless Chromium opens its frontend, opens the lorawb sidebar tab through its command
+and checks that the library list renders (the XSS fixture as text), that a LoRA's details draw one bar per block,
+and, when the pack's nodes are installed, that "+ Load node" puts a filled-in node into the graph.
+
+    COMFYUI_DIR=/path/to/ComfyUI python -m pytest -q tests/test_e2e_comfyui.py -s
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from library_helpers import tiny
+from ui_helpers import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, http_json
+
+from lorawb_core.layouts import get_layout
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+pytestmark = [
+    pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR is not set (a current ComfyUI checkout with its "
+                                               "requirements and comfyui-frontend-package installed)"),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed"),
+]
+PACK_FOLDER = "comfyui-lora-weights-builder-e2e"
+XSS = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def comfyui(tmp_path_factory):
+    comfy = Path(COMFYUI_DIR)
+    if not (comfy / "main.py").is_file():
+        pytest.skip(f"COMFYUI_DIR={COMFYUI_DIR} holds no ComfyUI main.py")
+    base = tmp_path_factory.mktemp("comfy")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / PACK_FOLDER).symlink_to(ROOT, target_is_directory=True)
+    loras = base / "models" / "loras"
+    tiny(loras / "characters" / "e2e_character.safetensors", "sd15", 1)
+    tiny(loras / "styles" / "e2e_flux_style.safetensors", "flux", 2)
+    tiny(loras / "e2e_xss.safetensors", "sdxl", 3, metadata={"ss_output_name": XSS})
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))  # no first-run templates dialog
+    port = free_port()
+    log = base / "comfyui.log"
+    flags = ["--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch", "--base-directory",
+             str(base)]
+    help_text = subprocess.run([sys.executable, "main.py", "--help"], cwd=comfy, capture_output=True, text=True,
+                               timeout=120).stdout
+    flags += [f for f in ("--disable-api-nodes",) if f in help_text]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "main.py", *flags], cwd=comfy, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "LORAWB_DB": ""})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"ComfyUI exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if http_json(url + "/object_info/KSampler")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"ComfyUI did not answer in 300 s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield {"url": url, "base": base, "log": log, "proc": proc}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def wait_scan(url: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = http_json(url + "/api/lorawb/scan")
+        assert status == 200, body
+        if body["state"] in ("done", "error"):
+            return body
+        time.sleep(0.3)
+    raise AssertionError("the library scan did not finish")
+
+
+def test_routes_are_served_bare_and_under_api(comfyui):
+    ours = [line for line in comfyui["log"].read_text().splitlines() if PACK_FOLDER in line]
+    assert ours and not any("IMPORT FAILED" in line or "Cannot import" in line for line in ours), ours
+    status, info = http_json(comfyui["url"] + "/api/lorawb/info")
+    assert status == 200 and info["roots"] and info["roots"][0].endswith(os.path.join("models", "loras"))
+    assert http_json(comfyui["url"] + "/lorawb/layouts/flux_dit_61")[1]["count"] == 61
+    scan = wait_scan(comfyui["url"])
+    assert scan["state"] == "done" and scan["summary"]["files"] == 3, scan
+    status, ext = http_json(comfyui["url"] + "/extensions")
+    assert f"/extensions/{PACK_FOLDER}/lorawb.js" in ext
+
+
+def test_sidebar_tab_opens_and_the_list_renders(comfyui, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url = comfyui["url"]
+    wait_scan(url)
+    nodes = http_json(url + "/object_info")[1]
+    have_nodes = "LoraWB_LoadLoraById" in nodes
+    errors: list[str] = []
+    alerts: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        console: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
+        page.goto(url)
+        try:
+            page.wait_for_function("() => window.lorawb?.session && window.comfyAPI?.app?.app?.extensionManager",
+                                   timeout=120_000)
+        except Exception as exc:
+            page.screenshot(path=str(tmp_path / "comfyui-timeout.png"))
+            raise AssertionError("the lorawb extension did not set up:\n"
+                                 + "\n".join(console[-40:] + errors)) from exc
+        page.evaluate("() => window.comfyAPI.app.app.extensionManager.command.execute("
+                      "'Workspace.ToggleSidebarTab.lorawb')")
+        page.wait_for_selector(".lwb .lwb-row .lwb-row-name:not(:empty)", timeout=60_000)
+        page.wait_for_function("() => document.querySelectorAll('.lwb-row:not(.is-loading)').length === 3")
+        names = page.eval_on_selector_all(".lwb-row .lwb-row-name", "els => els.map(e => e.textContent)")
+        assert sorted(names) == sorted(["e2e_character", "e2e_flux_style", XSS]), names
+        assert page.locator(".lwb img").count() == 0
+        page.locator(".lwb-row", has_text="e2e_flux_style").click()
+        page.wait_for_selector(".lwb-graph .lwb-bar")
+        assert page.locator(".lwb-graph .lwb-bar").count() == len(get_layout("flux_dit_61").blocks)
+        if have_nodes:
+            before = page.evaluate("() => window.comfyAPI.app.app.graph._nodes.length")
+            page.click("text=+ Load node")
+            page.wait_for_function("n => window.comfyAPI.app.app.graph._nodes.length === n + 1", arg=before)
+            node = page.evaluate("""() => { const g = window.comfyAPI.app.app.graph;
+                const n = g._nodes[g._nodes.length - 1];
+                return {type: n.type, lora: n.widgets.find(w => w.name === 'lora')?.value}; }""")
+            assert node["type"] == "LoraWB_LoadLoraById" and node["lora"].startswith("FLX-"), node
+            page.click("text=+ Block-weight pair")
+            page.wait_for_function("n => window.comfyAPI.app.app.graph._nodes.length === n + 3", arg=before)
+            pair = page.evaluate("""() => { const g = window.comfyAPI.app.app.graph;
+                const apply = g._nodes.find(n => n.type === 'LoraWB_BlockWeightApply');
+                const select = g._nodes.find(n => n.type === 'LoraWB_ProfileSelect');
+                const slot = apply.findInputSlot('weights');
+                const link = g.links[apply.inputs[slot].link] ?? g.links.get?.(apply.inputs[slot].link);
+                return {lora: apply.widgets.find(w => w.name === 'lora').value, from: link?.origin_id,
+                        fromSlot: link?.origin_slot, select: select.id}; }""")
+            assert pair["lora"].startswith("FLX-") and pair["from"] == pair["select"] and pair["fromSlot"] == 0, pair
+            dropped = page.evaluate("""() => { const app = window.comfyAPI.app.app;
+                const canvas = app.canvasEl ?? app.canvas.canvas; const r = canvas.getBoundingClientRect();
+                const dt = new DataTransfer();
+                dt.setData('application/x-lorawb', JSON.stringify({kind: 'load', stable_id: 'SD1-CHR-001',
+                                                                   name: 'e2e_character'}));
+                const at = {bubbles: true, cancelable: true, dataTransfer: dt, clientX: r.left + 200,
+                            clientY: r.top + 500};
+                const over = new DragEvent('dragover', at); canvas.dispatchEvent(over);
+                canvas.dispatchEvent(new DragEvent('drop', at));
+                const n = app.graph._nodes[app.graph._nodes.length - 1];
+                return {accepted: over.defaultPrevented, type: n.type,
+                        lora: n.widgets.find(w => w.name === 'lora')?.value}; }""")
+            assert dropped == {"accepted": True, "type": "LoraWB_LoadLoraById",
+                               "lora": "SD1-CHR-001 · e2e_character"}, dropped
+        shot = tmp_path / "comfyui-sidebar.png"
+        page.screenshot(path=str(shot))
+        print(f"screenshot: {shot} (lorawb nodes installed: {have_nodes})")
+        browser.close()
+    assert not alerts, alerts
+    assert not [e for e in errors if "lorawb" in e.lower() or "lwb" in e], errors
