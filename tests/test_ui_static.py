@@ -90,3 +90,14 @@ def test_standalone_page_references_exist():
     for ref in re.findall(r'(?:href|from)\s*=?\s*"(\./[^"]+|panel/[^"]+)"', html):
         assert (WEB_DIR / ref).resolve().is_file(), ref
     assert "innerHTML" not in html
+
+
+def test_every_route_and_event_is_documented_in_the_readme():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("## Web UI and HTTP API")
+    section = readme[start:readme.index("\n## ", start + 5)]
+    for r in ROUTES:
+        assert f"{r.path}`" in section, f"README 'Web UI and HTTP API' does not document {r.method} {r.path}"
+    for text in ("lorawb.scan_progress", "lorawb.scan_done", "lorawb.scan_error", "/lorawb/events", "/lorawb/ui",
+                 "X-Lorawb-Token", "LORAWB_TOKEN", "lorawb serve"):
+        assert text in section, text
