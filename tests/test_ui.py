@@ -131,8 +131,8 @@ def test_search_and_filters(page, sample):
     page.select_option("select[name=layout]", "sdxl_unet_12")
     xl = api(sample, "/lorawb/loras?layout=sdxl_unet_12")
     wait_count(page, xl["total"])
-    assert all("sdxl_unet_12" in sub for sub in page.eval_on_selector_all(
-        ".lwb-row .lwb-row-sub", "els => els.map(e => e.textContent)"))
+    subs = page.eval_on_selector_all(".lwb-row .lwb-row-sub", "els => els.map(e => e.textContent)")
+    assert len(subs) == xl["total"] and all("sdxl_unet_12" in sub for sub in subs), subs
     page.click("text=Reset")
     wait_count(page, sample["count"])
 

@@ -74,7 +74,11 @@ export class VirtualList {
     this.frame = requestAnimationFrame(() => { this.frame = 0; this.draw(); });
   }
 
-  refresh() { this.schedule(); }
+  // Data changed: redraw now, so rows and anything drawn beside them (the count) change in the same task.
+  refresh() {
+    if (this.frame) { cancelAnimationFrame(this.frame); this.frame = 0; }
+    this.draw();
+  }
 
   draw() {
     const [first, last] = this.visibleRange();
