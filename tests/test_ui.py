@@ -400,3 +400,37 @@ def test_composer_verdict_reasons_and_combined_graph(page, sample):
     assert page.locator(".lwb-composer .lwb-graph").count() == 0
     page.click("text=Clear the stack")
     page.wait_for_selector(".lwb-stack-row", state="detached")
+
+
+def test_a_remote_server_asks_for_the_token_before_changes(browser, sample, tmp_path):
+    db = tmp_path / "remote.sqlite3"
+    src, dst = sqlite3.connect(sample["base"] / "db" / "library.sqlite3"), sqlite3.connect(db)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    with ServeProcess(db, [], extra=["--no-scan", "--host", "0.0.0.0"], env={"LORAWB_TOKEN": "tok-123"}) as server:
+        assert http_json(server.url + "/lorawb/info")[1]["token_required"] is True
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+        pg = context.new_page()
+        asked = []
+        answers = ["ui-remote", "wrong", "tok-123"]  # the profile name, a wrong token, the right one
+
+        def on_dialog(d):
+            asked.append(d.message)
+            d.accept(answers.pop(0))
+
+        pg.on("dialog", on_dialog)
+        pg.goto(server.url + "/lorawb/ui")
+        pg.wait_for_selector(".lwb-row .lwb-row-name:not(:empty)")
+        search(pg, "mychar_sd15_v2")
+        pg.locator(".lwb-row", has_text="mychar_sd15_v2").click()
+        pg.wait_for_selector(".lwb-editor-row")
+        pg.click("text=Save as…")
+        pg.wait_for_function("() => document.querySelector('.lwb-profile-select option:checked')?.textContent "
+                             "=== 'ui-remote'", timeout=15_000)
+        assert len(asked) == 3 and "X-Lorawb-Token" in asked[1] and asked[1] != asked[2], asked
+        profiles = http_json(server.url + f"/lorawb/profiles?layout={L17}&builtins=0")[1]["profiles"]
+        assert [p["name"] for p in profiles] == ["ui-remote"]
+        status, body = http_json(server.url + "/lorawb/scan/cancel", "POST")
+        assert status == 401 and body["error"]["field"] == "X-Lorawb-Token"
+        context.close()

@@ -108,10 +108,27 @@ function storage() {
   try { return window.sessionStorage; } catch { return null; }
 }
 
-export function createApi(transport) {
+// askToken(): called when a change is refused for want of the server's token (a server listening beyond
+// localhost); resolves to the token (kept for this browser session, the request is retried once) or null.
+export function createApi(transport, { askToken = null } = {}) {
   let token = storage()?.getItem(TOKEN_KEY) || null;
 
-  async function call(name, { params = {}, query, body, text = false } = {}) {
+  async function call(name, options = {}) {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await send(name, options);
+      } catch (err) {
+        const tokenRefused = err instanceof ApiError && (err.status === 401
+          || (err.status === 403 && err.field === TOKEN_HEADER)); // missing, or wrong (kept from earlier)
+        if (!tokenRefused || ROUTES[name][0] === "GET" || !askToken || attempt >= 3) throw err;
+        const given = await askToken(err.message);
+        if (!given) throw err;
+        api.setToken(given);
+      }
+    }
+  }
+
+  async function send(name, { params = {}, query, body, text = false } = {}) {
     const [method, template] = ROUTES[name];
     let url = template.replace(/\{(\w+)\}/g, (_, key) => {
       if (params[key] === undefined || params[key] === null) throw new Error(`lorawb api: ${name} needs ${key}`);
@@ -146,7 +163,7 @@ export function createApi(transport) {
 
   const sid = (id) => ({ params: { stable_id: id } });
   const pid = (id) => ({ params: { profile_id: id } });
-  return {
+  const api = {
     transport,
     get hasToken() { return !!token; },
     setToken(value) {
@@ -186,4 +203,5 @@ export function createApi(transport) {
 
     composeCheck: (data) => call("composeCheck", { body: data }),
   };
+  return api;
 }

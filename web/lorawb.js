@@ -33,9 +33,12 @@ async function promptDialog(message, defaultValue) {
 
 function addStyles() {
   const href = new URL("./panel/panel.css", import.meta.url).href;
-  if (document.querySelector(`link[data-lorawb-css]`)) return;
-  document.head.append(Object.assign(document.createElement("link"), { rel: "stylesheet", href,
-    dataset: { lorawbCss: "1" } }));
+  if (document.querySelector("link[data-lorawb-css]")) return;
+  const link = document.createElement("link");
+  link.rel = "stylesheet";
+  link.href = href;
+  link.dataset.lorawbCss = "1";
+  document.head.append(link);
 }
 
 app.registerExtension(nodeReportsExtension(app));
@@ -53,7 +56,8 @@ app.registerExtension({
     addStyles();
     const LiteGraph = window.LiteGraph;
     const graph = LiteGraph ? createGraphBridge(app, LiteGraph) : null;
-    session = createSession(createApi(comfyTransport(comfyApi)), { kind: "comfyui", toast, graph,
+    const askToken = (why) => promptDialog(`${why} Token (LORAWB_TOKEN of the server):`, "");
+    session = createSession(createApi(comfyTransport(comfyApi), { askToken }), { kind: "comfyui", toast, graph,
       settings: comfySettings(app), confirm: confirmDialog, prompt: promptDialog });
     window.addEventListener("beforeunload", (e) => {
       if (session.editor.dirty) { e.preventDefault(); e.returnValue = ""; }
@@ -68,6 +72,7 @@ app.registerExtension({
       type: "custom",
       render(el) {
         unmount?.();
+        el.style.height = "100%"; // the tab's container is content-sized; the panel fills the sidebar's height
         unmount = mountPanel(el, session);
       },
       destroy() {

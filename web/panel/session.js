@@ -164,11 +164,16 @@ export function createSession(api, host) {
   api.on(EVENTS.progress, (p) => {
     setScan({ ...(state.scan ?? {}), state: state.scan?.state === "cancelling" ? "cancelling" : "running", ...p });
   });
+  let userScan = false; // a scan started from this panel reports its end; background rescans only if they found news
   api.on(EVENTS.done, (summary) => {
     finished({ ...(state.scan ?? {}), state: "done", summary });
     const s = summary ?? {};
-    host.toast("info", "Library scan finished", `${s.files ?? 0} files: ${s.new ?? 0} new, ${s.changed ?? 0} changed, `
-      + `${s.measured ?? 0} measured, ${s.pending ?? 0} pending${s.cancelled ? " (stopped early)" : ""}`);
+    const news = (s.new ?? 0) + (s.changed ?? 0) + (s.moved ?? 0) + (s.vanished ?? 0) + (s.errors_count ?? 0);
+    if (userScan || news) {
+      host.toast("info", "Library scan finished", `${s.files ?? 0} files: ${s.new ?? 0} new, ${s.changed ?? 0} `
+        + `changed, ${s.measured ?? 0} measured, ${s.pending ?? 0} pending${s.cancelled ? " (stopped early)" : ""}`);
+    }
+    userScan = false;
   });
   api.on(EVENTS.error, (e) => {
     setScan({ ...(state.scan ?? {}), state: "error", error: e?.message });
@@ -206,7 +211,10 @@ export function createSession(api, host) {
     resetQuery() { session.setQuery({ ...DEFAULT_QUERY }); },
     refresh() { detailCache.clear(); resetList(); loadFacets(); },
     async startScan(opts = {}) {
-      try { setScan(await api.startScan(opts)); } catch (err) { fail(err, "Rescan"); }
+      try {
+        userScan = true;
+        setScan(await api.startScan(opts));
+      } catch (err) { userScan = false; fail(err, "Rescan"); }
     },
     async cancelScan() {
       try { setScan(await api.cancelScan()); } catch (err) { fail(err, "Cancel scan"); }

@@ -21,7 +21,8 @@ export function mountStandalone(el) {
   document.body.append(toasts);
   let session = null;
   const settings = localSettings(() => session?.settingChanged());
-  const api = createApi(browserTransport());
+  const api = createApi(browserTransport(), {
+    askToken: async (why) => window.prompt(`${why}\n\nToken (LORAWB_TOKEN of the server):`) });
   const host = { kind: "standalone", toast: toaster(toasts), settings, graph: null,
     confirm: async (message) => window.confirm(message),
     prompt: async (message, value) => window.prompt(message, value) };
