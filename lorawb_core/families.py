@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -228,10 +227,18 @@ def from_metadata(meta: dict[str, str]) -> tuple[str | None, str | None, list[st
     return family, variant, ev
 
 
+def _copy_guess(guess: FamilyGuess | None) -> FamilyGuess | None:
+    """A deep copy of a guess (its only mutable parts are the two lists of strings)."""
+    if guess is None:
+        return None
+    return FamilyGuess(guess.family, guess.variant, guess.confidence, list(guess.evidence), list(guess.conflicts),
+                       guess.reason, guess.depth)
+
+
 def detect_family(mods: Sequence[ModuleShape], meta: dict[str, str],
                   shape_guess: FamilyGuess | None | bool = False) -> FamilyGuess:
     """Family from shapes (``shape_guess``: a precomputed ``from_shapes`` result, copied before use), then metadata."""
-    guess = from_shapes(mods) if shape_guess is False else copy.deepcopy(shape_guess)
+    guess = from_shapes(mods) if shape_guess is False else _copy_guess(shape_guess)
     mfam, mvar, mev = from_metadata(meta)
     if guess is None:
         if mfam:

@@ -91,6 +91,10 @@ class LoraReport:
     def trigger_words(self) -> list[str]:
         return [t.word for t in self.metadata.trigger_words]
 
+    @property
+    def module_count(self) -> int:
+        return len(self.modules)
+
     def to_dict(self, *, modules: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
             "schema": SCHEMA_VERSION, "path": self.path, "file_name": self.file_name, "size": self.size,
@@ -178,6 +182,8 @@ class _IndexAnalysis:
     shape_guess: FamilyGuess | None
     formats: Counter[str]
     mapped: dict[tuple[str, int | None], list[tuple[Target, str | None]]] = field(default_factory=dict)
+    facts: _IndexFacts | None = None  # what summarize_structure takes from the index (built on first use)
+    layouts: dict[tuple[str, int | None], tuple[str | None, str | None]] = field(default_factory=dict)
 
 
 _ANALYSES: OrderedDict[bytes, _IndexAnalysis] = OrderedDict()
@@ -242,17 +248,23 @@ def _shape_for_detection(a: Adapter) -> tuple[int, int]:
     return (s[0] if s else 0, s[1] if len(s) > 1 else 0)
 
 
-def _map_blocks(mods: list[_Module], index: _IndexAnalysis, family: FamilyGuess) -> FamilyMap | None:
+def _mapped(index: _IndexAnalysis, family: FamilyGuess) -> tuple[FamilyMap | None, list[tuple[Target, str | None]]]:
+    """Canonical target and block of every module of the index for one family (cached on the index)."""
     fm = family_map(family.family, family.depth)
     key = (family.family, family.depth)
     mapped = index.mapped.get(key)
     if mapped is None:
         mapped = []
-        for m in mods:
-            out_rows, in_cols = _shape_for_detection(m.adapter)
-            target = canonical_target(m.raw, family.family, out_rows, in_cols)
+        for adapter, raw in index.templates:
+            out_rows, in_cols = _shape_for_detection(adapter)
+            target = canonical_target(raw, family.family, out_rows, in_cols)
             mapped.append((target, fm.block_of(target.key) if fm else None))
         index.mapped[key] = mapped
+    return fm, mapped
+
+
+def _map_blocks(mods: list[_Module], index: _IndexAnalysis, family: FamilyGuess) -> FamilyMap | None:
+    fm, mapped = _mapped(index, family)
     for m, (target, block) in zip(mods, mapped, strict=True):
         m.target, m.block = target, block
     return fm
@@ -307,6 +319,90 @@ def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
         metadata=meta, needs_base=any(m.adapter.requires_base for m in mods), problems=problems,
     )
     return Analysis(report, mods, structure)
+
+
+# ---- the library's structure phase ----------------------------------------------------------------------------
+@dataclass
+class StructureSummary:
+    """What the library's structure phase writes (``library.work.structure_fields``), from the header alone.
+
+    The same figures as :func:`inspect_structure`'s report (``module_count`` = ``len(report.modules)``), except
+    ``alpha``: the alpha scalars lie between the tensors, one read each, so they are not read here (``alpha`` is
+    None, and problems of alpha values are not listed); the library takes both from phase (b), which reads the
+    tensors anyway. Everything that depends only on the tensor index is computed once per distinct index.
+    """
+
+    path: str
+    size: int
+    mtime_ns: int
+    header_bytes: int
+    format: str
+    family: FamilyGuess
+    layout_id: str | None
+    full_layout_id: str | None
+    algorithms: dict[str, int]
+    rank: int | None
+    module_count: int
+    metadata: LoraMetadata
+    needs_base: bool
+    problems: list[str]
+    alpha: float | None = None
+
+    @property
+    def trigger_words(self) -> list[str]:
+        return [t.word for t in self.metadata.trigger_words]
+
+
+@dataclass(frozen=True)
+class _IndexFacts:
+    format: str
+    algorithms: dict[str, int]
+    rank: int | None
+    module_count: int
+    needs_base: bool
+    problems: tuple[str, ...]  # shape problems of the modules and "no LoRA modules" (no alpha problems)
+
+
+def _index_facts(index: _IndexAnalysis) -> _IndexFacts:
+    if index.facts is None:  # the same expressions as inspect_structure, over the templates
+        adapters = [a for a, _ in index.templates]
+        ranks = Counter(a.rank for a in adapters if a.rank)
+        problems = [f"{a.module}: {'; '.join(a.problems)}" for a in adapters if a.problems]
+        if not adapters:
+            problems.append("no LoRA modules found: every key is unknown" if index.unknown
+                            else "the file holds no tensors")
+        index.facts = _IndexFacts(
+            format=index.formats.most_common(1)[0][0] if index.formats else "unknown",
+            algorithms=dict(Counter(a.algorithm for a in adapters).most_common()),
+            rank=ranks.most_common(1)[0][0] if ranks else None, module_count=len(adapters),
+            needs_base=any(a.requires_base for a in adapters), problems=tuple(problems))
+    return index.facts
+
+
+def _layout_ids(index: _IndexAnalysis, family: FamilyGuess) -> tuple[str | None, str | None]:
+    key = (family.family, family.depth)
+    ids = index.layouts.get(key)
+    if ids is None:
+        fm, mapped = _mapped(index, family)
+        layout = fm.choose({block for _, block in mapped if block}) if fm else None
+        ids = index.layouts[key] = (layout.id if layout else None, fm.full.id if fm else None)
+    return ids
+
+
+def summarize_structure(path: str | os.PathLike[str]) -> StructureSummary:
+    """The header facts the library's structure phase needs, without per-module work once the index is known:
+    per file only the header read, the metadata and the family's metadata evidence (see StructureSummary)."""
+    structure = read_structure(path)
+    meta = parse_metadata(structure.metadata)
+    index = _analyse_index(structure)
+    family = detect_family(index.shapes, structure.metadata, shape_guess=index.shape_guess)
+    facts = _index_facts(index)
+    layout_id, full_layout_id = _layout_ids(index, family)
+    return StructureSummary(
+        path=os.fsdecode(structure.path), size=structure.size, mtime_ns=structure.mtime_ns,
+        header_bytes=structure.header_bytes, format=facts.format, family=family, layout_id=layout_id,
+        full_layout_id=full_layout_id, algorithms=dict(facts.algorithms), rank=facts.rank,
+        module_count=facts.module_count, metadata=meta, needs_base=facts.needs_base, problems=list(facts.problems))
 
 
 def measure_blocks(analysis: Analysis, *, spectra: bool = True) -> None:

@@ -6,10 +6,11 @@ All safetensors metadata values are strings; JSON-valued ones are parsed a secon
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 _JSON_KEYS = ("ss_tag_frequency", "ss_dataset_dirs", "ss_datasets", "ss_network_args", "ss_bucket_info",
@@ -88,10 +89,26 @@ class LoraMetadata:
     raw: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self, include_raw: bool = False) -> dict[str, Any]:
-        d = asdict(self)
-        if not include_raw:
-            d.pop("raw")
-        return d
+        """``dataclasses.asdict(self)`` (minus ``raw`` unless asked), built without its per-value overhead."""
+        return {name: _plain(getattr(self, name)) for name in _METADATA_FIELDS if include_raw or name != "raw"}
+
+
+_ATOMIC = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """What ``dataclasses.asdict`` makes of a value: dataclasses as dicts, containers rebuilt, the rest copied."""
+    if type(value) in _ATOMIC:  # copy.deepcopy returns these unchanged
+        return value
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*[_plain(v) for v in value])
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return type(value)((_plain(k), _plain(v)) for k, v in value.items())
+    return copy.deepcopy(value)
 
 
 def _num(value: str, kind: type) -> Any:
@@ -182,3 +199,6 @@ def trigger_candidates(meta: dict[str, str], tag_frequency: Any, images: int | N
         if len(words) >= limit:
             break
     return words[:limit]
+
+
+_METADATA_FIELDS = tuple(f.name for f in fields(LoraMetadata))

@@ -11,6 +11,7 @@ import hashlib
 import json
 import mmap
 import os
+import stat
 import struct
 import threading
 import warnings
@@ -92,12 +93,12 @@ def read_structure(path: str | os.PathLike[str]) -> FileStructure:
     p = Path(path)
     shown = os.fsdecode(p)
     try:
-        st = p.stat()
+        st = os.stat(p)
     except FileNotFoundError:
         raise UnreadableFile(f"{shown}: no such file; check the path or rescan the library.") from None
     except OSError as exc:
         raise UnreadableFile(f"{shown}: cannot stat the file ({exc.strerror}).") from None
-    if not p.is_file():
+    if not stat.S_ISREG(st.st_mode):
         raise UnreadableFile(f"{shown}: not a regular file; point lorawb at .safetensors files or their folders.")
     if p.suffix.lower() in PICKLE_SUFFIXES:
         raise UnsupportedFormat(
@@ -107,85 +108,207 @@ def read_structure(path: str | os.PathLike[str]) -> FileStructure:
     if st.st_size == 0:
         raise CorruptFile(f"{shown}: the file is empty (0 bytes); the download or copy probably failed, fetch it again.")
     try:
-        with open(p, "rb") as fh:
-            head = fh.read(64)
+        fh = open(p, "rb", buffering=0)  # noqa: SIM115 - closed below
     except PermissionError:
         raise UnreadableFile(f"{shown}: permission denied; make the file readable for this user.") from None
     except OSError as exc:
         raise UnreadableFile(f"{shown}: cannot read the file ({exc.strerror}).") from None
+    with fh:  # one descriptor for the sniffing read and the header read
+        try:
+            head = fh.read(64)
+            n = _check_head(shown, head, st.st_size)
+            buf = _header_buffer(n)
+            got = min(len(head) - 8, n)
+            buf[:got] = head[8:8 + n]
+            view = memoryview(buf)
+            while got < n and (k := fh.readinto(view[got:n])):
+                got += k
+            view.release()
+        except OSError as exc:
+            raise UnreadableFile(f"{shown}: cannot read the file ({exc.strerror}).") from None
+    tensors, metadata, digest = _open_header(p, shown, buf, min(got, n), n, st.st_size)
+    return FileStructure(path=p, size=st.st_size, header_bytes=8 + n, mtime_ns=st.st_mtime_ns,
+                         tensors=tensors, metadata=metadata, index_digest=digest)
+
+
+_buffers = threading.local()
+_KEEP_BUFFER = 8 << 20
+
+
+def _header_buffer(n: int) -> bytearray:
+    """A per-thread buffer for headers: a fresh multi-megabyte allocation per file costs more page faults than
+    everything else a known header needs. Headers above ``_KEEP_BUFFER`` get a buffer of their own."""
+    buf = getattr(_buffers, "buf", None)
+    if buf is not None and len(buf) >= n:
+        return buf
+    buf = bytearray(max(n, 1 << 20))
+    if n <= _KEEP_BUFFER:
+        _buffers.buf = buf
+    return buf
+
+
+def _check_head(shown: str, head: bytes, size: int) -> int:
+    """The JSON header length from a file's first bytes, or the error that says what the file is instead."""
     what = _describe_start(head)
     if what:
         raise UnsupportedFormat(f"{shown}: this is {what}, not a safetensors file; replace it with the real .safetensors file.")
     if len(head) < 8:
-        raise CorruptFile(f"{shown}: only {st.st_size} bytes, too short for a safetensors header; the file is truncated.")
+        raise CorruptFile(f"{shown}: only {size} bytes, too short for a safetensors header; the file is truncated.")
     (n,) = struct.unpack("<Q", head[:8])
     if n > MAX_HEADER_BYTES:
         raise CorruptFile(
             f"{shown}: the header claims {n:,} bytes (limit {MAX_HEADER_BYTES:,}); this is not a safetensors file or it is "
             "damaged."
         )
-    if 8 + n > st.st_size:
+    if 8 + n > size:
         raise CorruptFile(
-            f"{shown}: the header claims {n:,} bytes but the file has only {st.st_size:,}; the file is truncated, "
+            f"{shown}: the header claims {n:,} bytes but the file has only {size:,}; the file is truncated, "
             "download it again."
         )
     if n == 0 or head[8:9] != b"{":
         raise UnsupportedFormat(f"{shown}: no safetensors JSON header at the start; this is not a safetensors file.")
-    tensors, metadata, digest = _open_header(p, shown, n, st.st_size)
-    return FileStructure(path=p, size=st.st_size, header_bytes=8 + n, mtime_ns=st.st_mtime_ns,
-                         tensors=tensors, metadata=metadata, index_digest=digest)
+    return n
 
 
 @dataclass(frozen=True)
 class _Index:
     tensors: dict[str, TensorInfo]
     data_end: int
+    prefix: bytes  # the header before its metadata ...
+    suffix: bytes  # ... and after it, without trailing padding: compared byte for byte with a new file's
+    digest: bytes  # digest of prefix + suffix: identifies the index (the analysis cache key)
 
 
+# Tensor indexes seen before, by digest; ``_CANDIDATES`` finds them by where the metadata sits and the length of
+# the rest, so a known index costs two ``memcmp`` of the header instead of a digest, a parse or a copy.
 _INDEX_CACHE: OrderedDict[bytes, _Index] = OrderedDict()
+_CANDIDATES: dict[tuple[int, int], list[bytes]] = {}
 _INDEX_CACHE_SIZE = 256
 _cache_lock = threading.Lock()
+_META_KEY = b'"__metadata__"'
+_JSON_SPACE = b" \t\r\n"
 
 
-def _split_metadata(raw: bytes) -> tuple[dict[str, str] | None, bytes]:
-    """The ``__metadata__`` object and the header bytes without it (what identifies the tensor index)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, raw
-    pos = text.find('"__metadata__"')
+@dataclass
+class _Split:
+    """A header split around its ``__metadata__`` value: ``buf[:pos]`` + ``buf[end:tail]`` is the tensor index
+    (``tail`` drops trailing JSON whitespace: writers pad the header to 8 bytes, so files of one structure differ
+    there by the length of their metadata). ``meta`` is None when the split cannot be trusted."""
+
+    meta: dict[str, str] | None
+    pos: int
+    end: int
+    tail: int
+
+
+def _split_metadata(buf: bytearray | bytes, n: int) -> _Split:
+    """Find and decode the ``__metadata__`` object of the header ``buf[:n]`` without copying the header."""
+    tail = n
+    while tail > 0 and buf[tail - 1] in _JSON_SPACE:
+        tail -= 1
+    pos = _metadata_position(buf, n)
     if pos < 0:
-        return {}, raw
-    colon = text.find(":", pos + 14)
+        return _Split({}, tail, tail, tail)
+    colon = buf.find(b":", pos + 14, n)
+    if colon < 0 or not _valid_utf8(buf[pos:colon]):
+        return _Split(None, pos, pos, tail)
     start = colon + 1
-    while start < len(text) and text[start] in " \t\r\n":
+    while start < n and buf[start] in _JSON_SPACE:
         start += 1
-    try:
-        obj, end = json.JSONDecoder().raw_decode(text, start)
-    except ValueError:
-        return None, raw
+    decoded = _decode_object(memoryview(buf)[start:n])
+    if decoded is None:
+        return _Split(None, pos, pos, tail)
+    obj, length = decoded
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
-        return None, raw
-    return obj, (text[:pos] + text[end:]).encode("utf-8")
+        return _Split(None, pos, pos, tail)
+    return _Split(obj, pos, min(start + length, tail), tail)
 
 
-def _open_header(p: Path, shown: str, n: int, size: int) -> tuple[dict[str, TensorInfo], dict[str, str], bytes]:
-    """Index the JSON header. A tensor index seen before (same keys, shapes, dtypes, offsets: one trainer's files)
-    is reused after checking the file size; a new one is validated by the safetensors library first."""
-    try:
-        with open(p, "rb") as fh:
-            fh.seek(8)
-            raw = fh.read(n)
-    except OSError as exc:
-        raise UnreadableFile(f"{shown}: cannot read the file ({exc.strerror}).") from None
-    meta, stripped = _split_metadata(raw)
-    digest = hashlib.blake2b(stripped, digest_size=16).digest()
+def _metadata_position(buf: bytearray | bytes, n: int) -> int:
+    """Where ``"__metadata__"`` first occurs in ``buf[:n]`` (-1: nowhere). safetensors writes it first; other
+    writers put it where the known files of their structure have it: if the header starts with such a file's
+    bytes before it (a ``memcmp``), no earlier occurrence is possible, and the whole-header search is skipped."""
+    if buf.startswith(b'{"__metadata__"', 0, n):
+        return 1
     with _cache_lock:
-        known = _INDEX_CACHE.get(digest)
-        if known is not None:
-            _INDEX_CACHE.move_to_end(digest)
-    if known is not None and meta is not None and size == 8 + n + known.data_end:
-        return known.tensors, meta, digest
+        for (pos, _), digests in _CANDIDATES.items():
+            if pos > 1 and buf.startswith(_META_KEY, pos, n) and any(
+                    buf.startswith(_INDEX_CACHE[d].prefix) for d in digests):
+                return pos
+    return buf.find(_META_KEY, 0, n)
+
+
+def _decode_object(data: memoryview, window: int = 1 << 16) -> tuple[Any, int] | None:
+    """The JSON value at the start of ``data`` and its length in bytes, decoding only as much as it needs (a
+    growing window: a value cut by the window end fails to parse and is retried with more)."""
+    import codecs
+
+    try:
+        while True:
+            whole = window >= len(data)
+            text, _ = codecs.utf_8_decode(data[:window], "strict", whole)
+            try:
+                obj, end = json.JSONDecoder().raw_decode(text)
+            except ValueError:
+                if whole:
+                    return None
+                window *= 4
+                continue
+            return obj, (end if text.isascii() else len(text[:end].encode("utf-8")))
+    except UnicodeDecodeError:
+        return None
+    finally:
+        data.release()
+
+
+def _valid_utf8(b: bytes | bytearray) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _known_index(buf: bytearray | bytes, split: _Split) -> _Index | None:
+    key = (split.pos, split.pos + split.tail - split.end)
+    with _cache_lock:
+        for digest in _CANDIDATES.get(key, ()):
+            known = _INDEX_CACHE[digest]
+            if buf.startswith(known.prefix) and buf.startswith(known.suffix, split.end, split.tail):
+                _INDEX_CACHE.move_to_end(digest)
+                return known
+    return None
+
+
+def _remember_index(index: _Index) -> None:
+    key = (len(index.prefix), len(index.prefix) + len(index.suffix))
+    with _cache_lock:
+        if index.digest in _INDEX_CACHE:
+            return
+        _INDEX_CACHE[index.digest] = index
+        _CANDIDATES.setdefault(key, []).append(index.digest)
+        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+            _, old = _INDEX_CACHE.popitem(last=False)
+            old_key = (len(old.prefix), len(old.prefix) + len(old.suffix))
+            digests = _CANDIDATES.get(old_key, [])
+            if old.digest in digests:
+                digests.remove(old.digest)
+            if not digests:
+                _CANDIDATES.pop(old_key, None)
+
+
+def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int,
+                 size: int) -> tuple[dict[str, TensorInfo], dict[str, str], bytes]:
+    """Index the JSON header ``buf[:got]`` (``n`` bytes long by the file's own count). A tensor index seen before
+    (same keys, shapes, dtypes, offsets: one trainer's files) is reused after checking the file size; a new one is
+    validated by the safetensors library first."""
+    split = _split_metadata(buf, got)
+    known = _known_index(buf, split) if split.meta is not None else None
+    if known is not None and size == 8 + n + known.data_end:
+        return known.tensors, split.meta, known.digest
+    raw = bytes(buf[:got])
+    prefix, suffix = raw[:split.pos], raw[split.end:split.tail]
+    digest = known.digest if known is not None else hashlib.blake2b(prefix + suffix, digest_size=16).digest()
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -206,11 +329,8 @@ def _open_header(p: Path, shown: str, n: int, size: int) -> tuple[dict[str, Tens
         tensors[key] = TensorInfo(key=key, dtype=entry["dtype"], shape=tuple(int(d) for d in entry["shape"]),
                                   start=start, end=end)
     checked = {str(k): str(v) for k, v in checked_meta.items()}
-    if meta == checked:  # the split was exact: later files with this index can skip the full parse
-        with _cache_lock:
-            _INDEX_CACHE[digest] = _Index(tensors, data_end)
-            while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
-                _INDEX_CACHE.popitem(last=False)
+    if split.meta == checked:  # the split was exact: later files with this index can skip the full parse
+        _remember_index(_Index(tensors, data_end, prefix, suffix, digest))
     return tensors, checked, digest
 
 

@@ -31,7 +31,12 @@ def _clean(value: Any) -> Any:
 
 
 def to_json(value: Any) -> str:
-    return json.dumps(_clean(value), ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON with non-finite floats as null. The values written here have string keys only (JSON-parsed
+    metadata, field names), so the plain encoding equals the cleaned one unless a float is NaN/Inf."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(_clean(value), ensure_ascii=False, separators=(",", ":"))
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:
@@ -42,7 +47,8 @@ def _failure(exc: BaseException) -> dict[str, Any]:
 
 
 def structure_fields(report) -> dict[str, Any]:
-    """``loras`` columns from a :class:`~lorawb_core.inspect.LoraReport` (header facts only)."""
+    """``loras`` columns from a :class:`~lorawb_core.inspect.LoraReport` or a
+    :class:`~lorawb_core.inspect.StructureSummary` (header facts only)."""
     fam, meta = report.family, report.metadata
     name = meta.title or meta.output_name or Path(report.path).stem
     alpha = report.alpha if report.alpha is not None and math.isfinite(report.alpha) else None
@@ -53,7 +59,7 @@ def structure_fields(report) -> dict[str, Any]:
         "format": report.format, "algorithm": next(iter(report.algorithms), None),
         "algorithms": to_json(report.algorithms), "layout_id": report.layout_id,
         "full_layout_id": report.full_layout_id, "rank": report.rank, "alpha": alpha,
-        "module_count": len(report.modules), "header_bytes": report.header_bytes, "needs_base": int(report.needs_base),
+        "module_count": report.module_count, "header_bytes": report.header_bytes, "needs_base": int(report.needs_base),
         "name": name, "sort_key": name.casefold(), "title": meta.title, "author": meta.author,
         "tags": to_json(meta.tags), "trigger_words": to_json(report.trigger_words),
         "metadata": to_json(meta.to_dict()), "problems": to_json(report.problems),
@@ -74,12 +80,18 @@ def _same(path: str, size: int, mtime_ns: int, inode: int) -> bool:
 
 
 def analyse(job: Job) -> dict[str, Any]:
-    """Phase (a): header only. ``changed`` when the file moved under our feet (it is retried next scan)."""
-    from ..inspect import inspect_structure
+    """Phase (a): header only. ``changed`` when the file moved under our feet (it is retried next scan).
+
+    A file phase (b) will measure gets the per-index summary (no alpha: phase (b) writes it, with any problem of
+    the alpha values); a file that ends here (no block layout) gets the full header analysis, alphas included.
+    """
+    from ..inspect import inspect_structure, summarize_structure
 
     path, size, mtime_ns, inode = job
     try:
-        report = inspect_structure(path).report
+        report = summarize_structure(path)
+        if report.layout_id is None:
+            report = inspect_structure(path).report
     except Exception as exc:  # recorded with its reason; retried when the file changes
         return {**_failure(exc), "size": size, "mtime_ns": mtime_ns}
     if (report.size, report.mtime_ns) != (size, mtime_ns):
@@ -96,13 +108,16 @@ def measure(job: Job) -> dict[str, Any]:
     path, size, mtime_ns, inode = job
     if not _same(path, size, mtime_ns, inode):
         return {"changed": True}
+    header: dict[str, Any] = {}
     try:
         analysis = inspect_structure(path)
+        header = structure_fields(analysis.report)
         measure_blocks(analysis, spectra=False)
         report = analysis.report
         hashes = hash_file(path, report.header_bytes)
-    except Exception as exc:
-        return {**_failure(exc), "size": size, "mtime_ns": mtime_ns} if _same(path, size, mtime_ns, inode) \
+    except Exception as exc:  # what phase (a) leaves to this phase (alpha, its problems) is kept with the error
+        kept = {k: header[k] for k in ("alpha", "problems") if k in header}
+        return {**_failure(exc), **kept, "size": size, "mtime_ns": mtime_ns} if _same(path, size, mtime_ns, inode) \
             else {"changed": True}
     if not _same(path, size, mtime_ns, inode):  # written to while we read it: the hash is of nothing real
         return {"changed": True}

@@ -1,0 +1,241 @@
+"""The fast paths give the same results as the straightforward ones (correctness only, never timing).
+
+* ``summarize_structure`` (the library's structure phase) vs ``inspect_structure``: the same ``loras`` columns,
+  except that alpha (and problems of alpha values) come with phase (b);
+* the header reader's cache (metadata anywhere in the header, padding, multi-byte text, large metadata) vs the
+  safetensors library's own parse;
+* ``LoraMetadata.to_dict`` vs ``dataclasses.asdict``, ``to_json`` vs the cleaning encoder;
+* the batched Gram products vs float64 products.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import save
+from library_helpers import quick_scan
+from safetensors import safe_open
+
+from lorawb_core import reader
+from lorawb_core.inspect import inspect_structure, summarize_structure
+from lorawb_core.library import open_library
+from lorawb_core.library.scan import DETAIL_COLUMNS
+from lorawb_core.library.work import _clean, analyse, measure, structure_fields, to_json
+from lorawb_core.samples import build_sample_library, write_lora
+
+
+def _job(p: Path) -> tuple[str, int, int, int]:
+    st = os.stat(p)
+    return (str(p), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _same_fields(p: Path, *, phase_b: bool = False) -> None:
+    full = structure_fields(inspect_structure(p).report)
+    fast = structure_fields(summarize_structure(p))
+    assert fast["alpha"] is None
+    assert {k: v for k, v in fast.items() if k != "alpha"} == {k: v for k, v in full.items() if k != "alpha"}, p
+    row = analyse(_job(p))
+    if full["scan_state"] == "error":  # final after phase (a): the full analysis, alpha included
+        assert {k: row[k] for k in full} == full
+    else:  # phase (b) writes the columns of the full analysis
+        assert {k: v for k, v in row.items() if k in full and k != "alpha"} == \
+            {k: v for k, v in full.items() if k != "alpha"}
+        if not phase_b:
+            return
+        measured = measure(_job(p))
+        assert {k: measured[k] for k in full if k != "scan_state"} == \
+            {k: v for k, v in full.items() if k != "scan_state"}
+
+
+@pytest.fixture(scope="module")
+def sample_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("samples")
+    build_sample_library(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def sample_files(sample_root):
+    return sorted(sample_root.rglob("*.safetensors"))
+
+
+def test_summary_equals_full_analysis_on_the_sample_library(sample_files):
+    assert len(sample_files) > 10
+    for p in sample_files:
+        _same_fields(p)
+
+
+def test_summary_equals_full_analysis_on_files_of_the_real_libraries(tmp_path):
+    pytest.importorskip("peft")
+    pytest.importorskip("diffusers")
+    pytest.importorskip("lycoris")
+    from real_writers import ALL_WRITERS
+
+    for name, fn in ALL_WRITERS:
+        w = fn(tmp_path / name.replace(".", "_"))
+        _same_fields(Path(w.path))
+
+
+def test_summary_of_files_sharing_one_index(tmp_path):
+    """Files of one structure share the per-index work; their own metadata still decides name, family evidence."""
+    a = write_lora(tmp_path / "a.safetensors", "sdxl", rank=4, seed=1, metadata={"ss_output_name": "first one",
+                                                                                "ss_base_model_version": "sdxl_base"})
+    b = write_lora(tmp_path / "b.safetensors", "sdxl", rank=4, seed=2, metadata={
+        "ss_output_name": "second ünïcode name with a longer title", "ss_sd_model_name": "ponyDiffusionV6XL"})
+    c = write_lora(tmp_path / "c.safetensors", "sdxl", rank=4, seed=3)
+    for p in (a, b, c, a, b):
+        _same_fields(p, phase_b=True)
+    assert summarize_structure(b).family.variant == "pony" and summarize_structure(a).family.variant is None
+
+
+def test_alpha_problems_and_files_without_layout(tmp_path):
+    up, down = torch.randn(320, 2).half(), torch.randn(2, 768).half()
+    key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"
+    nan_alpha = save(tmp_path / "nan_alpha.safetensors", {f"{key}.lora_up.weight": up, f"{key}.lora_down.weight": down,
+                                                          f"{key}.alpha": torch.tensor(float("nan")).half()})
+    full = structure_fields(inspect_structure(nan_alpha).report)
+    fast = structure_fields(summarize_structure(nan_alpha))
+    assert "alpha is nan" in full["problems"] and "alpha" not in fast["problems"]
+    measured = measure(_job(nan_alpha))  # phase (b) writes the problem
+    assert measured["problems"] == full["problems"]
+    unknown = save(tmp_path / "unknown.safetensors", {"some.weight": torch.ones(3), "x.alpha": torch.tensor(2.0)})
+    _same_fields(unknown)
+    assert analyse(_job(unknown))["scan_state"] == "error"
+
+
+def test_library_rows_after_both_phases_are_those_of_the_full_analysis(tmp_path, sample_root, sample_files):
+    db = open_library(tmp_path / "lib.sqlite3")
+    quick_scan(db, [sample_root], ledger=False)
+    rows = {r["path"]: r for r in db.query("SELECT * FROM loras")}
+    details = {r["lora_id"]: r for r in db.query("SELECT * FROM lora_details")}
+    assert len(rows) == len(sample_files)
+    for path, row in rows.items():
+        full = structure_fields(inspect_structure(path).report)
+        if full["scan_state"] == "pending":
+            full.update(scan_state="ready")
+        for k, v in full.items():
+            assert (details[row["id"]][k] if k in DETAIL_COLUMNS else row[k]) == v, (path, k)
+    db.close()
+
+
+# ---- the header reader ---------------------------------------------------------------------------------------
+def _write_header(path: Path, header: dict, *, metadata_at: str, pad: str = " ", data: bytes = b"") -> Path:
+    items = [(k, v) for k, v in header.items() if k != "__metadata__"]
+    meta = header.get("__metadata__")
+    if meta is not None:
+        entry = ("__metadata__", meta)
+        pos = {"start": 0, "middle": len(items) // 2, "end": len(items)}[metadata_at]
+        items.insert(pos, entry)
+    blob = json.dumps(dict(items), ensure_ascii=False, separators=(",", ":")).encode()
+    blob += pad.encode() * (-len(blob) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(blob)))
+        fh.write(blob)
+        fh.write(data)
+    return path
+
+
+def _index(n_tensors: int) -> tuple[dict, bytes]:
+    header, offset = {}, 0
+    for i in range(n_tensors):
+        header[f"lora_unet_down_blocks_0_attentions_0_proj_{i:03d}.alpha"] = {
+            "dtype": "F32", "shape": [], "data_offsets": [offset, offset + 4]}
+        offset += 4
+    return header, b"\0" * offset
+
+
+def _reference(p: Path) -> tuple[dict, dict]:
+    with open(p, "rb") as fh:
+        n = struct.unpack("<Q", fh.read(8))[0]
+        header = json.loads(fh.read(n))
+    with safe_open(str(p), framework="np") as f:
+        meta = f.metadata() or {}
+    header.pop("__metadata__", None)
+    return header, meta
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_reader_cache_matches_a_full_parse(tmp_path, where):
+    index, data = _index(40)
+    metas = [{"ss_output_name": "a"}, {"ss_output_name": "bb", "x": "}{\"__metadata__\":,"},
+             {"ss_output_name": "ünïcödé ✓ " * 7, "ss_tag_frequency": json.dumps({"1_x": {"y": 3}})},
+             {"big": "z" * 200_000, "ss_output_name": "large metadata (over the first decode window)"},
+             {}, {"ss_output_name": "a"}]
+    digests = set()
+    for i, meta in enumerate(metas * 2):
+        for pad in (" ", "\n"):
+            p = _write_header(tmp_path / f"{where}_{i}_{ord(pad)}.safetensors", {**index, "__metadata__": meta},
+                              metadata_at=where, pad=pad, data=data)
+            s = reader.read_structure(p)
+            header, ref_meta = _reference(p)
+            assert s.metadata == ref_meta
+            assert {k: (t.dtype, list(t.shape), [t.start, t.end]) for k, t in s.tensors.items()} == \
+                {k: (v["dtype"], v["shape"], v["data_offsets"]) for k, v in header.items()}
+            digests.add(s.index_digest)
+    assert len(digests) == 1  # one index, whatever the metadata and the padding
+
+
+def test_reader_cache_refuses_a_different_index_or_size(tmp_path):
+    index, data = _index(8)
+    ok = _write_header(tmp_path / "ok.safetensors", {**index, "__metadata__": {"a": "1"}}, metadata_at="end",
+                       data=data)
+    reader.read_structure(ok)
+    changed = dict(index)
+    key = next(iter(changed))
+    changed[key] = {**changed[key], "dtype": "I32"}
+    other = _write_header(tmp_path / "other.safetensors", {**changed, "__metadata__": {"a": "2"}}, metadata_at="end",
+                          data=data)
+    assert reader.read_structure(other).tensors[key].dtype == "I32"
+    short = _write_header(tmp_path / "short.safetensors", {**index, "__metadata__": {"a": "3"}}, metadata_at="end",
+                          data=data[:-4])
+    with pytest.raises(Exception, match="damaged safetensors header"):
+        reader.read_structure(short)
+    bad_meta = _write_header(tmp_path / "bad.safetensors", {**index, "__metadata__": {"a": 1}}, metadata_at="end",
+                             data=data)
+    with pytest.raises(Exception, match="damaged safetensors header"):
+        reader.read_structure(bad_meta)
+
+
+# ---- plain-data conversions ------------------------------------------------------------------------------------
+def test_metadata_to_dict_equals_asdict(sample_files):
+    for p in sample_files:
+        m = inspect_structure(p).report.metadata
+        ref = dataclasses.asdict(m)
+        assert m.to_dict(include_raw=True) == ref and list(m.to_dict(include_raw=True)) == list(ref)
+        ref.pop("raw")
+        assert json.dumps(m.to_dict()) == json.dumps(ref)
+
+
+def test_to_json_equals_the_cleaning_encoder():
+    values = [{"a": [1.5, float("nan"), (2, float("inf"))], "b": {"c": None, "d": "ü"}}, ["x", 1, 2.0], {},
+              {"e": -float("inf")}, "plain", 3]
+    for v in values:
+        assert to_json(v) == json.dumps(_clean(v), ensure_ascii=False, separators=(",", ":"))
+
+
+# ---- Gram products ---------------------------------------------------------------------------------------------
+def test_batched_grams_equal_float64_products():
+    from lorawb_core.adapters.base import lowrank_grams_batch
+
+    torch.manual_seed(0)
+    pairs = []
+    for m, n, r, dt in [(320, 768, 4, torch.float16), (640, 640, 32, torch.bfloat16), (5, 3, 2, torch.float32),
+                        (3072, 3072, 16, torch.float16), (10, 7, 1, torch.float16), (1280, 2560, 64, torch.float16)]:
+        for _ in range(3):
+            pairs.append((torch.randn(m, r).to(dt), torch.randn(r, n).to(dt)))
+    pairs.append((torch.randn(64, 8, 1, 1).half(), torch.randn(8, 32, 3, 3).half()))
+    for (u, d), (gu, gd) in zip(pairs, lowrank_grams_batch(pairs), strict=True):
+        u64, d64 = u.reshape(u.shape[0], -1).double(), d.reshape(d.shape[0], -1).double()
+        ref_u, ref_d = u64.T @ u64, d64 @ d64.T
+        assert gu.dtype == torch.float64 and gd.dtype == torch.float64
+        assert torch.allclose(gu, ref_u, rtol=1e-5, atol=1e-5 * float(ref_u.abs().max()))
+        assert torch.allclose(gd, ref_d, rtol=1e-5, atol=1e-5 * float(ref_d.abs().max()))
+        e, ref = float((gu * gd).sum()), float((ref_u * ref_d).sum())
+        assert math.isclose(e, ref, rel_tol=1e-5)
