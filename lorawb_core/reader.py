@@ -233,7 +233,7 @@ def _metadata_position(buf: bytearray | bytes, n: int) -> int:
     with _cache_lock:
         for (pos, _), digests in _CANDIDATES.items():
             if pos > 1 and buf.startswith(_META_KEY, pos, n) and any(
-                    buf.startswith(_INDEX_CACHE[d].prefix) for d in digests):
+                    d in _INDEX_CACHE and buf.startswith(_INDEX_CACHE[d].prefix) for d in digests):
                 return pos
     return buf.find(_META_KEY, 0, n)
 
@@ -273,8 +273,9 @@ def _known_index(buf: bytearray | bytes, split: _Split) -> _Index | None:
     key = (split.pos, split.pos + split.tail - split.end)
     with _cache_lock:
         for digest in _CANDIDATES.get(key, ()):
-            known = _INDEX_CACHE[digest]
-            if buf.startswith(known.prefix) and buf.startswith(known.suffix, split.end, split.tail):
+            known = _INDEX_CACHE.get(digest)  # None: the cache was cleared from outside
+            if known is not None and buf.startswith(known.prefix) and \
+                    buf.startswith(known.suffix, split.end, split.tail):
                 _INDEX_CACHE.move_to_end(digest)
                 return known
     return None
@@ -286,7 +287,9 @@ def _remember_index(index: _Index) -> None:
         if index.digest in _INDEX_CACHE:
             return
         _INDEX_CACHE[index.digest] = index
-        _CANDIDATES.setdefault(key, []).append(index.digest)
+        digests = _CANDIDATES.setdefault(key, [])
+        if index.digest not in digests:
+            digests.append(index.digest)
         while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
             _, old = _INDEX_CACHE.popitem(last=False)
             old_key = (len(old.prefix), len(old.prefix) + len(old.suffix))

@@ -203,6 +203,16 @@ def test_reader_cache_refuses_a_different_index_or_size(tmp_path):
         reader.read_structure(bad_meta)
 
 
+def test_reader_survives_caches_cleared_from_outside(tmp_path):
+    index, data = _index(8)
+    p = _write_header(tmp_path / "a.safetensors", {**index, "__metadata__": {"a": "1"}}, metadata_at="end", data=data)
+    first = reader.read_structure(p)
+    reader._INDEX_CACHE.clear()  # as bench_inspect's cold pass does
+    again = reader.read_structure(p)
+    assert again.index_digest == first.index_digest and again.tensors == first.tensors
+    assert reader.read_structure(p).metadata == {"a": "1"}
+
+
 # ---- plain-data conversions ------------------------------------------------------------------------------------
 def test_metadata_to_dict_equals_asdict(sample_files):
     for p in sample_files:
