@@ -195,7 +195,7 @@ def bench_search(db: Path, n: int) -> None:
             for name, k in kinds.items() for ts in [[t for i, t in enumerate(times) if i % 4 == k]]))
         filtered = [t for p, t in zip(paths, times, strict=True) if "family=" in p and "q=" not in p]
         print(f"  family filter without words: p50 {pct(filtered, 50) * 1000:.1f} / p95 {pct(filtered, 95) * 1000:.1f}"
-              " ms (lorawb_core.library.search sorts the family's rows: its cost, not the route's)")
+              " ms")
         times, _, _ = timed(conn, queries(n // 4, seed=3, relevance=True))
         print(f"  the same text queries ranked by relevance (\"Best match\", bm25 over every match): "
               f"p50 {pct(times, 50) * 1000:.1f} ms, p95 {pct(times, 95) * 1000:.1f} ms")

@@ -202,11 +202,18 @@ def search(db: Database, query: SearchQuery | None = None, **kwargs: Any) -> Sea
     select = ", ".join(LIST_COLUMNS)
     if not words:
         clauses, args = _where(q)
-        asc, desc, *_ = SORTS["name" if sort == "relevance" else sort]
+        asc, desc, *index = SORTS["name" if sort == "relevance" else sort]
+        order = desc if q.descending else asc
         where = " AND ".join(clauses) or None
         total = loras.count_where(where, args) if where else loras.count
-        rows = loras.rows_where(where, args, order_by=desc if q.descending else asc, limit=q.limit, offset=q.offset,
-                                select=select)
+        if where and total > SMALL_MATCH and q.missing is not None:
+            # a common filter value: walk the sort index and keep the matching rows, as for word searches (the
+            # planner would take the filter's index and sort every match)
+            index_name = index[0] if index else _STRENGTH_INDEX[q.descending]
+            rows = db.query(f"SELECT {select} FROM loras INDEXED BY {index_name} WHERE {where} ORDER BY {order} "
+                            f"LIMIT {int(q.limit)} OFFSET {int(q.offset)}", args)
+        else:
+            rows = loras.rows_where(where, args, order_by=order, limit=q.limit, offset=q.offset, select=select)
         return SearchPage([entry_from_row(r) for r in rows], total, q.offset, q.limit)
     text = _full_text(q, words)
     where, args = _MATCH, {"query": text}
