@@ -176,3 +176,45 @@ def test_sidebar_tab_opens_and_the_list_renders(comfyui, tmp_path):
         browser.close()
     assert not alerts, alerts
     assert not [e for e in errors if "lorawb" in e.lower() or "lwb" in e], errors
+
+
+def _run_prompt(url: str, prompt: dict, timeout: float = 120) -> tuple[int, dict]:
+    """POST /prompt, then wait for its history entry: (HTTP status of the POST, history entry or the 400 body)."""
+    status, body = http_json(url + "/prompt", "POST", {"prompt": prompt, "client_id": "lorawb-e2e"})
+    if status != 200:
+        return status, body
+    prompt_id = body["prompt_id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, history = http_json(f"{url}/history/{prompt_id}")
+        entry = (history or {}).get(prompt_id)
+        if entry and entry.get("status", {}).get("completed") is not None and entry["status"].get("status_str"):
+            return status, entry
+        time.sleep(0.3)
+    raise AssertionError(f"prompt {prompt_id} did not finish")
+
+
+def test_a_queued_workflow_runs_our_node_through_comfyuis_executor(comfyui):
+    """/prompt with LoRA Info → PreviewImage: ComfyUI's own validation (a saved label whose name part is stale still
+    validates: the stable ID counts) and executor run the node; an unknown ID fails with our message."""
+    url = comfyui["url"]
+    wait_scan(url)
+    _, page = http_json(url + "/api/lorawb/loras?q=e2e_character")
+    stable_id = page["items"][0]["stable_id"]
+    prompt = {"1": {"class_type": "LoraWB_LoraInfo",
+                    "inputs": {"lora": f"{stable_id} · the name it had when the workflow was saved",
+                               "width": 512, "height": 256}},
+              "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 2]}}}
+    status, entry = _run_prompt(url, prompt)
+    assert status == 200, entry
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert entry["outputs"]["2"]["images"], entry["outputs"]
+    assert "sd15" in entry["outputs"]["1"]["text"][0]  # the node's UI text reached the history
+    prompt["1"]["inputs"]["lora"] = "SD1-ZZZ-404"
+    status, entry = _run_prompt(url, prompt)
+    assert status == 200 and entry["status"]["status_str"] == "error"
+    messages = json.dumps(entry["status"]["messages"])
+    assert "SD1-ZZZ-404" in messages and "No LoRA with stable ID" in messages
+    prompt["1"]["inputs"]["lora"] = "not an id at all"
+    status, body = _run_prompt(url, prompt)
+    assert status == 400 and "stable ID" in json.dumps(body["node_errors"])  # refused by validation, not run
