@@ -100,3 +100,16 @@ def file_fingerprint(value: str) -> str:
         return f"{path}:{st.st_mtime_ns}:{st.st_size}"
     except (LorawbError, OSError):
         return "unresolved"
+
+
+class LoraChooser:
+    """Base of the nodes with a ``lora`` chooser: the ID-format check (stale labels stay valid) and a re-run when the
+    LoRA's file changes. ComfyUI reads both classmethods by name, inherited ones included."""
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, lora):
+        return validate_lora(lora)
+
+    @classmethod
+    def IS_CHANGED(cls, lora, **_):
+        return file_fingerprint(lora)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lorawb_core.errors import LoraMissing
 
 from . import host
-from .common import CATEGORY, file_fingerprint, lora_combo, resolve_lora, validate_lora
+from .common import CATEGORY, LoraChooser, lora_combo, resolve_lora
 
 
 def _summary(entry) -> str:
@@ -43,7 +43,7 @@ def _bars(entry):
     return [Bar(b.id, b.group, b.share, b.exact) for b in report.blocks if b.id in view], False
 
 
-class LoraInfo:
+class LoraInfo(LoraChooser):
     DESCRIPTION = "Trigger words, a metadata summary and the per-block strength graph of a LoRA."
     CATEGORY = CATEGORY
     FUNCTION = "info"
@@ -63,14 +63,6 @@ class LoraInfo:
             },
             "optional": {"lora_ref": ("LORAWB_LORA", {"tooltip": "A LoRA reference; overrides the chooser."})},
         }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, lora):
-        return validate_lora(lora)
-
-    @classmethod
-    def IS_CHANGED(cls, lora, **_):
-        return file_fingerprint(lora)
 
     def info(self, lora, width, height, lora_ref=None):
         import torch

@@ -11,19 +11,18 @@ from .comfy_lora import apply_file
 from .common import (
     CATEGORY,
     STRENGTH,
+    LoraChooser,
     check_family,
-    file_fingerprint,
     lora_combo,
     profile_combo,
     resolve_block_weights,
     resolve_lora,
-    validate_lora,
 )
 
 log = logging.getLogger("lorawb")
 
 
-class LoadLoraById:
+class LoadLoraById(LoraChooser):
     DESCRIPTION = ("Apply a LoRA chosen by its stable ID (it survives renames and moves) at a model and a text-encoder "
                    "strength.")
     CATEGORY = CATEGORY
@@ -49,14 +48,6 @@ class LoadLoraById:
             },
         }
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, lora):
-        return validate_lora(lora)
-
-    @classmethod
-    def IS_CHANGED(cls, lora, **_):
-        return file_fingerprint(lora)
-
     def load(self, model, lora, strength_model, strength_clip, clip=None, allow_missing=False):
         try:
             ref = resolve_lora(lora, strength_model=strength_model, strength_clip=strength_clip)
@@ -76,7 +67,7 @@ class LoadLoraById:
         return {"ui": {"text": [report.text()]}, "result": (new_model, new_clip, ref)}
 
 
-class BlockWeightApply:
+class BlockWeightApply(LoraChooser):
     DESCRIPTION = ("Apply a LoRA with a weight per block (from Profile Select, or typed in any supported dialect: "
                    "LBW vector, preset name, BLOCK=value list, JSON). Each module gets strength × its block's weight; "
                    "BASE/CLIP/T5 drive the text encoder. Blocks are named, never positional.")
@@ -107,14 +98,6 @@ class BlockWeightApply:
                 "weights": ("LORAWB_WEIGHTS", {"tooltip": "A profile from Profile Select; overrides weights_text."}),
             },
         }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, lora):
-        return validate_lora(lora)
-
-    @classmethod
-    def IS_CHANGED(cls, lora, **_):
-        return file_fingerprint(lora)
 
     def apply(self, model, lora, weights_text, strength, clip=None, **kwargs):
         if "lora_ref" in kwargs and kwargs["lora_ref"] is None:

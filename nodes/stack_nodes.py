@@ -7,10 +7,10 @@ from lorawb_core.errors import IncompatibleStack
 
 from . import host
 from .comfy_lora import apply_file, model_family
-from .common import CATEGORY, STRENGTH, lora_combo, validate_lora
+from .common import CATEGORY, STRENGTH, LoraChooser, lora_combo
 
 
-class LoraStack:
+class LoraStack(LoraChooser):
     DESCRIPTION = "Add a LoRA (with strengths and optional block weights) to a stack for Multi-LoRA Compose."
     CATEGORY = CATEGORY
     FUNCTION = "stack"
@@ -34,10 +34,6 @@ class LoraStack:
                 "weights": ("LORAWB_WEIGHTS", {"tooltip": "A profile from Profile Select; overrides weights_text."}),
             },
         }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, lora):
-        return validate_lora(lora)
 
     def stack(self, lora, strength_model, strength_clip, weights_text="", stack=None, weights=None):
         profile = weights if weights is not None else (("text", weights_text) if weights_text.strip() else None)
@@ -87,4 +83,4 @@ class MultiLoraCompose:
         return {"ui": {"text": [text]}, "result": (model, clip, text)}
 
 
-__all__ = ["LoraStack", "MultiLoraCompose", "validate_lora"]
+__all__ = ["LoraStack", "MultiLoraCompose"]
