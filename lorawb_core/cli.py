@@ -156,6 +156,38 @@ def cmd_layouts(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def cmd_compose(args: argparse.Namespace, out: Output) -> int:
+    """The compose gate on a stack of library LoRAs: ``ID[:STRENGTH][@WEIGHTS]`` entries (weights in any dialect)."""
+    from .compose import check_stack
+    from .library.db import open_library
+
+    entries = []
+    for raw in args.entries:
+        spec, _, weights = raw.partition("@")
+        sid, _, strength = spec.partition(":")
+        try:
+            value = float(strength) if strength else 1.0
+        except ValueError:
+            out.error(f"{raw!r}: the strength after ':' must be a number (e.g. SD1-CHR-001:0.8).")
+            return 2
+        entries.append({"lora": sid, "strength_model": value, "strength_clip": value,
+                        **({"weights": weights} if weights else {})})
+    db = open_library(args.db)
+    try:
+        verdict = check_stack(db, entries, threshold=args.threshold, directions=not args.no_directions)
+    finally:
+        db.close()
+    if args.json:
+        out.json(verdict.to_dict())
+    else:
+        out.line(verdict.text())
+        for b in verdict.blocks:
+            if b.strength_sum:
+                cos = f"  min cosine {b.min_cosine:+.2f}" if b.min_cosine is not None else ""
+                out.line(f"    {b.id:>6}  ‖ΣcΔW‖ {b.norm:8.4f}  Σ|c| {b.strength_sum:5.2f}{cos}")
+    return 0 if verdict.ok else 1
+
+
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     """The main job on an embedded default: sample library → inspect → index into SQLite → search → check."""
     from .library.cli import cmd_check, cmd_index, cmd_search
@@ -178,7 +210,32 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
                                         sort="relevance", desc=False, limit=20, page=1, json=False), out)
     out.line("\nlibrary check")
     rc |= cmd_check(argparse.Namespace(db=db, no_paths=False), out)
+    rc |= _demo_compose(db, out)
     return rc
+
+
+def _demo_compose(db_path: str, out: Output) -> int:
+    """Two SD 1.x sample LoRAs through the compose gate (accepted, with the combined graph), then one with an SDXL
+    LoRA (refused, with the reason)."""
+    from .library.db import open_library
+
+    db = open_library(db_path)
+    try:
+        ids = {fam: [r[0] for r in db.execute("SELECT stable_id FROM loras WHERE family = ? AND missing = 0 AND "
+                                              "scan_state = 'ready' ORDER BY stable_id", [fam])]
+               for fam in ("sd15", "sdxl")}
+    finally:
+        db.close()
+    if len(ids["sd15"]) < 2 or not ids["sdxl"]:
+        return 0
+    a, b = ids["sd15"][:2]
+    out.line(f"\ncompose {a}:0.8 {b}@OUTD (a stack of two SD 1.x LoRAs, the second with LBW's OUTD weights)")
+    ns = argparse.Namespace(entries=[f"{a}:0.8", f"{b}@OUTD"], db=db_path, json=False, threshold=2.0,
+                            no_directions=False)
+    rc = cmd_compose(ns, out)
+    out.line(f"\ncompose {a} {ids['sdxl'][0]} (SD 1.x + SDXL: the gate refuses it)")
+    refused = cmd_compose(argparse.Namespace(**{**vars(ns), "entries": [a, ids["sdxl"][0]]}), out)
+    return rc | (0 if refused == 1 else 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .server.cli import register as register_serve
 
     register_serve(sub)
+    p = sub.add_parser("compose", help="check a stack of library LoRAs: the compatibility gate and combined graph")
+    p.add_argument("entries", nargs="+", metavar="ID[:STRENGTH][@WEIGHTS]",
+                   help="stable IDs, with a strength and block weights in any dialect (e.g. SD1-CHR-001:0.8@OUTD)")
+    p.add_argument("--db", help="library database (default: LORAWB_DB, ComfyUI's user dir, or the per-user data dir)")
+    p.add_argument("--threshold", type=float, default=2.0, help="warn when a block's Σ|strength·weight| exceeds it")
+    p.add_argument("--no-directions", action="store_true", help="skip the block cosines (no tensor reads)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compose)
     p = sub.add_parser("demo", help="build a sample library of real-format LoRAs and inspect it")
     p.add_argument("--dir", default="demo-library", help="where to write the sample library (default ./demo-library)")
     p.add_argument("--db", help="library database (default: DIR/library.sqlite3)")

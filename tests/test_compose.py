@@ -146,3 +146,19 @@ def test_low_rank_inner_product_equals_dense(lib):
             assert module_inner(ma.adapter, ga, mb.adapter, gb) == pytest.approx(dense, rel=1e-9)
             dense_h = float(np.sum(ma.adapter.delta(ga).double().numpy() * mh.adapter.delta(gh).double().numpy()))
             assert module_inner(ma.adapter, ga, mh.adapter, gh) == pytest.approx(dense_h, rel=1e-9)  # dense path
+
+
+def test_compose_cli_exit_codes_and_json(lib, tmp_path, capsys):
+    import json
+
+    from lorawb_core.cli import main
+
+    db, ids, _, _ = lib
+    path = db.conn.execute("PRAGMA database_list").fetchone()[2]
+    assert main(["compose", f"{ids['a']}:0.5", f"{ids['b']}@OUTD", "--db", path, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and out["entries"][0]["strength_model"] == 0.5 and out["entries"][1]["weights_source"] == \
+        "OUTD · sd15_unet_17"
+    assert main(["compose", ids["a"], ids["xl"], "--db", path]) == 1
+    assert "REFUSED" in capsys.readouterr().out
+    assert main(["compose", f"{ids['a']}:lots", "--db", path]) == 2
