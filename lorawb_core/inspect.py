@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import re
@@ -14,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .adapters import Adapter, effective_rank, probe_module
-from .adapters.base import lowrank_grams_batch, singular_values_batch
+from .adapters.base import singular_values_batch
+from .adapters.grams import Factor, gram_products
 from .errors import InvalidTensor
 from .families import FamilyGuess, ModuleShape, detect_family, from_shapes
 from .hashes import Hashes, hash_file
@@ -183,6 +183,8 @@ class _IndexAnalysis:
     formats: Counter[str]
     mapped: dict[tuple[str, int | None], list[tuple[Target, str | None]]] = field(default_factory=dict)
     facts: _IndexFacts | None = None  # what summarize_structure takes from the index (built on first use)
+    alpha_keys: list[str] | None = None  # keys of the alpha scalars, module order
+    report_parts: dict[tuple[str, int | None], list[tuple]] = field(default_factory=dict)
     layouts: dict[tuple[str, int | None], tuple[str | None, str | None]] = field(default_factory=dict)
 
 
@@ -221,15 +223,21 @@ def _analyse_index(structure: FileStructure) -> _IndexAnalysis:
     return analysis
 
 
+def _clone(template: Adapter) -> Adapter:
+    """``copy.copy(template)`` with its own problems list (what copy.copy does for these plain dataclasses,
+    without the generic reduce protocol)."""
+    a = object.__new__(type(template))
+    a.__dict__.update(template.__dict__)
+    a.problems = list(template.problems)
+    return a
+
+
 def _build_modules(structure: FileStructure, index: _IndexAnalysis, meta: LoraMetadata) -> tuple[list[_Module], list[str]]:
     problems: list[str] = []
-    mods: list[_Module] = []
-    for template, raw in index.templates:
-        a = copy.copy(template)
-        a.problems = list(template.problems)
-        mods.append(_Module(a, raw))
-    alpha_keys = [m.adapter.params["alpha"].key for m in mods if "alpha" in m.adapter.params]
-    values = read_scalars(structure, alpha_keys)
+    mods = [_Module(_clone(template), raw) for template, raw in index.templates]
+    if index.alpha_keys is None:
+        index.alpha_keys = [a.params["alpha"].key for a, _ in index.templates if "alpha" in a.params]
+    values = read_scalars(structure, index.alpha_keys)
     for m in mods:
         a = m.adapter
         if "alpha" in a.params:
@@ -279,6 +287,20 @@ class Analysis:
     structure: FileStructure
 
 
+def _report_parts(index: _IndexAnalysis, family: FamilyGuess, mods: list[_Module]) -> list[tuple]:
+    """The fields of each module's report that depend only on the index and the family (cached on the index)."""
+    key = (family.family, family.depth)
+    parts = index.report_parts.get(key)
+    if parts is None:
+        parts = index.report_parts[key] = [
+            (m.adapter.module, str(m.target), m.raw.component, m.block, m.adapter.algorithm, m.adapter.rank,
+             tuple(m.adapter.target_shape), tuple(t.key for t in m.adapter.params.values()),
+             not m.adapter.requires_base, m.adapter.figure if not m.adapter.decomposed else
+             "‖scale·ΔW‖_F before DoRA re-normalisation (needs the base weight)")
+            for m in mods]
+    return parts
+
+
 def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
     """Everything the header tells (no tensor data read): family, format, layout, modules, metadata."""
     structure = read_structure(path)
@@ -291,20 +313,16 @@ def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
     touched = {m.block for m in mods if m.block}
     layout = fm.choose(touched) if fm else None
     formats = index.formats
-    algos = Counter(m.adapter.algorithm for m in mods)
-    ranks = Counter(m.adapter.rank for m in mods if m.adapter.rank)
+    facts = _index_facts(index)  # algorithms, ranks, needs_base: the same over the templates as over their copies
     alphas = Counter(m.adapter.alpha if m.adapter.alpha is not None else m.adapter.alpha_override for m in mods)
     alphas.pop(None, None)
     reports = [
-        ModuleReport(key=m.adapter.module, target=str(m.target), component=m.raw.component, block=m.block,
-                     algorithm=m.adapter.algorithm, rank=m.adapter.rank,
+        ModuleReport(key=key, target=target, component=component, block=block, algorithm=algorithm, rank=rank,
                      alpha=m.adapter.alpha if m.adapter.alpha is not None else m.adapter.alpha_override,
-                     scale=m.adapter.scale(), shape=list(m.adapter.target_shape),
-                     tensor_keys=[t.key for t in m.adapter.params.values()], exact=not m.adapter.requires_base,
-                     figure=m.adapter.figure if not m.adapter.decomposed else
-                     "‖scale·ΔW‖_F before DoRA re-normalisation (needs the base weight)",
-                     problems=list(m.adapter.problems))
-        for m in mods
+                     scale=m.adapter.scale(), shape=list(shape), tensor_keys=list(tensor_keys), exact=exact,
+                     figure=figure, problems=list(m.adapter.problems))
+        for m, (key, target, component, block, algorithm, rank, shape, tensor_keys, exact, figure)
+        in zip(mods, _report_parts(index, family, mods), strict=True)
     ]
     if not mods:
         problems.append("no LoRA modules found: every key is unknown" if unknown else "the file holds no tensors")
@@ -312,11 +330,11 @@ def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
         path=os.fsdecode(structure.path), file_name=structure.path.name, size=structure.size,
         mtime_ns=structure.mtime_ns, header_bytes=structure.header_bytes, format=formats.most_common(1)[0][0] if formats else "unknown",
         formats=dict(formats.most_common()), family=family, layout_id=layout.id if layout else None,
-        full_layout_id=fm.full.id if fm else None, algorithms=dict(algos.most_common()),
-        rank=ranks.most_common(1)[0][0] if ranks else None, ranks=sorted(ranks),
+        full_layout_id=fm.full.id if fm else None, algorithms=dict(facts.algorithms),
+        rank=facts.rank, ranks=list(facts.ranks),
         alpha=alphas.most_common(1)[0][0] if alphas else None, modules=reports,
         unmapped=sorted(m.adapter.module for m in mods if m.block is None), unknown_keys=list(unknown),
-        metadata=meta, needs_base=any(m.adapter.requires_base for m in mods), problems=problems,
+        metadata=meta, needs_base=facts.needs_base, problems=problems,
     )
     return Analysis(report, mods, structure)
 
@@ -358,6 +376,7 @@ class _IndexFacts:
     format: str
     algorithms: dict[str, int]
     rank: int | None
+    ranks: tuple[int, ...]
     module_count: int
     needs_base: bool
     problems: tuple[str, ...]  # shape problems of the modules and "no LoRA modules" (no alpha problems)
@@ -374,7 +393,7 @@ def _index_facts(index: _IndexAnalysis) -> _IndexFacts:
         index.facts = _IndexFacts(
             format=index.formats.most_common(1)[0][0] if index.formats else "unknown",
             algorithms=dict(Counter(a.algorithm for a in adapters).most_common()),
-            rank=ranks.most_common(1)[0][0] if ranks else None, module_count=len(adapters),
+            rank=ranks.most_common(1)[0][0] if ranks else None, ranks=tuple(sorted(ranks)), module_count=len(adapters),
             needs_base=any(a.requires_base for a in adapters), problems=tuple(problems))
     return index.facts
 
@@ -405,6 +424,11 @@ def summarize_structure(path: str | os.PathLike[str]) -> StructureSummary:
         module_count=facts.module_count, metadata=meta, needs_base=facts.needs_base, problems=list(facts.problems))
 
 
+def _factor(loader, info) -> Factor:
+    rows = info.shape[0]
+    return Factor(loader.raw(info.key), info.dtype, rows, info.numel // rows if rows else math.prod(info.shape[1:]))
+
+
 def measure_blocks(analysis: Analysis, *, spectra: bool = True) -> None:
     """Fill module norms and per-block strengths; reads the tensors (memory-mapped).
 
@@ -418,14 +442,17 @@ def measure_blocks(analysis: Analysis, *, spectra: bool = True) -> None:
             return lambda param: loader.get(a.params[param].key)
 
         batch = [m for m in mods if getattr(m.adapter, "batchable", False)]
-        batched = dict(zip((id(m) for m in batch), lowrank_grams_batch(
-            [(loader.get(m.adapter.params["up"].key), loader.get(m.adapter.params["down"].key)) for m in batch]),
-            strict=True))
+        pairs = [(_factor(loader, m.adapter.params["up"]), _factor(loader, m.adapter.params["down"])) for m in batch]
+        sums, batch_grams = gram_products(pairs, keep=spectra)
+        del pairs  # views of the map: released before it closes
+        batched = {id(m): j for j, m in enumerate(batch)}
         for m in mods:
             a, r = m.adapter, by_key[m.adapter.module]
             get = getter(a)
             try:
-                e = a.energy_from_grams(get, *batched[id(m)]) if id(m) in batched else a.energy(get)
+                j = batched.get(id(m))
+                e = a.energy(get) if j is None else \
+                    a.energy_from_product(get, sums[j], batch_grams[j] if batch_grams is not None else None)
             except InvalidTensor as exc:
                 r.problems.append(str(exc))
                 continue

@@ -395,6 +395,7 @@ class TensorLoader:
         self.structure = structure
         self._fh: Any = None
         self._map: mmap.mmap | None = None
+        self._bytes: Any = None  # the map as a numpy uint8 array (for raw())
 
     def __enter__(self) -> TensorLoader:
         self._fh = open(self.structure.path, "rb")  # noqa: SIM115 - closed in __exit__
@@ -407,6 +408,7 @@ class TensorLoader:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._bytes = None
         if self._map is not None:
             try:
                 self._map.close()
@@ -416,15 +418,32 @@ class TensorLoader:
             self._fh.close()
         self._map = self._fh = None
 
+    def _torch_dtype(self, key: str, info: TensorInfo):
+        import torch
+
+        name = _TORCH_DTYPES.get(info.dtype)
+        if name is None or not hasattr(torch, name):
+            raise InvalidTensor(f"tensor {key}: dtype {info.dtype} cannot be used for LoRA math.")
+        return getattr(torch, name)
+
+    def raw(self, key: str):
+        """The bytes of tensor ``key`` as a numpy uint8 view of the mapped file (valid inside the context; the
+        same dtype check as :meth:`get`). Slicing numpy is far cheaper than a torch view per tensor."""
+        import numpy as np
+
+        info = self.structure.tensors[key]
+        self._torch_dtype(key, info)
+        if self._bytes is None:
+            self._bytes = np.frombuffer(self._map, dtype=np.uint8)
+        start = self.structure.header_bytes + info.start
+        return self._bytes[start:start + info.numel * DTYPE_BYTES[info.dtype]]
+
     def get(self, key: str):
         """The tensor ``key`` in its stored dtype, as a view of the mapped file (valid inside the context)."""
         import torch
 
         info = self.structure.tensors[key]
-        name = _TORCH_DTYPES.get(info.dtype)
-        if name is None or not hasattr(torch, name):
-            raise InvalidTensor(f"tensor {key}: dtype {info.dtype} cannot be used for LoRA math.")
-        dtype = getattr(torch, name)
+        dtype = self._torch_dtype(key, info)
         if info.numel == 0:
             return torch.zeros(info.shape, dtype=dtype)
         with warnings.catch_warnings():  # the map is read-only on purpose: nothing may write to a user's file

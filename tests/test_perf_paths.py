@@ -125,6 +125,127 @@ def test_library_rows_after_both_phases_are_those_of_the_full_analysis(tmp_path,
     db.close()
 
 
+# ---- inspect_structure vs the straightforward algorithm (no caches, one copy per module) ------------------------
+def _reference_report(path):
+    """inspect_structure as it was before the per-index caches: every file analysed from scratch."""
+    import copy
+    from collections import Counter
+
+    from lorawb_core.adapters import probe_module
+    from lorawb_core.families import ModuleShape, detect_family
+    from lorawb_core.inspect import (
+        LoraReport,
+        ModuleReport,
+        _format_of,
+        _peft_alpha,
+        _shape_for_detection,
+    )
+    from lorawb_core.keys import group_keys
+    from lorawb_core.layouts import family_map
+    from lorawb_core.metadata import parse_metadata
+    from lorawb_core.naming import RawPath, canonical_target, normalise_native_dit, parse_module_key
+    from lorawb_core.reader import read_scalars, read_structure
+
+    structure = read_structure(path)
+    meta = parse_metadata(structure.metadata)
+    grouping = group_keys(structure.tensors)
+    unknown = list(grouping.unknown_keys)
+    mods = []
+    for key, raw_module in grouping.modules.items():
+        adapter, leftover = probe_module(key, raw_module.params)
+        unknown.extend(leftover)
+        if adapter is None:
+            continue
+        raw = parse_module_key(key)
+        if raw.component == "unet":
+            raw = RawPath(raw.component, normalise_native_dit(raw.path), raw.convention)
+        a = copy.copy(adapter)
+        a.problems = list(adapter.problems)
+        mods.append([a, raw, None, None])
+    unknown = sorted(set(unknown))
+    problems = []
+    values = read_scalars(structure, [a.params["alpha"].key for a, *_ in mods if "alpha" in a.params])
+    for a, *_ in mods:
+        if "alpha" in a.params:
+            a.alpha = values[a.params["alpha"].key]
+            if not math.isfinite(a.alpha):
+                a.problems.append(f"alpha is {a.alpha}")
+        elif meta.peft_config:
+            a.alpha_override, a.rs_lora = _peft_alpha(meta.peft_config, a.module)
+        if a.problems:
+            problems.append(f"{a.module}: {'; '.join(a.problems)}")
+    shapes = [ModuleShape(raw, *_shape_for_detection(a)) for a, raw, *_ in mods]
+    family = detect_family(shapes, structure.metadata)
+    fm = family_map(family.family, family.depth)
+    for m in mods:
+        out_rows, in_cols = _shape_for_detection(m[0])
+        m[2] = canonical_target(m[1], family.family, out_rows, in_cols)
+        m[3] = fm.block_of(m[2].key) if fm else None
+    layout = fm.choose({m[3] for m in mods if m[3]}) if fm else None
+    formats = Counter(_format_of(a.module, a) for a, *_ in mods)
+    algos = Counter(a.algorithm for a, *_ in mods)
+    ranks = Counter(a.rank for a, *_ in mods if a.rank)
+    alphas = Counter(a.alpha if a.alpha is not None else a.alpha_override for a, *_ in mods)
+    alphas.pop(None, None)
+    reports = [
+        ModuleReport(key=a.module, target=str(target), component=raw.component, block=block, algorithm=a.algorithm,
+                     rank=a.rank, alpha=a.alpha if a.alpha is not None else a.alpha_override, scale=a.scale(),
+                     shape=list(a.target_shape), tensor_keys=[t.key for t in a.params.values()],
+                     exact=not a.requires_base, figure=a.figure if not a.decomposed else
+                     "‖scale·ΔW‖_F before DoRA re-normalisation (needs the base weight)", problems=list(a.problems))
+        for a, raw, target, block in mods]
+    if not mods:
+        problems.append("no LoRA modules found: every key is unknown" if unknown else "the file holds no tensors")
+    report = LoraReport(
+        path=os.fsdecode(structure.path), file_name=structure.path.name, size=structure.size,
+        mtime_ns=structure.mtime_ns, header_bytes=structure.header_bytes,
+        format=formats.most_common(1)[0][0] if formats else "unknown", formats=dict(formats.most_common()),
+        family=family, layout_id=layout.id if layout else None, full_layout_id=fm.full.id if fm else None,
+        algorithms=dict(algos.most_common()), rank=ranks.most_common(1)[0][0] if ranks else None,
+        ranks=sorted(ranks), alpha=alphas.most_common(1)[0][0] if alphas else None, modules=reports,
+        unmapped=sorted(a.module for a, raw, target, block in mods if block is None), unknown_keys=list(unknown),
+        metadata=meta, needs_base=any(a.requires_base for a, *_ in mods), problems=problems)
+    return report, [(a, raw, target, block) for a, raw, target, block in mods]
+
+
+def _same_as_reference(p: Path) -> None:
+    ref, ref_mods = _reference_report(p)
+    analyses = []
+    for _ in range(2):  # cold, then from the caches
+        analysis = inspect_structure(p)
+        # repr: NaN alphas compare equal as text
+        assert repr(analysis.report.to_dict(modules=True)) == repr(ref.to_dict(modules=True)), p
+        assert repr(analysis.report) == repr(ref)
+        assert repr([(type(m.adapter), vars(m.adapter), m.raw, m.target, m.block) for m in analysis.modules]) == \
+            repr([(type(a), vars(a), raw, target, block) for a, raw, target, block in ref_mods])
+        analyses.append(analysis)
+    first, second = analyses  # nothing mutable is shared between two analyses
+    for a, b in zip(first.modules, second.modules, strict=True):
+        assert a.adapter is not b.adapter and a.adapter.problems is not b.adapter.problems
+    for a, b in zip(first.report.modules, second.report.modules, strict=True):
+        assert a.shape is not b.shape and a.tensor_keys is not b.tensor_keys and a.problems is not b.problems
+
+
+def test_inspect_structure_equals_the_reference_on_the_sample_library(sample_files):
+    for p in sample_files:
+        _same_as_reference(p)
+
+
+def test_inspect_structure_equals_the_reference_on_shared_indexes_and_odd_files(tmp_path):
+    up, down = torch.randn(320, 2).half(), torch.randn(2, 768).half()
+    key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"
+    files = [save(tmp_path / "nan_alpha.safetensors", {f"{key}.lora_up.weight": up, f"{key}.lora_down.weight": down,
+                                                       f"{key}.alpha": torch.tensor(float("nan")).half()}),
+             save(tmp_path / "alpha.safetensors", {f"{key}.lora_up.weight": up, f"{key}.lora_down.weight": down,
+                                                   f"{key}.alpha": torch.tensor(1.0).half()}),
+             save(tmp_path / "unknown.safetensors", {"some.weight": torch.ones(3)}),
+             save(tmp_path / "empty.safetensors", {})]
+    for i, meta in enumerate([{"ss_sd_model_name": "pony"}, {"ss_base_model_version": "sd_v1"}, {}]):
+        files.append(write_lora(tmp_path / f"x{i}.safetensors", "sdxl", rank=4, seed=i, metadata=meta))
+    for p in files + files:
+        _same_as_reference(p)
+
+
 # ---- the header reader ---------------------------------------------------------------------------------------
 def _write_header(path: Path, header: dict, *, metadata_at: str, pad: str = " ", data: bytes = b"") -> Path:
     items = [(k, v) for k, v in header.items() if k != "__metadata__"]

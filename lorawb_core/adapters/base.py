@@ -162,26 +162,13 @@ def lowrank_energy(up, down) -> tuple[float, Any, Any]:
     return float((gu * gd).sum()), gu, gd  # tr(A·B) = Σ A∘B for symmetric A, B
 
 
-def lowrank_grams_batch(pairs: list[tuple[Any, Any]], chunk_elements: int = 1 << 18) -> list[tuple[Any, Any]]:
-    """(UᵀU, DDᵀ) for many LoRA modules at once: modules of equal shapes are stacked and multiplied with one
-    batched float32 product per group (per-module Python and dispatch overhead dominates small ranks)."""
-    import torch
+def lowrank_grams_batch(pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """(UᵀU, DDᵀ) in float64 for many LoRA modules (torch tensors) at once: the batched products of
+    :mod:`.grams` (modules of equal shapes multiplied together, float32 products)."""
+    from .grams import Factor, gram_products
 
-    out: list[tuple[Any, Any]] = [(None, None)] * len(pairs)
-    groups: dict[tuple, list[int]] = {}
-    for i, (u, d) in enumerate(pairs):
-        groups.setdefault((tuple(flat2(u).shape), tuple(flat2(d).shape), u.dtype, d.dtype), []).append(i)
-    for (ushape, dshape, _, _), idx in groups.items():
-        per = max(1, chunk_elements // max(1, ushape[0] * ushape[1] + dshape[0] * dshape[1]))
-        for start in range(0, len(idx), per):
-            part = idx[start:start + per]
-            us = torch.stack([flat2(pairs[i][0]) for i in part]).float()
-            gus = torch.bmm(us.mT, us).double()
-            ds = torch.stack([flat2(pairs[i][1]) for i in part]).float()
-            gds = torch.bmm(ds, ds.mT).double()
-            for j, i in enumerate(part):
-                out[i] = (gus[j], gds[j])
-    return out
+    _, grams = gram_products([(Factor.of_tensor(u), Factor.of_tensor(d)) for u, d in pairs], keep=True)
+    return grams or []
 
 
 def singular_values_batch(grams: list[tuple[Any, Any]]) -> list[list[float]]:

@@ -56,9 +56,14 @@ class LoraAdapter(Adapter):
         return "mid" not in self.params and not self.problems
 
     def energy_from_grams(self, get: Getter, gu, gd) -> Energy:
+        return self.energy_from_product(get, float((gu * gd).sum()), (gu, gd))
+
+    def energy_from_product(self, get: Getter, product: float, grams: tuple | None = None) -> Energy:
+        """The energy from Σ (UᵀU)∘(DDᵀ) computed elsewhere (``adapters.grams``); ``grams`` for the spectrum."""
         s = self.scale()
-        e = s * s * float((gu * gd).sum()) + self.bias_energy(get, s)
-        return Energy(energy=e, grams=(gu * (s * s), gd), exact=not self.requires_base)
+        e = s * s * product + self.bias_energy(get, s)
+        return Energy(energy=e, grams=(grams[0] * (s * s), grams[1]) if grams is not None else None,
+                      exact=not self.requires_base)
 
     def delta(self, get: Getter):
         import torch
