@@ -14,7 +14,7 @@ from typing import Any
 
 from .adapters import Adapter, effective_rank, probe_module
 from .adapters.base import singular_values_batch
-from .adapters.grams import Factor, gram_products
+from .adapters.grams import SMALL_RANK, Factor, gram_products
 from .errors import InvalidTensor
 from .families import FamilyGuess, ModuleShape, detect_family, from_shapes
 from .hashes import Hashes, hash_file
@@ -185,6 +185,7 @@ class _IndexAnalysis:
     facts: _IndexFacts | None = None  # what summarize_structure takes from the index (built on first use)
     alpha_keys: list[str] | None = None  # keys of the alpha scalars, module order
     report_parts: dict[tuple[str, int | None], list[tuple]] = field(default_factory=dict)
+    gram_plan: _GramPlan | None = None
     layouts: dict[tuple[str, int | None], tuple[str | None, str | None]] = field(default_factory=dict)
 
 
@@ -285,6 +286,7 @@ class Analysis:
     report: LoraReport
     modules: list[_Module]
     structure: FileStructure
+    index: _IndexAnalysis | None = field(default=None, repr=False, compare=False)
 
 
 def _report_parts(index: _IndexAnalysis, family: FamilyGuess, mods: list[_Module]) -> list[tuple]:
@@ -336,7 +338,7 @@ def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
         unmapped=sorted(m.adapter.module for m in mods if m.block is None), unknown_keys=list(unknown),
         metadata=meta, needs_base=facts.needs_base, problems=problems,
     )
-    return Analysis(report, mods, structure)
+    return Analysis(report, mods, structure, index)
 
 
 # ---- the library's structure phase ----------------------------------------------------------------------------
@@ -424,9 +426,73 @@ def summarize_structure(path: str | os.PathLike[str]) -> StructureSummary:
         module_count=facts.module_count, metadata=meta, needs_base=facts.needs_base, problems=list(facts.problems))
 
 
-def _factor(loader, info) -> Factor:
-    rows = info.shape[0]
-    return Factor(loader.raw(info.key), info.dtype, rows, info.numel // rows if rows else math.prod(info.shape[1:]))
+@dataclass
+class _GramPlan:
+    """Index facts for the batched Grams: the data region split into its tensors (file order), and for each
+    module of a kind the batched Grams can measure (``batchable`` decides per file) its (up, down) factors as
+    (key, piece, start, end, dtype, rows, cols)."""
+
+    sizes: list[int]
+    factors: list[tuple | None]
+
+
+def _gram_plan(structure: FileStructure, modules: list[_Module]) -> _GramPlan:
+    ordered = sorted(structure.tensors.values(), key=lambda t: (t.start, t.end))
+    piece = {t.key: i for i, t in enumerate(ordered)}
+    sizes = [t.end - t.start for t in ordered]
+    if any(t.start != (ordered[i - 1].end if i else 0) for i, t in enumerate(ordered)):
+        sizes = []  # not one tiling of the data region: no split, byte views only
+
+    def side(info):
+        rows = info.shape[0]
+        return (info.key, piece[info.key], info.start, info.end, info.dtype, rows,
+                info.numel // rows if rows else math.prod(info.shape[1:]))
+
+    return _GramPlan(sizes, [
+        (side(m.adapter.params["up"]), side(m.adapter.params["down"]))
+        if hasattr(type(m.adapter), "batchable") and "up" in m.adapter.params and "down" in m.adapter.params
+        else None for m in modules])
+
+
+def _batch_pairs(loader, analysis: Analysis) -> tuple[list[_Module], list[tuple[Factor, Factor]]]:
+    """The modules measured by the batched Grams (``adapter.batchable``) and their factors: torch views of the
+    map (one split of the whole data region, then a dtype view per factor) or, where a factor's offset does not
+    suit its dtype, numpy bytes."""
+    import torch
+
+    from .reader import _TORCH_DTYPES
+
+    mods, index, structure = analysis.modules, analysis.index, analysis.structure
+    plan = index.gram_plan if index is not None else None
+    if plan is None or len(plan.factors) != len(mods):
+        plan = _gram_plan(structure, mods)
+        if index is not None:
+            index.gram_plan = plan
+    base = structure.header_bytes
+    pieces = None
+    data = loader.mapped_bytes()
+    batch, pairs, checked = [], [], set()
+    for m, entry in zip(mods, plan.factors, strict=True):
+        if entry is None or not getattr(m.adapter, "batchable", False):
+            continue
+        factors = []
+        as_bytes = not plan.sizes or entry[0][6] < SMALL_RANK  # the staged path of gram_products takes bytes
+        if not as_bytes and pieces is None:
+            pieces = torch.split_with_sizes(loader.mapped_tensor()[base:base + sum(plan.sizes)], plan.sizes)
+        for key, i, start, end, dtype, rows, cols in entry:
+            if dtype not in checked:  # the error loader.get would raise, for the first such tensor
+                loader.check_dtype(key)
+                checked.add(dtype)
+            view = None
+            if not as_bytes:
+                try:
+                    view = pieces[i].view(getattr(torch, _TORCH_DTYPES[dtype]))
+                except RuntimeError:  # offset or length not a multiple of the dtype's size
+                    view = None
+            factors.append(Factor(view if view is not None else data[base + start:base + end], dtype, rows, cols))
+        batch.append(m)
+        pairs.append((factors[0], factors[1]))
+    return batch, pairs
 
 
 def measure_blocks(analysis: Analysis, *, spectra: bool = True) -> None:
@@ -441,8 +507,7 @@ def measure_blocks(analysis: Analysis, *, spectra: bool = True) -> None:
         def getter(a: Adapter):
             return lambda param: loader.get(a.params[param].key)
 
-        batch = [m for m in mods if getattr(m.adapter, "batchable", False)]
-        pairs = [(_factor(loader, m.adapter.params["up"]), _factor(loader, m.adapter.params["down"])) for m in batch]
+        batch, pairs = _batch_pairs(loader, analysis)
         sums, batch_grams = gram_products(pairs, keep=spectra)
         del pairs  # views of the map: released before it closes
         batched = {id(m): j for j, m in enumerate(batch)}

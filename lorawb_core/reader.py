@@ -395,7 +395,8 @@ class TensorLoader:
         self.structure = structure
         self._fh: Any = None
         self._map: mmap.mmap | None = None
-        self._bytes: Any = None  # the map as a numpy uint8 array (for raw())
+        self._bytes: Any = None  # the map as a numpy uint8 array (mapped_bytes)
+        self._tensor: Any = None  # the map as a torch uint8 tensor (mapped_tensor)
 
     def __enter__(self) -> TensorLoader:
         self._fh = open(self.structure.path, "rb")  # noqa: SIM115 - closed in __exit__
@@ -408,7 +409,7 @@ class TensorLoader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._bytes = None
+        self._bytes = self._tensor = None
         if self._map is not None:
             try:
                 self._map.close()
@@ -426,17 +427,28 @@ class TensorLoader:
             raise InvalidTensor(f"tensor {key}: dtype {info.dtype} cannot be used for LoRA math.")
         return getattr(torch, name)
 
-    def raw(self, key: str):
-        """The bytes of tensor ``key`` as a numpy uint8 view of the mapped file (valid inside the context; the
-        same dtype check as :meth:`get`). Slicing numpy is far cheaper than a torch view per tensor."""
+    def check_dtype(self, key: str) -> None:
+        """Raise the :class:`InvalidTensor` that :meth:`get` raises for a tensor whose dtype torch cannot use."""
+        self._torch_dtype(key, self.structure.tensors[key])
+
+    def mapped_bytes(self):
+        """The whole mapped file as a numpy uint8 array (valid inside the context): tensor ``k`` is
+        ``[header_bytes + start, header_bytes + end)``. Slicing numpy is far cheaper than a torch view per tensor."""
         import numpy as np
 
-        info = self.structure.tensors[key]
-        self._torch_dtype(key, info)
         if self._bytes is None:
             self._bytes = np.frombuffer(self._map, dtype=np.uint8)
-        start = self.structure.header_bytes + info.start
-        return self._bytes[start:start + info.numel * DTYPE_BYTES[info.dtype]]
+        return self._bytes
+
+    def mapped_tensor(self):
+        """The whole mapped file as one torch uint8 tensor (read-only, valid inside the context)."""
+        import torch
+
+        if self._tensor is None:
+            with warnings.catch_warnings():  # the map is read-only on purpose: nothing may write to a user's file
+                warnings.simplefilter("ignore", UserWarning)
+                self._tensor = torch.frombuffer(self._map, dtype=torch.uint8)
+        return self._tensor
 
     def get(self, key: str):
         """The tensor ``key`` in its stored dtype, as a view of the mapped file (valid inside the context)."""

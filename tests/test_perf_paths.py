@@ -24,10 +24,12 @@ from library_helpers import quick_scan
 from safetensors import safe_open
 
 from lorawb_core import reader
-from lorawb_core.inspect import inspect_structure, summarize_structure
+from lorawb_core.adapters.grams import SMALL_RANK
+from lorawb_core.inspect import _batch_pairs, inspect_structure, summarize_structure
 from lorawb_core.library import open_library
 from lorawb_core.library.scan import DETAIL_COLUMNS
 from lorawb_core.library.work import _clean, analyse, measure, structure_fields, to_json
+from lorawb_core.reader import open_tensors
 from lorawb_core.samples import build_sample_library, write_lora
 
 
@@ -370,3 +372,67 @@ def test_batched_grams_equal_float64_products():
         assert torch.allclose(gd, ref_d, rtol=1e-5, atol=1e-5 * float(ref_d.abs().max()))
         e, ref = float((gu * gd).sum()), float((ref_u * ref_d).sum())
         assert math.isclose(e, ref, rel_tol=1e-5)
+
+
+def _save_in_order(path: Path, tensors: dict) -> Path:
+    """A safetensors file with the tensors' data in the given order (the library would sort them by dtype)."""
+    names = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.uint8: "U8"}
+    header, blobs, offset = {}, [], 0
+    for key, t in tensors.items():
+        raw = t.contiguous().view(torch.uint8).numpy().tobytes() if t.dim() else \
+            t.reshape(1).view(torch.uint8).numpy().tobytes()
+        header[key] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"".join(blobs))
+    return path
+
+
+def _dense_norms(path: Path) -> dict[str, float]:
+    """‖scale·ΔW‖_F of every module from the dense float64 reconstruction (the adapters' own delta())."""
+    from lorawb_core.reader import open_tensors
+
+    analysis = inspect_structure(path)
+    out = {}
+    with open_tensors(analysis.structure) as loader:
+        for m in analysis.modules:
+            a = m.adapter
+            out[a.module] = float(a.delta(lambda param, a=a: loader.get(a.params[param].key)).double().norm())
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("rank", [1, 4, 16, 32])
+def test_block_norms_match_dense_for_dtypes_ranks_and_odd_offsets(tmp_path, dtype, rank):
+    """The batched Grams (direct views of the map, or staged bytes where an offset does not suit the dtype) give
+    the dense norms; an odd-length byte tensor first in the file puts every factor at an odd offset."""
+    from lorawb_core import inspect_file
+
+    torch.manual_seed(rank)
+    tensors = {}
+    keys = ["lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k",
+            "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_v",
+            "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"]
+    for i, key in enumerate(keys):
+        n_in = 768 if "attn2" in key else 320
+        tensors[f"{key}.lora_up.weight"] = torch.randn(320, rank).to(dtype)
+        tensors[f"{key}.lora_down.weight"] = (torch.randn(rank, n_in) * (i + 1)).to(dtype)
+        tensors[f"{key}.alpha"] = torch.tensor(float(rank) / 2).to(dtype)
+    for odd in (False, True):
+        p = _save_in_order(tmp_path / f"f{odd}.safetensors",
+                           {**({"a_odd_bytes": torch.ones(3, dtype=torch.uint8)} if odd else {}), **tensors})
+        if odd:
+            assert all(t.start % 2 == 1 for k, t in reader.read_structure(p).tensors.items() if k != "a_odd_bytes")
+        report = inspect_file(p, spectra=False)
+        analysis = inspect_structure(p)
+        with open_tensors(analysis.structure) as loader:
+            _, pairs = _batch_pairs(loader, analysis)
+            direct = {isinstance(f.data, torch.Tensor) for pair in pairs for f in pair}
+            del pairs
+        # torch views of the map where the offsets allow and the rank takes the direct path, else bytes
+        assert direct == {not odd and rank >= SMALL_RANK}
+        dense = _dense_norms(p)
+        for r in report.modules:
+            assert r.norm == pytest.approx(dense[r.key], rel=1e-5), (r.key, odd)

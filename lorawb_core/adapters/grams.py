@@ -11,22 +11,20 @@ float64.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 CHUNK_ELEMENTS = 1 << 21  # factor elements per batched product (8 MB of float32): the measured optimum
-_SMALL_RANK = 16  # below this, UᵀU is computed as (Uᵀ)(Uᵀ)ᵀ from a transposed copy
+SMALL_RANK = 16  # below this, UᵀU is computed as (Uᵀ)(Uᵀ)ᵀ from a transposed copy (staged: give bytes)
 
 _TORCH_NAMES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64", "I8": "int8",
                 "U8": "uint8", "I16": "int16", "I32": "int32", "I64": "int64", "BOOL": "bool",
                 "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 
 
-@dataclass(frozen=True)
-class Factor:
-    """One factor as a matrix (rows × cols) over its raw little-endian bytes (a numpy uint8 view, not a copy)."""
+class Factor(NamedTuple):
+    """One factor as a matrix (rows × cols) over memory it does not copy: a torch view or raw bytes."""
 
-    data: Any  # numpy.ndarray of uint8, rows·cols·itemsize long
+    data: Any  # a flat torch view of the rows·cols elements, or their bytes as a numpy uint8 array
     dtype: str  # safetensors dtype name: F16, BF16, F32, …
     rows: int
     cols: int
@@ -40,42 +38,102 @@ class Factor:
         name = next((k for k, v in _TORCH_NAMES.items() if getattr(torch, v, None) == m.dtype), None)
         if name is None:
             raise TypeError(f"unsupported dtype {m.dtype}")
-        return Factor(m.reshape(-1).view(torch.uint8).numpy(), name, int(m.shape[0]), int(m.shape[1]))
+        return Factor(m.reshape(-1), name, int(m.shape[0]), int(m.shape[1]))
 
 
 class _Buffers(threading.local):
-    stage: Any = None  # numpy uint8 staging area
-    stage_t: Any = None  # the same memory as a torch uint8 tensor
+    stage: Any = None  # numpy uint8 staging area, and the same memory as a torch uint8 tensor
+    stage_t: Any = None
     f32: Any = None
 
 
 _buffers = _Buffers()
 
 
-def _scratch(n_bytes: int, n_f32: int):
-    """(numpy stage, torch stage, float32 buffer) with room for a chunk; kept per thread when chunk-sized."""
+def _f32(n: int):
+    """A float32 buffer of at least ``n`` elements, reused per thread up to the chunk size (a fresh allocation
+    per chunk costs page faults that rival the arithmetic)."""
+    import torch
+
+    b = _buffers
+    if b.f32 is not None and b.f32.numel() >= n:
+        return b.f32
+    buf = torch.empty(max(n, CHUNK_ELEMENTS), dtype=torch.float32)
+    if n <= CHUNK_ELEMENTS:
+        b.f32 = buf
+    return buf
+
+
+def _stage(n_bytes: int):
+    """(numpy, torch) views of one uint8 staging buffer of at least ``n_bytes``, reused like :func:`_f32`."""
     import numpy as np
     import torch
 
     b = _buffers
-    if b.stage is not None and b.stage.size >= n_bytes and b.f32.numel() >= n_f32:
-        return b.stage, b.stage_t, b.f32
-    keep = n_bytes <= 4 * CHUNK_ELEMENTS and n_f32 <= CHUNK_ELEMENTS  # a chunk of ≤ 4-byte factors
-    stage = np.empty(max(n_bytes, 4 * CHUNK_ELEMENTS) if keep else n_bytes, dtype=np.uint8)
-    f32 = torch.empty(max(n_f32, CHUNK_ELEMENTS) if keep else n_f32, dtype=torch.float32)
+    if b.stage is not None and b.stage.size >= n_bytes:
+        return b.stage, b.stage_t
+    stage = np.empty(max(n_bytes, 4 * CHUNK_ELEMENTS), dtype=np.uint8)
     stage_t = torch.from_numpy(stage)
-    if keep:
-        b.stage, b.stage_t, b.f32 = stage, stage_t, f32
-    return stage, stage_t, f32
+    if n_bytes <= 4 * CHUNK_ELEMENTS:
+        b.stage, b.stage_t = stage, stage_t
+    return stage, stage_t
+
+
+def _load_direct(pairs, part, f32, m: int, ru: int, rd: int, n: int) -> bool:
+    """Convert the chunk's factors (torch views of the file) straight into the float32 buffer with one
+    ``_foreach_copy_`` call: one pass over the bytes, no staging copy. False if that is not possible here."""
+    import torch
+
+    foreach = getattr(torch, "_foreach_copy_", None)
+    if foreach is None:
+        return False
+    k = len(part)
+    dst = list(f32[:k * m * ru].view(k, m * ru).unbind(0)) + \
+        list(f32[k * m * ru:k * (m * ru + rd * n)].view(k, rd * n).unbind(0))
+    foreach(dst, [pairs[i][0].data for i in part] + [pairs[i][1].data for i in part])
+    return True
+
+
+def _load_staged(pairs, part, f32, tu, td, m: int, ru: int, rd: int, n: int, small: bool) -> None:
+    """Gather the chunk's factor bytes (numpy views) into the staging buffer, then convert them in one pass."""
+    import numpy as np
+    import torch
+
+    k = len(part)
+    bu = m * ru * torch.empty((), dtype=tu).element_size()
+    bd = rd * n * torch.empty((), dtype=td).element_size()
+    stage, stage_t = _stage(k * (bu + bd))
+    np.concatenate([_bytes_of(pairs[i][0].data) for i in part] + [_bytes_of(pairs[i][1].data) for i in part],
+                   out=stage[:k * (bu + bd)])
+    u_src = stage_t[:k * bu].view(tu).view(k, m, ru)
+    f32[k * m * ru:k * (m * ru + rd * n)].view(k, rd, n).copy_(stage_t[k * bu:k * (bu + bd)].view(td).view(k, rd, n))
+    if small:
+        f32[:k * m * ru].view(k, ru, m).copy_(u_src.mT)
+    else:
+        f32[:k * m * ru].view(k, m, ru).copy_(u_src)
+
+
+def _is_tensor(data) -> bool:
+    return hasattr(data, "untyped_storage")
+
+
+def _bytes_of(data):
+    """A factor's bytes as numpy uint8 (numpy data as is; a torch view through its uint8 reinterpretation)."""
+    if not _is_tensor(data):
+        return data
+    import torch
+
+    return data.contiguous().view(torch.uint8).numpy()
 
 
 def gram_products(pairs: list[tuple[Factor, Factor]], *, keep: bool = False,
                   chunk_elements: int = CHUNK_ELEMENTS) -> tuple[list[float], list[tuple[Any, Any]] | None]:
     """For each (U, D): Σ (UᵀU)∘(DDᵀ) as a float, and with ``keep`` the float64 Grams (UᵀU, DDᵀ).
 
-    Products run in float32 (relative error ~1e-7 against float64); NaN/Inf in a factor propagates into its sum.
+    A factor's ``data`` is a torch view of its elements (converted straight into the float32 buffer) or numpy
+    bytes (gathered into a staging buffer first). Products run in float32 (relative error ~1e-7 against float64);
+    NaN/Inf in a factor propagates into its sum.
     """
-    import numpy as np
     import torch
 
     sums: list[float] = [0.0] * len(pairs)
@@ -85,28 +143,21 @@ def gram_products(pairs: list[tuple[Factor, Factor]], *, keep: bool = False,
         groups.setdefault((u.rows, u.cols, u.dtype, d.rows, d.cols, d.dtype), []).append(i)
     for (m, ru, udt, rd, n, ddt), idx in groups.items():
         tu, td = getattr(torch, _TORCH_NAMES[udt]), getattr(torch, _TORCH_NAMES[ddt])
-        bu = m * ru * torch.empty((), dtype=tu).element_size()
-        bd = rd * n * torch.empty((), dtype=td).element_size()
         per = max(1, chunk_elements // max(1, m * ru + rd * n))
-        small = ru < _SMALL_RANK
+        small = ru < SMALL_RANK
         for start in range(0, len(idx), per):
             part = idx[start:start + per]
             k = len(part)
-            stage, stage_t, f32 = _scratch(k * (bu + bd), k * (m * ru + rd * n))
-            np.concatenate([pairs[i][0].data for i in part] + [pairs[i][1].data for i in part],
-                           out=stage[:k * (bu + bd)])
-            u_src = stage_t[:k * bu].view(tu).view(k, m, ru)
-            d_src = stage_t[k * bu:k * (bu + bd)].view(td).view(k, rd, n)
+            f32 = _f32(k * (m * ru + rd * n))
+            # the transposed U of small ranks is written by one batched copy from the staging buffer (a strided
+            # write per factor is slow)
+            direct = not small and all(_is_tensor(pairs[i][0].data) and _is_tensor(pairs[i][1].data) for i in part)
+            if not (direct and _load_direct(pairs, part, f32, m, ru, rd, n)):
+                _load_staged(pairs, part, f32, tu, td, m, ru, rd, n, small)
+            u32 = f32[:k * m * ru]
+            gu = torch.bmm(u32.view(k, ru, m), u32.view(k, ru, m).mT) if small else \
+                torch.bmm(u32.view(k, m, ru).mT, u32.view(k, m, ru))
             d32 = f32[k * m * ru:k * (m * ru + rd * n)].view(k, rd, n)
-            d32.copy_(d_src)
-            if small:
-                ut32 = f32[:k * m * ru].view(k, ru, m)
-                ut32.copy_(u_src.mT)
-                gu = torch.bmm(ut32, ut32.mT)
-            else:
-                u32 = f32[:k * m * ru].view(k, m, ru)
-                u32.copy_(u_src)
-                gu = torch.bmm(u32.mT, u32)
             gd = torch.bmm(d32, d32.mT)
             gu64, gd64 = gu.double(), gd.double()
             for i, s in zip(part, (gu64 * gd64).sum((1, 2)).tolist(), strict=True):
