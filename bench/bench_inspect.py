@@ -84,6 +84,32 @@ def bench_throughput(tmp: Path, rank: int, n_files: int) -> None:
     print(f"(b) {n_files} real-size files ({mb:.0f} MB, rank {rank}): raw read {mb / t_raw:.0f} MB/s, "
           f"block extraction {mb / t_blocks:.0f} MB/s  → ratio {t_raw / t_blocks:.2f}  (goal ≥ 0.5); "
           f"with effective ranks {mb / t_spectra:.0f} MB/s → ratio {t_raw / t_spectra:.2f}")
+    fmas, rate = gram_arithmetic(paths, rank)
+    print(f"    bound: the Gram products alone are {fmas / 1e9:.2f} GFMA (r FMAs per factor element, r/2 per fp16 byte); "
+          f"at the batched float32 product rate measured here ({rate / 1e9:.0f} GFMA/s) that is "
+          f"{fmas / rate * 1000:.0f} ms against {t_raw * 1000:.0f} ms of raw read → ratio ≤ {t_raw / (fmas / rate):.2f} "
+          "before any conversion, gathering or bookkeeping")
+
+
+def gram_arithmetic(paths: list[Path], rank: int) -> tuple[float, float]:
+    """(FMAs of the full r×r Grams UᵀU and DDᵀ of every batched module in ``paths``, FMA/s of ``torch.bmm`` on a
+    chunk of float32 factors of this rank in the form the production path uses)."""
+    import torch
+
+    from lorawb_core.adapters.grams import CHUNK_ELEMENTS, SMALL_RANK
+    from lorawb_core.inspect import inspect_structure
+
+    fmas = 0
+    for p in paths:
+        for m in inspect_structure(p).modules:
+            if getattr(m.adapter, "batchable", False):
+                up, down = m.adapter.params["up"], m.adapter.params["down"]
+                r = down.shape[0]
+                fmas += (up.numel // r + down.numel // r) * r * r
+    k = max(1, CHUNK_ELEMENTS // (1280 * rank))
+    u = torch.randn(k, rank, 1280) if rank < SMALL_RANK else torch.randn(k, 1280, rank)
+    t = _best(lambda: torch.bmm(u, u.mT) if rank < SMALL_RANK else torch.bmm(u.mT, u), 10)
+    return float(fmas), k * 1280 * rank * rank / t
 
 
 def bench_headers(tmp: Path, n: int) -> None:

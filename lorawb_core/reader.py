@@ -327,10 +327,11 @@ def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int,
     for key, entry in header.items():
         if key == "__metadata__":
             continue
-        start, end = (int(x) for x in entry["data_offsets"])
-        data_end = max(data_end, end)
-        tensors[key] = TensorInfo(key=key, dtype=entry["dtype"], shape=tuple(int(d) for d in entry["shape"]),
-                                  start=start, end=end)
+        offsets = entry["data_offsets"]
+        start, end = int(offsets[0]), int(offsets[1])
+        if end > data_end:
+            data_end = end
+        tensors[key] = TensorInfo(key, entry["dtype"], tuple(map(int, entry["shape"])), start, end)
     checked = {str(k): str(v) for k, v in checked_meta.items()}
     if split.meta == checked:  # the split was exact: later files with this index can skip the full parse
         _remember_index(_Index(tensors, data_end, prefix, suffix, digest))

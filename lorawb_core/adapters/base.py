@@ -61,7 +61,8 @@ class Adapter:
     def probe(cls, module: str, params: dict[str, TensorInfo]) -> Adapter | None:
         if not cls.claims(params):
             return None
-        own = {k: v for k, v in params.items() if k in cls.consumed() or k in COMMON_EXTRAS}
+        consumed = cls.consumed()
+        own = {k: v for k, v in params.items() if k in consumed or k in COMMON_EXTRAS}
         adapter = cls(module=module, params=own)
         adapter.inspect_shapes()
         return adapter
