@@ -116,14 +116,16 @@ def read_structure(path: str | os.PathLike[str]) -> FileStructure:
     with fh:  # one descriptor for the sniffing read and the header read
         try:
             head = fh.read(64)
-            n = _check_head(shown, head, st.st_size)
-            buf = _header_buffer(n)
-            got = min(len(head) - 8, n)
-            buf[:got] = head[8:8 + n]
-            view = memoryview(buf)
-            while got < n and (k := fh.readinto(view[got:n])):
-                got += k
-            view.release()
+        except OSError as exc:
+            raise UnreadableFile(f"{shown}: cannot read the file ({exc.strerror}).") from None
+        n = _check_head(shown, head, st.st_size)
+        buf = _header_buffer(n)
+        got = min(len(head) - 8, n)
+        buf[:got] = head[8:8 + n]
+        try:
+            with memoryview(buf) as view:
+                while got < n and (k := fh.readinto(view[got:n])):
+                    got += k
         except OSError as exc:
             raise UnreadableFile(f"{shown}: cannot read the file ({exc.strerror}).") from None
     tensors, metadata, digest = _open_header(p, shown, buf, min(got, n), n, st.st_size)
