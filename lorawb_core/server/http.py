@@ -41,6 +41,9 @@ from ..errors import LibraryError, LorawbError, NotInLibrary, UnknownLayout, Usa
 
 log = logging.getLogger("lorawb")
 
+# where the endpoint wrapper leaves the security settings for a handler (a typed key where aiohttp has them)
+SECURITY_KEY = web.RequestKey("lorawb_security", object) if hasattr(web, "RequestKey") else "lorawb_security"
+
 MAX_BODY = 2 * 1024 * 1024
 TOKEN_HEADER = "X-Lorawb-Token"
 TOKEN_ENV = "LORAWB_TOKEN"
@@ -245,7 +248,7 @@ def endpoint(fn: Handler, *, security: Security, mutating: bool) -> Handler:
 
     @functools.wraps(fn)
     async def handler(request: web.Request) -> web.StreamResponse:
-        request["lorawb_security"] = security
+        request[SECURITY_KEY] = security
         try:
             if mutating:
                 security.check(request)
@@ -264,7 +267,7 @@ def endpoint(fn: Handler, *, security: Security, mutating: bool) -> Handler:
 # ---- request parsing ------------------------------------------------------------------------------------------
 async def read_json(request: web.Request, *, required: bool = False) -> dict[str, Any]:
     """The body as a JSON object (``{}`` when empty and not ``required``), at most the security's ``max_body``."""
-    security: Security = request.get("lorawb_security") or Security()
+    security: Security = request.get(SECURITY_KEY) or Security()
     limit = security.max_body
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"The request body is {request.content_length} bytes; the limit is {limit}.",

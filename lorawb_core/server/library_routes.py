@@ -18,7 +18,18 @@ from aiohttp import web
 
 from ..layouts import get_layout, list_layouts
 from ..service import LibraryService, summary_to_dict
-from .http import BadRequest, Conflict, Unavailable, body_bool, q_bool, q_choice, q_int, q_str, read_json
+from .http import (
+    SECURITY_KEY,
+    BadRequest,
+    Conflict,
+    Unavailable,
+    body_bool,
+    q_bool,
+    q_choice,
+    q_int,
+    q_str,
+    read_json,
+)
 
 T = TypeVar("T")
 STABLE_ID_RE = re.compile(r"[A-Za-z0-9]{2,8}(?:-[A-Za-z0-9]{1,8}){1,4}")
@@ -120,7 +131,7 @@ class LibraryRoutes:
                 out[state] = n
             return out
 
-        security = request["lorawb_security"]
+        security = request[SECURITY_KEY]
         return {"version": __version__, "database": self.service.db_path.name, "roots": self.service.roots(),
                 "counts": await self.run_db(counts), "token_required": security.request_is_remote(request),
                 "features": self.features,
