@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # appended: the pack's ``nodes`` package must never shadow ComfyUI's ``nodes``
@@ -26,3 +27,16 @@ def write(tmp_path):
         return save(tmp_path / name, tensors, metadata)
 
     return _write
+
+
+@pytest_asyncio.fixture
+async def client(aiohttp_client, service):
+    """An aiohttp test client on a bare app with every lorawb route; the test module supplies ``service``."""
+    from aiohttp import web
+
+    from lorawb_core.server.http import Security
+    from lorawb_core.server.routes import register_routes
+
+    app = web.Application()
+    register_routes(app, service, security=Security())
+    return await aiohttp_client(app)

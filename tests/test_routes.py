@@ -9,7 +9,6 @@ import logging
 import sys
 
 import pytest
-import pytest_asyncio
 from aiohttp import web
 from ui_helpers import XSS_TITLE, XSS_TRIGGER, route_library
 
@@ -32,13 +31,6 @@ def service(library):
     svc = LibraryService(library["db"], [str(library["lib"])], scan_options=SCAN_OPTIONS)
     yield svc
     svc.close()
-
-
-@pytest_asyncio.fixture
-async def client(aiohttp_client, service):
-    app = web.Application()
-    register_routes(app, service, security=Security())
-    return await aiohttp_client(app)
 
 
 async def get_json(client, url, status=200):

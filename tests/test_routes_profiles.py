@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import pytest_asyncio
-from aiohttp import web
 from ui_helpers import route_library
 
 from lorawb_core.layouts import get_layout
 from lorawb_core.profiles import builtin_profiles, parse_weights
-from lorawb_core.server.http import Security
-from lorawb_core.server.routes import register_routes
 from lorawb_core.service import LibraryService
 
 pytestmark = pytest.mark.asyncio
@@ -28,13 +24,6 @@ def service(library):
     svc = LibraryService(library["db"], [str(library["lib"])])
     yield svc
     svc.close()
-
-
-@pytest_asyncio.fixture
-async def client(aiohttp_client, service):
-    app = web.Application()
-    register_routes(app, service, security=Security())
-    return await aiohttp_client(app)
 
 
 async def call(client, method, path, status, body=None):
