@@ -34,6 +34,14 @@ class UsageError(LorawbError, ValueError):
     """A caller passed arguments that do not fit together."""
 
 
+class InvalidValue(UsageError):
+    """One named value (a search filter, an option) that cannot be used as given; ``field`` names it."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class LibraryError(LorawbError):
     """The library database cannot be used as asked (written by a newer lorawb, damaged, not writable)."""
 

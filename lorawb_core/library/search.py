@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from ..errors import NotInLibrary, UsageError
+from ..errors import InvalidValue, NotInLibrary, UsageError
 from .migrations import FTS_COLUMNS, facet_word
 
 SORTS = {  # name → (ORDER BY ascending, descending, the index that serves it); ties broken by row id
@@ -151,10 +151,28 @@ class SearchPage:
         return self.offset + len(self.items) < self.total
 
 
+# white space, control characters (NUL ends an FTS5 query string early: "unterminated string") and lone surrogates
+# (undecodable command-line bytes, which SQLite cannot take) all separate words
+_SEPARATORS = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def fts_query(text: str) -> str:
-    """User text → FTS5 query: every word must match as a prefix (``"char"*``); operators are not interpreted."""
-    terms = [t.replace('"', '""') for t in re.split(r"\s+", text.strip()) if t.strip('"')]
+    """User text → FTS5 query: every word must match as a prefix (``"char"*``); operators are not interpreted and
+    control characters separate words."""
+    terms = [t.replace('"', '""') for t in _SEPARATORS.split(text) if t.strip('"')]
     return " ".join(f'"{t}"*' for t in terms)
+
+
+def check_filters(q: SearchQuery) -> None:
+    """Refuse a filter value with a control character (no family, layout, format … name has one)."""
+    for name in FILTERS:
+        value = getattr(q, name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidValue(f"The {name} filter must be text, not {type(value).__name__}.", field=name)
+        if value and _CONTROL.search(value):
+            raise InvalidValue(f"The {name} filter {value[:40]!r} contains a control character; use a {name} as "
+                               "`lorawb search --json` lists it.", field=name)
 
 
 def _where(q: SearchQuery) -> tuple[list[str], dict[str, Any]]:
@@ -192,6 +210,7 @@ def search(db: Database, query: SearchQuery | None = None, **kwargs: Any) -> Sea
     """Search the library; pass a :class:`SearchQuery` or its fields as keywords (``search(db, text="anime",
     family="sdxl", sort="added", descending=True, limit=20)``)."""
     q = query or SearchQuery(**kwargs)
+    check_filters(q)
     words = fts_query(q.text or "")
     sort = q.sort or "name"
     if sort not in SORTS and sort != "relevance":
