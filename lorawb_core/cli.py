@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import LorawbError
+from .torch_check import INSTALL_TORCH, require_torch, torch_available
 
 LORA_SUFFIXES = {".safetensors"}
 REFUSED_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
@@ -109,6 +110,8 @@ def render_report(report, out: Output, *, blocks: bool) -> None:
 def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
     from .inspect import inspect_file
 
+    if args.blocks:
+        require_torch("lorawb inspect --blocks", "without it, leave out --blocks for the header report")
     paths = list(iter_lora_paths(args.paths))
     if not paths:
         out.error("lorawb inspect: no .safetensors files found in the given paths.")
@@ -161,6 +164,7 @@ def cmd_compose(args: argparse.Namespace, out: Output) -> int:
     from .compose import check_stack
     from .library.db import open_library
 
+    require_torch("lorawb compose", "it reads the tensors of every LoRA in the stack")
     entries = []
     for raw in args.entries:
         spec, _, weights = raw.partition("@")
@@ -189,27 +193,33 @@ def cmd_compose(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
-    """The main job on an embedded default: sample library → inspect → index into SQLite → search → check."""
+    """The main job on an embedded default: sample library → inspect → index into SQLite → search → check →
+    compose. Without PyTorch the header-only parts run and the end says what was skipped."""
     from .library.cli import cmd_check, cmd_index, cmd_search
     from .samples import build_sample_library
 
+    tensors = torch_available()
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     specs = build_sample_library(root)
     out.line(f"sample library: {len(specs)} real-format LoRA files written under {root}")
     out.line()
-    ns = argparse.Namespace(paths=[str(root)], json=False, hash=True, blocks=True, modules=False)
+    ns = argparse.Namespace(paths=[str(root)], json=False, hash=True, blocks=tensors, modules=False)
     rc = cmd_inspect(ns, out)
     db = args.db or str(root / "library.sqlite3")
-    out.line(f"\nindexing into {db}")
-    rc |= cmd_index(argparse.Namespace(roots=[str(root)], db=db, full=False, structure_only=False, workers=None,
-                                       json=False), out)
+    out.line(f"\nindexing into {db}" + ("" if tensors else " (headers only)"))
+    rc |= cmd_index(argparse.Namespace(roots=[str(root)], db=db, full=False, structure_only=not tensors,
+                                       workers=None, json=False), out)
     out.line("\nsearch 'flux'")
     rc |= cmd_search(argparse.Namespace(query=["flux"], db=db, family=None, variant=None, layout=None, format=None,
                                         algorithm=None, state=None, category=None, show="present", duplicates=False,
                                         sort="relevance", desc=False, limit=20, page=1, json=False), out)
     out.line("\nlibrary check")
     rc |= cmd_check(argparse.Namespace(db=db, no_paths=False), out)
+    if not tensors:
+        out.line("\nskipped without PyTorch: block strengths and the library's hashes (inspect --blocks, index "
+                 f"phase (b)) and the compose gate; {INSTALL_TORCH}, then run lorawb demo again")
+        return rc
     rc |= _demo_compose(db, out)
     return rc
 
@@ -277,12 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    out = Output()
+    try:
+        parser = build_parser()
+    except LorawbError as exc:  # e.g. the library's dependencies are too old: say which and how to upgrade
+        out.error(f"error: {exc}")
+        return 1
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
-    out = Output()
     try:
         return args.func(args, out)
     except LorawbError as exc:

@@ -42,6 +42,10 @@ class InvalidValue(UsageError):
         self.field = field
 
 
+class TorchMissing(LorawbError, ImportError):
+    """Tensor work was asked for and PyTorch is not installed (the message gives the command to install it)."""
+
+
 class LibraryError(LorawbError):
     """The library database cannot be used as asked (written by a newer lorawb, damaged, not writable)."""
 

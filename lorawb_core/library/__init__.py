@@ -11,6 +11,16 @@ ComfyUI's roots are asked for.
 
 from __future__ import annotations
 
+import sqlite_utils as _sqlite_utils
+
+from ..errors import LibraryError
+
+if not hasattr(_sqlite_utils, "Migrations"):  # 3.x: no migrations, no Database.atomic
+    from importlib.metadata import version as _version
+
+    raise LibraryError(f"the lorawb library needs sqlite-utils 4 or newer, not {_version('sqlite-utils')}: "
+                       "pip install 'sqlite-utils>=4'")
+
 from .check import CheckResult, run_checks
 from .config import default_db_path, resolve_roots
 from .db import open_library

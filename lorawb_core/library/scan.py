@@ -27,6 +27,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..errors import LorawbError, NotInLibrary, UsageError
+from ..torch_check import NO_TORCH_SCAN, torch_available
 from . import work
 from .db import immediate, utcnow
 from .identity import find_moved, reconcile, relocate
@@ -427,7 +428,8 @@ def scan(db: Database, roots: Sequence[str], *, full: bool = False, structure_on
          workers: int | None = None, progress: ProgressFn | None = None, cancel: threading.Event | None = None,
          categories: dict[str, str] | None = None, ledger: bool = True, settle_window: float = 2.0,
          settle_wait: float = 0.5, batch_size: int = 500) -> ScanSummary:
-    """Index ``roots``: phase (a) always, then phase (b) unless ``structure_only``.
+    """Index ``roots``: phase (a) always, then phase (b) unless ``structure_only`` or PyTorch is not installed (a
+    warning in the summary says so).
 
     Args:
         roots: library folders (a missing one marks its files missing).
@@ -445,6 +447,9 @@ def scan(db: Database, roots: Sequence[str], *, full: bool = False, structure_on
         raise UsageError("No library roots given; pass the LoRA folders to index.")
     mapping = category_mapping(categories)
     summary = ScanSummary(roots=normalise_roots(list(roots)))
+    if not structure_only and not torch_available():  # phase (a) needs no torch: do it, say what is left
+        structure_only = True
+        summary.warnings.append(NO_TORCH_SCAN)
     walk = _Reporter(progress, "walk", len(summary.roots))
     listings = []
     for root in summary.roots:
@@ -496,6 +501,9 @@ def reindex(db: Database, stable_id: str, *, structure_only: bool = False,
         _finish(db, summary)
         return summary
     summary.files = 1
+    if not structure_only and not torch_available():
+        structure_only = True
+        summary.warnings.append(NO_TORCH_SCAN)
     _write_structure(db, [(f, work.analyse(_job(f)))], category_mapping(categories), True, summary)
     if not structure_only:
         _write_measured(db, [((row_id, *_job(f)), work.measure(_job(f)))], summary)

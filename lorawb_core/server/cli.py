@@ -42,6 +42,7 @@ def cmd_serve(args: argparse.Namespace, out) -> int:
 
     from ..library.config import load_config
     from ..service import LibraryService
+    from ..torch_check import INSTALL_TORCH, torch_available
     from .app import create_app
     from .events import EventHub
     from .http import TOKEN_ENV, Security, is_loopback_host
@@ -63,6 +64,8 @@ def cmd_serve(args: argparse.Namespace, out) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     out.line(f"lorawb serve: library {service.db_path}")
     out.line("  roots: " + (", ".join(roots) if roots else "none (pass --root DIR to index a folder)"))
+    if not torch_available():
+        out.line(f"  PyTorch is not installed: scans read headers only, blocks and hashes stay pending ({INSTALL_TORCH})")
     out.line(f"  panel: http://{host}:{args.port}/lorawb/ui" + ("" if is_loopback_host(args.host) else
                                                                  f"   (changes need {TOKEN_ENV})"))
     try:
