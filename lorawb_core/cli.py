@@ -176,11 +176,8 @@ def cmd_compose(args: argparse.Namespace, out: Output) -> int:
             return 2
         entries.append({"lora": sid, "strength_model": value, "strength_clip": value,
                         **({"weights": weights} if weights else {})})
-    db = open_library(args.db)
-    try:
+    with open_library(args.db) as db:
         verdict = check_stack(db, entries, threshold=args.threshold, directions=not args.no_directions)
-    finally:
-        db.close()
     if args.json:
         out.json(verdict.to_dict())
     else:
@@ -229,13 +226,10 @@ def _demo_compose(db_path: str, out: Output) -> int:
     LoRA (refused, with the reason)."""
     from .library.db import open_library
 
-    db = open_library(db_path)
-    try:
+    with open_library(db_path) as db:
         ids = {fam: [r[0] for r in db.execute("SELECT stable_id FROM loras WHERE family = ? AND missing = 0 AND "
                                               "scan_state = 'ready' ORDER BY stable_id", [fam])]
                for fam in ("sd15", "sdxl")}
-    finally:
-        db.close()
     if len(ids["sd15"]) < 2 or not ids["sdxl"]:
         return 0
     a, b = ids["sd15"][:2]

@@ -11,13 +11,8 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from .db import open_library
 from .search import SORTS
-
-
-def _db(args: argparse.Namespace):
-    from .db import open_library
-
-    return open_library(args.db)
 
 
 class _Bars:
@@ -75,14 +70,13 @@ def cmd_index(args: argparse.Namespace, out) -> int:
 
     config = load_config()
     roots = resolve_roots(args.roots, config)
-    db = _db(args)
     bars = _Bars(args.json)
-    try:
-        summary = scan(db, roots, full=args.full, structure_only=args.structure_only, workers=args.workers,
-                       progress=bars, categories=config.categories, ledger=config.ledger)
-    finally:
-        bars.close()
-        db.close()
+    with open_library(args.db) as db:
+        try:
+            summary = scan(db, roots, full=args.full, structure_only=args.structure_only, workers=args.workers,
+                           progress=bars, categories=config.categories, ledger=config.ledger)
+        finally:
+            bars.close()
     if args.json:
         from dataclasses import asdict
 
@@ -98,15 +92,12 @@ def cmd_reindex(args: argparse.Namespace, out) -> int:
     from .search import get_lora
 
     config = load_config()
-    db = _db(args)
-    try:
+    with open_library(args.db) as db:
         summary = reindex(db, args.stable_id, structure_only=args.structure_only, categories=config.categories,
                           ledger=config.ledger)
         for w in summary.warnings:
             out.error(f"warning: {w}")
         entry = get_lora(db, args.stable_id)
-    finally:
-        db.close()
     _render_entry(entry, out)
     return 1 if summary.errors else 0
 
@@ -129,11 +120,8 @@ def cmd_search(args: argparse.Namespace, out) -> int:
                     format=args.format, algorithm=args.algorithm, state=args.state, category=args.category,
                     missing=missing, duplicates=args.duplicates, sort=args.sort, descending=args.desc,
                     limit=args.limit, offset=(args.page - 1) * args.limit)
-    db = _db(args)
-    try:
+    with open_library(args.db) as db:
         page = search(db, q)
-    finally:
-        db.close()
     if args.json:
         out.json({"schema": 1, "total": page.total, "offset": page.offset, "limit": page.limit,
                   "items": [e.to_dict() for e in page.items]})
@@ -185,11 +173,8 @@ def _render_entry(e, out) -> None:
 def cmd_show(args: argparse.Namespace, out) -> int:
     from .search import get_lora
 
-    db = _db(args)
-    try:
+    with open_library(args.db) as db:
         entry = get_lora(db, args.stable_id)
-    finally:
-        db.close()
     if args.json:
         out.json({"schema": 1, **entry.to_dict()})
     else:
@@ -200,11 +185,8 @@ def cmd_show(args: argparse.Namespace, out) -> int:
 def cmd_check(args: argparse.Namespace, out) -> int:
     from .check import run_checks
 
-    db = _db(args)
-    try:
+    with open_library(args.db) as db:
         results = run_checks(db, paths=not args.no_paths)
-    finally:
-        db.close()
     for r in results:
         out.line(r.line())
     failed = [r for r in results if not r.ok]
@@ -215,8 +197,7 @@ def cmd_check(args: argparse.Namespace, out) -> int:
 def cmd_ids(args: argparse.Namespace, out) -> int:
     from .ids import export_ids, import_ids
 
-    db = _db(args)
-    try:
+    with open_library(args.db) as db:
         if args.action == "export":
             data = export_ids(db)
             if args.file in (None, "-"):
@@ -232,8 +213,6 @@ def cmd_ids(args: argparse.Namespace, out) -> int:
         except (OSError, ValueError) as exc:
             raise UsageError(f"{args.file}: cannot read the ID export ({exc}).") from None
         result = import_ids(db, data, source=args.file)
-    finally:
-        db.close()
     out.line(f"{result.renamed} LoRAs took their imported ID, {result.stored} IDs kept for files not indexed yet, "
              f"{result.unchanged} already in place")
     for c in result.conflicts:

@@ -57,7 +57,9 @@ def connect(path: str | os.PathLike[str], *, busy_timeout: float = BUSY_TIMEOUT_
 
 
 def open_library(path: str | os.PathLike[str] | None = None, *, busy_timeout: float = BUSY_TIMEOUT_S) -> Database:
-    """Open (creating if needed) and migrate the library database; ``None`` means :func:`default_db_path`."""
+    """Open (creating if needed) and migrate the library database; ``None`` means :func:`default_db_path`.
+
+    The database is a context manager: ``with open_library(path) as db:`` closes it however the block ends."""
     from .migrations import migrate
 
     db = connect(path if path is not None else default_db_path(), busy_timeout=busy_timeout)

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ProfileError
+from ..library.db import open_library
 from .exchange import DIALECTS, export_profiles, import_profiles
 from .model import Profile, family_layouts, fmt_weight, layout_of
 from .parse import apply_assignments, parse_weights, read_assignments
@@ -28,12 +29,6 @@ from .store import (
 )
 
 BAR_WIDTH = 24
-
-
-def _db(args: argparse.Namespace):
-    from ..library.db import open_library
-
-    return open_library(args.db)
 
 
 def _resolve(db, ref: str, layout_id: str | None) -> Profile:
@@ -62,11 +57,8 @@ def _render(p: Profile, out) -> None:
 
 
 def cmd_list(args: argparse.Namespace, out) -> int:
-    db = _db(args)
-    try:
+    with open_library(args.db) as db:
         profiles = list_profiles(db, args.layout, builtins=not args.no_builtins)
-    finally:
-        db.close()
     if args.family:
         family_layouts(args.family)  # unknown family → ProfileError
         profiles = [p for p in profiles if p.family == args.family]
@@ -80,11 +72,8 @@ def cmd_list(args: argparse.Namespace, out) -> int:
 
 
 def cmd_show(args: argparse.Namespace, out) -> int:
-    db = _db(args)
-    try:
+    with open_library(args.db) as db:
         profile = _resolve(db, args.profile, args.layout)
-    finally:
-        db.close()
     if args.json:
         out.json({"schema": 1, **profile.to_dict()})
     else:
@@ -98,13 +87,10 @@ def _notes(notes: list[str], out) -> None:
 
 
 def cmd_create(args: argparse.Namespace, out) -> int:
-    db = _db(args)
-    try:
+    with open_library(args.db) as db:
         parsed = parse_weights(args.weights, family=args.family, layout_id=args.layout, db=db)
         profile = create_profile(db, args.name, parsed.profile.layout_id, parsed.profile.weights,
                                  description=args.description or "")
-    finally:
-        db.close()
     _notes(parsed.notes, out)
     out.line(f"created {profile.label} (id {profile.id})")
     return 0
@@ -114,8 +100,7 @@ def cmd_edit(args: argparse.Namespace, out) -> int:
     if args.name is None and args.weights is None and args.set is None and args.description is None:
         out.error("lorawb profiles edit: give --name, --weights, --set or --description.")
         return 2
-    db = _db(args)
-    try:
+    with open_library(args.db) as db:
         current = _resolve(db, args.profile, args.layout)
         weights = None
         notes: list[str] = []
@@ -129,30 +114,22 @@ def cmd_edit(args: argparse.Namespace, out) -> int:
                                    "--weights 'default=…, …' to set every block.")
             weights = {**(weights or {}), **apply_assignments(layout_of(current.layout_id), items)}
         profile = update_profile(db, current, name=args.name, weights=weights, description=args.description)
-    finally:
-        db.close()
     _notes(notes, out)
     out.line(f"updated {profile.label} (id {profile.id})")
     return 0
 
 
 def cmd_duplicate(args: argparse.Namespace, out) -> int:
-    db = _db(args)
-    try:
+    with open_library(args.db) as db:
         copy = duplicate_profile(db, _resolve(db, args.profile, args.layout), args.new_name)
-    finally:
-        db.close()
     out.line(f"created {copy.label} (id {copy.id})")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace, out) -> int:
-    db = _db(args)
-    try:
+    with open_library(args.db) as db:
         profile = _resolve(db, args.profile, args.layout)
         delete_profile(db, profile)
-    finally:
-        db.close()
     out.line(f"deleted {profile.label} (id {profile.id})")
     return 0
 
@@ -168,11 +145,8 @@ def _read(path: str) -> str:
 
 def cmd_import(args: argparse.Namespace, out) -> int:
     report = import_profiles(_read(args.file), dialect=args.dialect, family=args.family, name_prefix=args.prefix)
-    db = _db(args)
-    try:
+    with open_library(args.db) as db:
         saved = save_profiles(db, report.profiles, dry_run=args.dry_run)
-    finally:
-        db.close()
     verb = "would import" if args.dry_run else "imported"
     out.line(f"{verb} {len(saved.created)} profile(s) from {args.file} (dialect {report.dialect})")
     for p in saved.created:
@@ -199,14 +173,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace, out) -> int:
-    db = _db(args)
-    try:
+    with open_library(args.db) as db:
         if args.profiles:
             profiles = [_resolve(db, ref, args.layout) for ref in args.profiles]
         else:
             profiles = list_profiles(db, args.layout, builtins=args.builtins)
-    finally:
-        db.close()
     if not profiles:
         raise ProfileError("no profiles to export; name some, or add --builtins to export the built-ins.")
     text = export_profiles(profiles, args.dialect)
