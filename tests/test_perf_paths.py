@@ -4,7 +4,7 @@
   except that alpha (and problems of alpha values) come with phase (b);
 * the header reader's cache (metadata anywhere in the header, padding, multi-byte text, large metadata) vs the
   safetensors library's own parse;
-* ``LoraMetadata.to_dict`` vs ``dataclasses.asdict``, ``to_json`` vs the cleaning encoder;
+* ``LoraMetadata.to_dict`` vs ``dataclasses.asdict``, ``finite_json`` vs the cleaning encoder;
 * the batched Gram products vs float64 products.
 """
 
@@ -28,9 +28,10 @@ from lorawb_core.adapters.grams import SMALL_RANK
 from lorawb_core.inspect import _batch_pairs, inspect_structure, summarize_structure
 from lorawb_core.library import open_library
 from lorawb_core.library.scan import DETAIL_COLUMNS
-from lorawb_core.library.work import _clean, analyse, measure, structure_fields, to_json
+from lorawb_core.library.work import analyse, measure, structure_fields
 from lorawb_core.reader import open_tensors
 from lorawb_core.samples import build_sample_library, write_lora
+from lorawb_core.strict_json import finite, finite_json
 
 
 def _job(p: Path) -> tuple[str, int, int, int]:
@@ -346,11 +347,13 @@ def test_metadata_to_dict_equals_asdict(sample_files):
         assert json.dumps(m.to_dict()) == json.dumps(ref)
 
 
-def test_to_json_equals_the_cleaning_encoder():
+def test_finite_json_equals_the_cleaning_encoder():
     values = [{"a": [1.5, float("nan"), (2, float("inf"))], "b": {"c": None, "d": "ü"}}, ["x", 1, 2.0], {},
               {"e": -float("inf")}, "plain", 3]
     for v in values:
-        assert to_json(v) == json.dumps(_clean(v), ensure_ascii=False, separators=(",", ":"))
+        assert finite_json(v) == json.dumps(finite(v), ensure_ascii=False, separators=(",", ":"))
+    assert finite_json({"a": float("nan"), "b": [float("-inf"), 1.0]}) == '{"a":null,"b":[null,1.0]}'
+    assert finite_json({"p": Path("x")}, default=str) == '{"p":"x"}'
 
 
 # ---- Gram products ---------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ object: results cross a process boundary and go straight into batched writes.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -16,27 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LorawbError
+from ..strict_json import finite, finite_json
 
 Job = tuple[str, int, int, int]  # path, size, mtime_ns, inode (as listed)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def to_json(value: Any) -> str:
-    """Compact JSON with non-finite floats as null. The values written here have string keys only (JSON-parsed
-    metadata, field names), so the plain encoding equals the cleaned one unless a float is NaN/Inf."""
-    try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        return json.dumps(_clean(value), ensure_ascii=False, separators=(",", ":"))
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:
@@ -54,15 +35,15 @@ def structure_fields(report) -> dict[str, Any]:
     alpha = report.alpha if report.alpha is not None and math.isfinite(report.alpha) else None
     out: dict[str, Any] = {
         "family": fam.family, "variant": fam.variant, "confidence": fam.confidence,
-        "family_evidence": to_json({"evidence": fam.evidence, "conflicts": fam.conflicts, "reason": fam.reason,
+        "family_evidence": finite_json({"evidence": fam.evidence, "conflicts": fam.conflicts, "reason": fam.reason,
                                     "depth": fam.depth}),
         "format": report.format, "algorithm": next(iter(report.algorithms), None),
-        "algorithms": to_json(report.algorithms), "layout_id": report.layout_id,
+        "algorithms": finite_json(report.algorithms), "layout_id": report.layout_id,
         "full_layout_id": report.full_layout_id, "rank": report.rank, "alpha": alpha,
         "module_count": report.module_count, "header_bytes": report.header_bytes, "needs_base": int(report.needs_base),
         "name": name, "sort_key": name.casefold(), "title": meta.title, "author": meta.author,
-        "tags": to_json(meta.tags), "trigger_words": to_json(report.trigger_words),
-        "metadata": to_json(meta.to_dict()), "problems": to_json(report.problems),
+        "tags": finite_json(meta.tags), "trigger_words": finite_json(report.trigger_words),
+        "metadata": finite_json(meta.to_dict()), "problems": finite_json(report.problems),
         "scan_state": "pending", "error": None,
     }
     if report.layout_id is None:
@@ -123,11 +104,11 @@ def measure(job: Job) -> dict[str, Any]:
         return {"changed": True}
     out = structure_fields(report)
     out.update(sha256=hashes.sha256, addnet=hashes.addnet, autov2=hashes.autov2, autov3=hashes.autov3,
-               total_norm=_clean(report.total_norm), unmapped_norm=_clean(report.unmapped_norm))
+               total_norm=finite(report.total_norm), unmapped_norm=finite(report.unmapped_norm))
     if out["scan_state"] == "pending":
         positions = {b: i for i, b in enumerate(get_layout(report.layout_id).block_ids)}
-        out["blocks"] = [{"block_id": b.id, "position": positions[b.id], "norm": _clean(b.norm),
-                          "share": _clean(b.share), "module_count": b.module_count, "exact": int(b.exact)}
+        out["blocks"] = [{"block_id": b.id, "position": positions[b.id], "norm": finite(b.norm),
+                          "share": finite(b.share), "module_count": b.module_count, "exact": int(b.exact)}
                          for b in report.blocks or []]
         out["scan_state"] = "ready"
     return out

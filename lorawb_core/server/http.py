@@ -27,7 +27,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import math
 import os
 import socket
 import sys
@@ -38,6 +37,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import LibraryError, LorawbError, NotInLibrary, UnknownLayout, UsageError
+from ..strict_json import finite_json
 
 log = logging.getLogger("lorawb")
 
@@ -124,22 +124,9 @@ def error_body(type_: str, message: str, field: str | None = None) -> dict[str, 
     return {"error": err}
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def dumps(data: Any) -> str:
-    """Strict JSON (browsers reject NaN): non-finite floats become null."""
-    try:
-        return json.dumps(data, ensure_ascii=False, allow_nan=False, default=str, separators=(",", ":"))
-    except ValueError:
-        return json.dumps(_finite(data), ensure_ascii=False, default=str, separators=(",", ":"))
+    """Strict JSON (browsers reject NaN): non-finite floats become null, other objects their ``str``."""
+    return finite_json(data, default=str)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
