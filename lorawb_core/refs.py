@@ -45,11 +45,8 @@ class LoraRef:
     name: str
     path: str
     family: str | None
-    variant: str | None
     layout_id: str | None
     full_layout_id: str | None
-    strength_model: float = 1.0
-    strength_clip: float = 1.0
 
     @property
     def label(self) -> str:
@@ -73,7 +70,6 @@ def resolve_entry(db, value: str):
     return entry
 
 
-def ref_from_entry(entry, strength_model: float = 1.0, strength_clip: float = 1.0) -> LoraRef:
+def ref_from_entry(entry) -> LoraRef:
     return LoraRef(stable_id=entry.stable_id, name=entry.name or entry.file_name or entry.stable_id, path=entry.path,
-                   family=entry.family, variant=entry.variant, layout_id=entry.layout_id,
-                   full_layout_id=entry.full_layout_id, strength_model=strength_model, strength_clip=strength_clip)
+                   family=entry.family, layout_id=entry.layout_id, full_layout_id=entry.full_layout_id)

@@ -51,13 +51,11 @@ def validate_lora(value: str) -> bool | str:
     return True
 
 
-def resolve_lora(value: str, ref: LoraRef | None = None, *, strength_model: float = 1.0,
-                 strength_clip: float = 1.0) -> LoraRef:
+def resolve_lora(value: str, ref: LoraRef | None = None) -> LoraRef:
     """A linked reference wins over the chooser."""
     if ref is not None:
         return ref
-    entry = host.with_db(resolve_entry, value)
-    return ref_from_entry(entry, strength_model, strength_clip)
+    return ref_from_entry(host.with_db(resolve_entry, value))
 
 
 def check_family(ref: LoraRef, model: Any) -> None:

@@ -50,7 +50,7 @@ class LoadLoraById(LoraChooser):
 
     def load(self, model, lora, strength_model, strength_clip, clip=None, allow_missing=False):
         try:
-            ref = resolve_lora(lora, strength_model=strength_model, strength_clip=strength_clip)
+            ref = resolve_lora(lora)
         except LoraMissing as exc:
             if not allow_missing:
                 raise

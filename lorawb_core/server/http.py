@@ -79,10 +79,6 @@ class Forbidden(HttpError):
     status = 403
 
 
-class NotFound(HttpError):
-    status = 404
-
-
 class Conflict(HttpError):
     """The request cannot be served in the current state (e.g. blocks not measured yet)."""
 
