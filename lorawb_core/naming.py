@@ -4,7 +4,8 @@ Two steps. ``parse_module_key`` strips the prefix (``lora_unet_``, ``transformer
 which component it targets (unet / te / te1 / te2 / te3) and turns kohya's ``_`` spelling back into dotted module
 paths with a vocabulary of compound names; the result is still in the file's own naming (diffusers or native).
 ``canonical_target`` then maps that path, knowing the family, to ComfyUI's state-dict key (``diffusion_model.…``,
-``clip_l.transformer.…``, ``t5xxl.transformer.…``) plus a row slice where fused q/k/v were trained apart.
+``clip_l.transformer.…``, ``t5xxl.transformer.…``) plus a row slice where fused q/k/v were trained apart; the family's
+record (:mod:`.families`) says which conversion (its architecture) and which text encoders apply.
 """
 
 from __future__ import annotations
