@@ -16,7 +16,7 @@ from .adapters import Adapter, effective_rank, probe_module
 from .adapters.base import singular_values_batch
 from .adapters.grams import SMALL_RANK, Factor, gram_products
 from .errors import InvalidTensor
-from .families import FamilyGuess, ModuleShape, detect_family, from_shapes
+from .family_detect import FamilyGuess, ModuleShape, detect_family, from_shapes
 from .hashes import Hashes, hash_file
 from .keys import group_keys
 from .layouts import FamilyMap, family_map

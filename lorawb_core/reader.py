@@ -1,8 +1,10 @@
 """Reading LoRA files: structure from the safetensors header, tensors only when math needs them.
 
-The header is parsed by the ``safetensors`` library itself (never by hand); this module adds the cheap
-pre-checks that turn a failure into a sentence a user can act on (a pickle, a Git LFS pointer, an HTML
-page saved as ``.safetensors``, a truncated download) and never unpickles anything.
+The header is read here (at most ``MAX_HEADER_BYTES``); a tensor index not seen before is validated by the
+``safetensors`` library before it is used, and a file whose index equals one already validated (one trainer's files:
+same keys, shapes, dtypes, offsets) reuses it after a size check, its metadata split out of the header bytes. Cheap
+pre-checks turn a failure into a sentence a user can act on (a pickle, a Git LFS pointer, an HTML page saved as
+``.safetensors``, a truncated download); nothing is ever unpickled.
 """
 
 from __future__ import annotations

@@ -20,25 +20,15 @@ from typing import Any
 from lorawb_core.apply import BlockPlan, patch_target, plan_patches
 from lorawb_core.cache import default_cache
 from lorawb_core.errors import IncompatibleStack
+from lorawb_core.families import family_of_comfy_class
 from lorawb_core.keys import split_key
 
 log = logging.getLogger("lorawb")
 
-# ComfyUI model config classes → lorawb families (classes not listed are not checked)
-MODEL_FAMILIES = {
-    "SD15": "sd15", "SD15_instructpix2pix": "sd15", "SD20": "sd2", "SD21UnclipL": "sd2", "SD21UnclipH": "sd2",
-    "SDXL": "sdxl", "SDXL_instructpix2pix": "sdxl", "SDXLRefiner": "sdxl_refiner", "SD3": "sd3",
-    "Flux": "flux", "FluxSchnell": "flux", "FluxInpaint": "flux", "HunyuanVideo": "hunyuan_video",
-    "HunyuanVideoI2V": "hunyuan_video", "HunyuanVideoSkyreelsI2V": "hunyuan_video",
-    "WAN21_T2V": "wan", "WAN21_I2V": "wan", "WAN21_FunControl2V": "wan", "WAN21_Vace": "wan", "WAN21_Camera": "wan",
-    "WAN22_T2V": "wan", "WAN22_S2V": "wan", "WAN22_Animate": "wan", "WAN21_FlowRVS": "wan",
-}
-
-
 def model_family(model: Any) -> str | None:
-    """The lorawb family of a ComfyUI MODEL (ModelPatcher), when its config class is a known one."""
+    """The lorawb family of a ComfyUI MODEL (ModelPatcher), when its config class is one of a family record."""
     config = getattr(getattr(model, "model", None), "model_config", None)
-    return MODEL_FAMILIES.get(type(config).__name__) if config is not None else None
+    return family_of_comfy_class(type(config).__name__) if config is not None else None
 
 
 def comfy_loader(path: str) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def test_metadata_training_facts_and_triggers(write):
 def test_metadata_family_and_variant_only_from_metadata():
     md = parse_metadata({"modelspec.architecture": "flux-1-schnell/lora"})
     assert md.raw["modelspec.architecture"] == "flux-1-schnell/lora"
-    from lorawb_core.families import from_metadata
+    from lorawb_core.family_detect import from_metadata
 
     assert from_metadata({"modelspec.architecture": "flux-1-schnell/lora"})[:2] == ("flux", "schnell")
     assert from_metadata({"ss_base_model_version": "sd_v2_v"})[:2] == ("sd2", "768-v")

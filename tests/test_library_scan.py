@@ -146,7 +146,7 @@ def test_bad_files_are_recorded_with_a_reason_and_retried_on_change(tmp_path):
     save_file({"foo.bar": np.zeros((2, 2), np.float16)}, str(lib / "not_a_lora.safetensors"))
     db = db_at(tmp_path / "db.sqlite3")
     s = quick_scan(db, [lib])
-    reasons = {os.path.basename(e.path): e.reason for e in s.errors}
+    reasons = {os.path.basename(e.item): e.reason for e in s.errors}
     assert "empty (0 bytes)" in reasons["empty.safetensors"]
     assert "HTML" in reasons["page.safetensors"]
     assert "truncated" in reasons["truncated.safetensors"]

@@ -135,7 +135,7 @@ def _reference_report(path):
     from collections import Counter
 
     from lorawb_core.adapters import probe_module
-    from lorawb_core.families import ModuleShape, detect_family
+    from lorawb_core.family_detect import ModuleShape, detect_family
     from lorawb_core.inspect import (
         LoraReport,
         ModuleReport,

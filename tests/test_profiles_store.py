@@ -176,12 +176,20 @@ def test_save_imported_profiles_skips_taken_names(db):
 
 def test_parse_weights_finds_library_profiles(db):
     mine = create_profile(db, "mine", "sd15_unet_17", half())
-    r = parse_weights("mine", layout_id="sd15_unet_17", db=db)
-    assert r.dialect == "profile" and r.profile.id == mine.id and r.profile.vector() == [0.5] * 17
-    r = parse_weights("mine", layout_id="sd15_unet_26", db=db)  # a sibling layout's profile is converted
+    calls = []
+
+    def known():
+        calls.append(1)
+        return list_profiles(db, builtins=False)
+
+    assert parse_weights(",".join(["0.5"] * 17), layout_id="sd15_unet_17", known=known).dialect == "vector"
+    assert not calls  # a vector never asks for the library's profiles
+    r = parse_weights("mine", layout_id="sd15_unet_17", known=known)
+    assert r.dialect == "profile" and r.profile.id == mine.id and r.profile.vector() == [0.5] * 17 and calls
+    r = parse_weights("mine", layout_id="sd15_unet_26", known=known)  # a sibling layout's profile is converted
     assert r.profile.layout_id == "sd15_unet_26" and r.profile.weights["IN00"] == 0 and r.profile.weights["IN01"] == 0.5
     with pytest.raises(ProfileError, match="'mine' is not a vector, assignments or a profile known"):
-        parse_weights("mine", layout_id="sd15_unet_17")  # without the db only built-ins are known
+        parse_weights("mine", layout_id="sd15_unet_17")  # without known profiles only built-ins are known
 
 
 def test_damaged_row_is_reported_with_what_to_do(db):

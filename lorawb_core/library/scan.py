@@ -27,6 +27,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..errors import LorawbError, NotInLibrary, UsageError
+from ..skipped import Skipped
 from ..torch_check import NO_TORCH_SCAN, torch_available
 from . import work
 from .db import immediate, utcnow
@@ -56,12 +57,6 @@ class ScanProgress:
 
 
 @dataclass
-class FileProblem:
-    path: str
-    reason: str
-
-
-@dataclass
 class ScanSummary:
     roots: list[str] = field(default_factory=list)
     unavailable_roots: list[str] = field(default_factory=list)
@@ -79,7 +74,7 @@ class ScanSummary:
     duplicates: int = 0  # groups of present files with the same addnet hash
     unstable: list[str] = field(default_factory=list)  # skipped: still being written
     partial: list[str] = field(default_factory=list)  # downloads in progress (.part, .crdownload, …)
-    errors: list[FileProblem] = field(default_factory=list)  # unreadable files met in this scan, with the reason
+    errors: list[Skipped] = field(default_factory=list)  # unreadable files met in this scan (item: the path)
     warnings: list[str] = field(default_factory=list)
     ledgers: list[str] = field(default_factory=list)  # ledger files written
     cancelled: bool = False
@@ -225,7 +220,7 @@ def _write_structure(db: Database, items: list[tuple[FileStat, dict[str, Any]]],
                      "last_seen": now}
             readable = "family" in res
             if res["scan_state"] == "error":
-                summary.errors.append(FileProblem(f.path, res["error"]))
+                summary.errors.append(Skipped(f.path, res["error"]))
             row = db.execute("SELECT id, size, mtime_ns, inode, stable_id FROM loras WHERE path = ?",
                              [f.path]).fetchone()
             if row is None:
@@ -345,7 +340,7 @@ def _write_measured(db: Database, items: list[tuple[tuple, dict[str, Any]]], sum
             db["loras"].update(row_id, values)
             _save_details(db, {row_id: detail} if detail else {})
             if res["scan_state"] == "error":
-                summary.errors.append(FileProblem(path, res["error"]))
+                summary.errors.append(Skipped(path, res["error"]))
             else:
                 summary.measured += 1
             if res.get("addnet") and not cur[5]:

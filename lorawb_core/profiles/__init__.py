@@ -12,7 +12,8 @@ layout), blocks the source lacks taking ``fill`` (0, the LBW rule). Importing th
 from __future__ import annotations
 
 from ..errors import ProfileError, ProfileMismatch, ProfileNotFound
-from .dialects import ImportReport, Skipped
+from ..skipped import Skipped
+from .dialects import ImportReport
 from .exchange import DIALECTS, export_profiles, import_profiles
 from .model import WEIGHT_MAX, WEIGHT_MIN, Conversion, Profile, ProfileStats, convert_profile, validate_weights
 from .parse import ParsedWeights, parse_weights

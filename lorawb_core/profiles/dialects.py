@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ProfileError
 from ..layouts import get_layout
+from ..skipped import Skipped
 from .model import Profile, fmt_weight
 from .parse import token_problem
 
@@ -32,14 +33,6 @@ KOHYA_LAYOUTS = {n: lid for n, lid in LBW_LAYOUTS.items() if n != 61}
 INSPIRE_COUNTS = (12, 17, 20, 21, 27, 58)
 SD_SWAPPABLE = {"sd15_unet_17", "sd15_unet_26"}
 ITEM_WIDTH = 70
-
-
-@dataclass
-class Skipped:
-    """An input line or entry that was not imported, and why."""
-
-    item: str
-    reason: str
 
 
 @dataclass

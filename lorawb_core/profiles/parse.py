@@ -5,7 +5,7 @@ Accepted forms (whitespace and newlines anywhere, ``#`` starts a comment):
 1. a bare vector ``1,0,0.5,…`` (commas and/or whitespace); its count picks the layout (within the family or the
    layout's siblings when given; without them only when one layout of the registry has that count);
 2. LBW ``NAME:v,v,…`` (the same, named);
-3. a preset or profile name (``INS``, ``ALL0.5``; with ``db`` also the library's profiles);
+3. a preset or profile name (``INS``, ``ALL0.5``; with ``known`` also the caller's profiles, e.g. the library's);
 4. assignments ``BASE=1, IN04-OUT05=0.5, default=0`` (ranges inclusive along the layout's block order, later
    assignments win, blocks not named take ``default``, itself 1 unless given);
 5. a JSON object: ``{block: value}`` (read like assignments), one profile ``{"name", "layout", "weights"}`` or an
@@ -13,12 +13,15 @@ Accepted forms (whitespace and newlines anywhere, ``#`` starts a comment):
 
 With ``layout_id``, the result is always in that layout: a vector or profile for a sibling layout of the same
 family is converted (missing blocks 0, the LBW rule) and the note says so.
+
+This reads text only: profiles beyond the built-ins come from the caller (``known``), never from a database here.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..errors import ProfileError, ProfileMismatch
@@ -88,8 +91,16 @@ def strip_comments(text: str) -> str:
     return "\n".join(line.split("#", 1)[0] for line in text.splitlines()).strip()
 
 
-def parse_weights(text: str, *, family: str | None = None, layout_id: str | None = None, db=None) -> ParsedWeights:
-    """Read ``text`` (see the module docstring for the forms) into a validated profile."""
+KnownProfiles = Callable[[], Iterable[Profile]]
+
+
+def parse_weights(text: str, *, family: str | None = None, layout_id: str | None = None,
+                  known: KnownProfiles | None = None) -> ParsedWeights:
+    """Read ``text`` (see the module docstring for the forms) into a validated profile.
+
+    ``known``: gives the profiles a name may refer to besides the built-ins (``lambda: list_profiles(db,
+    builtins=False)`` for the library's); it is called only when the text is a name.
+    """
     if not isinstance(text, str):
         raise ProfileError(f"weights must be given as text, not {type(text).__name__}.")
     if family is not None:
@@ -125,7 +136,7 @@ def parse_weights(text: str, *, family: str | None = None, layout_id: str | None
                                                                       if t not in numbers)):
         return _from_vector(tokens, CUSTOM_NAME, "vector", family, layout_id)
     if "," not in body:
-        return _from_name(" ".join(tokens), family, layout_id, db)
+        return _from_name(" ".join(tokens), family, layout_id, known)
     raise ProfileError(f"cannot read {body[:60]!r}: it is not a vector of numbers, NAME:vector, a preset name, "
                        "BLOCK=value assignments or a JSON object.")
 
@@ -286,7 +297,7 @@ def _json_items(data: dict) -> tuple[list[Assignment], float | None]:
     return items, default
 
 
-def _from_name(name: str, family: str | None, layout_id: str | None, db) -> ParsedWeights:
+def _from_name(name: str, family: str | None, layout_id: str | None, known: KnownProfiles | None) -> ParsedWeights:
     if layout_id is not None:
         target = layout_of(layout_id)
         pool = [target, *(lay for lay in siblings(target) if lay.id != target.id)]
@@ -294,10 +305,8 @@ def _from_name(name: str, family: str | None, layout_id: str | None, db) -> Pars
         pool = family_layouts(family) if family is not None else list_layouts()
     order = {lay.id: i for i, lay in enumerate(pool)}
     candidates = [p for p in builtin_profiles() if p.layout_id in order]
-    if db is not None:
-        from .store import list_profiles
-
-        candidates += [p for p in list_profiles(db, builtins=False) if p.layout_id in order]
+    if known is not None:
+        candidates += [p for p in known() if p.layout_id in order]
     matches = [p for p in candidates if p.name == name] or \
               [p for p in candidates if p.name.casefold() == name.casefold()]
     where = f"layout {layout_id}" if layout_id else f"family {family}" if family else "any layout"

@@ -124,7 +124,7 @@ export function mountLibrary(container, session) {
     row.addEventListener("click", (e) => {
       const item = session.getItem(Number(row.dataset.index));
       if (!item?.stable_id) return;
-      if ((e.ctrlKey || e.metaKey) && session.features().compose) {
+      if (e.ctrlKey || e.metaKey) {
         session.composer.toggle(item);
         session.setTab("composer");
       } else session.select(item.stable_id, { layoutId: item.layout_id });
