@@ -7,14 +7,14 @@ import json
 import pytest
 
 from lorawb_core.errors import ProfileError, ProfileMismatch
-from lorawb_core.layouts import get_layout
+from lorawb_core.layouts import REST, get_layout
 from lorawb_core.profiles import ParsedWeights, builtin_profiles, parse_weights
 
 OUTD17 = "1,0,0,0,0,0,0,0,1,1,1,1,0,0,0,0,0"
 
 
 def ones(weights: dict[str, float]) -> list[str]:
-    return [b for b, v in weights.items() if v == 1.0]
+    return [b for b, v in weights.items() if v == 1.0 and b != REST]
 
 
 def test_bare_vector_with_family_picks_the_view():
@@ -118,7 +118,9 @@ def test_assignments_with_ranges_and_default():
     assert [b for b, v in w.items() if v == 0.5] == ["IN04", "IN05", "IN06", "IN07", "IN08", "IN09", "IN10", "IN11",
                                                      "M00", "OUT00", "OUT01", "OUT02", "OUT03", "OUT04", "OUT05"]
     assert r.notes == ["10 block(s) not named take default=0: IN00, IN01, IN02, IN03, OUT06, OUT07, OUT08, OUT09, "
-                       "OUT10, OUT11."]
+                       "OUT10, OUT11.", "REST (the keys outside every block: time_embed, conv_in/conv_out …) is not "
+                       "covered by default and stays 1; write REST=0 to weight them too."]
+    assert w[REST] == 1.0
 
 
 def test_assignments_default_is_one_and_later_wins():

@@ -49,7 +49,7 @@ def test_create_get_and_row_contents(db):
     assert p.id is not None and p.name == "soft" and p.source == "user" and p.created == p.updated
     row = db["profiles"].get(p.id)
     assert row["layout_id"] == "sd15_unet_17" and row["description"] == "half strength" and row["lora_id"] is None
-    assert json.loads(row["weights"]) == half()
+    assert json.loads(row["weights"]) == {**half(), "REST": 1.0}  # REST (keys outside every block) stored too
     assert get_profile(db, "soft") == p == get_profile_by_id(db, p.id)
     assert get_profile(db, "soft", "sd15_unet_17").vector() == [0.5] * 17
 

@@ -1,6 +1,6 @@
 """Built-in profiles (read-only, ``source="builtin"``, no id) for every layout of the registry.
 
-* Every layout: ``ALL`` (1), ``NONE`` (0), ``ALL0.5``.
+* Every layout: ``ALL`` (1), ``NONE`` (0, REST too: nothing of the LoRA applied), ``ALL0.5`` (REST 1).
 * SD 1.x / 2.x 17-block views: the classic LBW set with LBW's exact vectors (``lbwpresets.txt``); their 26-block
   full layouts: the same set expanded the LBW way (blocks outside the view at 0).
 * SDXL 12 / 20 (and the SDXL refiner 12 / 26): the same meanings, BASE (text encoder) at 1 as in LBW.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import lru_cache
 
-from ..layouts import Layout, list_layouts
+from ..layouts import REST, Layout, list_layouts
 from .model import Profile, convert_profile, layout_of
 
 # LBW DEF_WEIGHT_PRESET, order BASE, IN01, IN02, IN04, IN05, IN07, IN08, M00, OUT03 … OUT11
@@ -76,11 +76,11 @@ _TITLES = {"sdxl": "SDXL", "sdxl_refiner": "the SDXL refiner"}
 
 
 def _generic(layout: Layout) -> list[Profile]:
-    specs = [("ALL", 1.0, "every block at 1 (the LoRA as trained)."),
-             ("NONE", 0.0, "every block at 0 (the LoRA switched off)."),
-             ("ALL0.5", 0.5, "every block at 0.5 (the LoRA at half strength).")]
-    return [Profile(name, layout.id, dict.fromkeys(layout.block_ids, value), "builtin",
-                    description=f"{text[0].upper()}{text[1:]}") for name, value, text in specs]
+    specs = [("ALL", 1.0, 1.0, "every block and REST at 1 (the LoRA as trained)."),
+             ("NONE", 0.0, 0.0, "every block and REST (the keys outside every block) at 0 (the LoRA switched off)."),
+             ("ALL0.5", 0.5, 1.0, "every block at 0.5; REST (the keys outside every block) at 1.")]
+    return [Profile(name, layout.id, {**dict.fromkeys(layout.block_ids, value), REST: rest}, "builtin",
+                    description=f"{text[0].upper()}{text[1:]}") for name, value, rest, text in specs]
 
 
 def _ones(layout: Layout, on: set[str], *, keep_groups: frozenset[str] = frozenset()) -> dict[str, float]:
