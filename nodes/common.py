@@ -82,8 +82,9 @@ def resolve_block_weights(ref: LoraRef, weights: Any = None, weights_text: str =
     if profile is None and weights_text and weights_text.strip():
         from lorawb_core.profiles import parse_weights
 
-        parsed = host.with_db(lambda db: parse_weights(weights_text, family=ref.family, layout_id=ref.layout_id,
-                                                       db=db))
+        # read in the layout the text was written for (any sibling of the LoRA's layouts), converted once below
+        parsed = host.with_db(lambda db: parse_weights(weights_text, family=ref.family, layout_id=ref.full_layout_id,
+                                                       db=db, convert=False))
         profile, notes = parsed.profile, list(parsed.notes)
     elif profile is not None and weights_text and weights_text.strip():
         notes.append("the linked profile is used; the typed weights are ignored")

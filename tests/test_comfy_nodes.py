@@ -94,7 +94,8 @@ def test_block_weight_apply_is_exact_per_block(env):
     base = comfy.patched_weights(model, list(KEYS.values()))
     base_te = comfy.patched_weights(clip.patcher, [TE_KEY])
     new_model, new_clip, vector, report = run(
-        comfy.node("LoraWB_BlockWeightApply"), model=model, clip=clip, lora=hero, strength=0.8,
+        comfy.node("LoraWB_BlockWeightApply"), model=model, clip=clip, lora=hero, strength_model=0.8,
+        strength_clip=0.6,
         weights_text="IN01=0, IN04=0.5, BASE=0.25, default=1")
     got = comfy.patched_weights(new_model, list(KEYS.values()))
     got_te = comfy.patched_weights(new_clip.patcher, [TE_KEY])
@@ -105,7 +106,7 @@ def test_block_weight_apply_is_exact_per_block(env):
         want = base[key] + coeff * kohya_delta(sd, module).reshape(base[key].shape)
         assert torch.allclose(got[key], want, atol=1e-6, rtol=0), (module, (got[key] - want).abs().max())
     assert torch.equal(got[KEYS[IN01_Q]], base[KEYS[IN01_Q]])  # weight 0: exactly W
-    want_te = base_te[TE_KEY] + 0.8 * 0.25 * kohya_delta(sd, TE_Q)
+    want_te = base_te[TE_KEY] + 0.6 * 0.25 * kohya_delta(sd, TE_Q)  # strength_clip × BASE
     assert torch.allclose(got_te[TE_KEY], want_te, atol=1e-6, rtol=0)
     assert "IN04=0.5" in vector and "IN01=0" in vector and "BASE=0.25" in vector
     assert "IN01" in report and "not loaded" not in report
@@ -119,7 +120,7 @@ def test_profile_select_feeds_block_weight_apply(env):
     (weights, text) = run(comfy.node("LoraWB_ProfileSelect"), profile="OUTS · sd15_unet_17")
     assert weights.weights["OUT09"] == 1.0 and weights.weights["IN04"] == 0.0 and "OUT11=1" in text
     new_model, _, _, _ = run(comfy.node("LoraWB_BlockWeightApply"), model=model, clip=clip, lora=ids(comfy)["hero"],
-                             strength=1.0, weights_text="", weights=weights)
+                             strength_model=1.0, strength_clip=1.0, weights_text="", weights=weights)
     base = comfy.patched_weights(model, list(KEYS.values()))
     got = comfy.patched_weights(new_model, list(KEYS.values()))
     assert torch.equal(got[KEYS[IN04_Q]], base[KEYS[IN04_Q]])  # OUTS: IN04 at 0
@@ -174,7 +175,7 @@ def test_layout_mismatch_is_refused_with_both_layouts(env):
     model, clip = comfy.tiny_sd15()
     (xl_profile, _) = run(comfy.node("LoraWB_ProfileSelect"), profile="OUTALL · sdxl_unet_12")
     with pytest.raises(ProfileMismatch, match=r"sdxl_unet_12.*sd15_unet_26|sd15_unet_26.*sdxl_unet_12"):
-        run(comfy.node("LoraWB_BlockWeightApply"), model=model, clip=clip, lora=ids(comfy)["hero"], strength=1.0,
+        run(comfy.node("LoraWB_BlockWeightApply"), model=model, clip=clip, lora=ids(comfy)["hero"], strength_model=1.0,
             weights_text="", weights=xl_profile)
     with pytest.raises(IncompatibleStack, match="sdxl LoRA"):  # an SDXL LoRA onto the SD1.5 model
         run(comfy.node("LoraWB_LoadLoraById"), model=model, clip=clip, lora=ids(comfy)["xl_style"],
@@ -250,7 +251,7 @@ def test_flux_fused_qkv_slices_take_their_blocks_weight(env):
     keys = [qkv0, qkv1, single]
     base = comfy.patched_weights(model, keys)
     new_model, _, vector, report = run(comfy.node("LoraWB_BlockWeightApply"), model=model, lora=ids(comfy)["flux_style"],
-                                       strength=1.0, weights_text="D00=0.5, D01=0, S01=2, default=1")
+                                       strength_model=1.0, strength_clip=1.0, weights_text="D00=0.5, D01=0, S01=2, default=1")
     got = comfy.patched_weights(new_model, keys)
     sd = load_file(str(loras / "styles" / "flux_style.safetensors"))
 
