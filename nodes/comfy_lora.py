@@ -25,6 +25,8 @@ from lorawb_core.errors import IncompatibleStack
 from lorawb_core.keys import split_key
 from lorawb_core.layouts import REST
 
+from .unpatched import Unpatched, base_weight, resolve_unpatched
+
 log = logging.getLogger("lorawb")
 
 # ComfyUI model config classes → lorawb families (classes not listed are not checked)
@@ -99,9 +101,10 @@ def lora_modules(path: str, lora_sd: dict[str, Any]) -> frozenset[str]:
     return modules
 
 
-def _load_patches(lora_sd: dict[str, Any], key_map: dict[str, Any],
-                  modules: frozenset[str] | None) -> tuple[dict[Any, Any], list[str]]:
-    """``comfy.lora.load_lora`` on the (format-normalised) state dict, and the LoRA modules the host could not map."""
+def _load_patches(lora_sd: dict[str, Any], key_map: dict[str, Any], modules: frozenset[str] | None
+                  ) -> tuple[dict[Any, Any], list[str], dict[str, Any], frozenset[str]]:
+    """``comfy.lora.load_lora`` on the (format-normalised) state dict, the LoRA modules the host could not map, and
+    the state dict and module names it read."""
     import comfy.lora
 
     try:  # current ComfyUI normalises foreign formats first (comfy.sd.load_lora_for_models does the same)
@@ -118,7 +121,7 @@ def _load_patches(lora_sd: dict[str, Any], key_map: dict[str, Any],
     kwargs = {"log_missing": False} if "log_missing" in inspect.signature(comfy.lora.load_lora).parameters else {}
     patches = comfy.lora.load_lora(lora_sd, key_map, **kwargs)
     not_loaded = sorted(m for m in modules if m not in key_map)
-    return patches, not_loaded
+    return patches, not_loaded, lora_sd, modules
 
 
 @dataclass
@@ -140,6 +143,7 @@ class ApplyReport:
     model: SideReport | None = None
     clip: SideReport | None = None
     not_loaded: list[str] = field(default_factory=list)
+    unpatched: Unpatched = field(default_factory=Unpatched)  # mapped, but the host made no patch of them
     notes: list[str] = field(default_factory=list)
 
     def text(self) -> str:
@@ -163,6 +167,7 @@ class ApplyReport:
         if self.not_loaded:
             lines.append(f"  not loaded (no matching weight in this model): {len(self.not_loaded)} modules, e.g. "
                          + ", ".join(self.not_loaded[:3]))
+        lines += self.unpatched.lines()
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -201,8 +206,21 @@ def apply_lora(model: Any, clip: Any, lora_sd: dict[str, Any], *, layout_id: str
 
     unet = _key_map(model.model, comfy.lora.model_lora_keys_unet) if model is not None else _KeyMap({}, set())
     te = _key_map(clip.cond_stage_model, comfy.lora.model_lora_keys_clip) if clip is not None else _KeyMap({}, set())
-    patches, not_loaded = _load_patches(lora_sd, {**unet.lora_to_target, **te.lora_to_target}, modules)
+    key_map = {**unet.lora_to_target, **te.lora_to_target}
+    patches, not_loaded, lora_sd, modules = _load_patches(lora_sd, key_map, modules)
     report = ApplyReport(stable_id, name, lora_layout or layout_id or "", weights_text, not_loaded=not_loaded)
+
+    def base_of(target: str):
+        if model is not None and target in unet.targets:
+            return base_weight(model, target)
+        if clip is not None and target in te.targets:
+            return base_weight(clip.patcher, target)
+        return None
+
+    report.unpatched = resolve_unpatched(lora_sd, key_map, patches, modules, base_of)
+    if not patches and report.unpatched.dropped:
+        raise IncompatibleStack(f"{stable_id} ({name}): this ComfyUI applies none of its modules:\n"
+                                + "\n".join(report.unpatched.lines()))
     if not patches:
         raise IncompatibleStack(
             f"{stable_id} ({name}) does not fit this model: none of its {len(not_loaded)} modules match a weight of the "

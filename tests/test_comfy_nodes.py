@@ -10,7 +10,14 @@ import shutil
 
 import pytest
 import torch
-from comfy_host import Comfy, comfyui_dir, kohya_delta, write_tiny_flux_lora, write_tiny_sd15_lora
+from comfy_host import (
+    Comfy,
+    comfyui_dir,
+    kohya_delta,
+    write_tiny_flux_lora,
+    write_tiny_sd15_lora,
+    write_tiny_sd15_lycoris,
+)
 from library_helpers import tiny
 from safetensors.torch import load_file
 
@@ -41,6 +48,9 @@ def env(tmp_path_factory):
     write_tiny_sd15_lora(loras / "characters" / "villain.safetensors", seed=2)
     tiny(loras / "styles" / "xl_style.safetensors", "sdxl", seed=3)
     write_tiny_flux_lora(loras / "styles" / "flux_style.safetensors", seed=4)
+    from real_writers import _PRESET_IA3
+
+    write_tiny_sd15_lycoris(loras / "styles" / "ia3_style.safetensors", "ia3", _PRESET_IA3, seed=5)
     comfy = Comfy(COMFY_PATH, work)
     svc = comfy.pack.service()
     svc.scan_options["settle_window"] = 0.0
@@ -295,3 +305,60 @@ def test_preload_puts_listed_ids_in_the_cache(env):
     comfy.pack._preload_after_scan(comfy.pack.service(), [hero, "SD1-ZZZ-404"])
     assert str(loras / "characters" / "hero.safetensors") in cache.stats().paths
     assert cache.stats().entries == 1
+
+
+IA3_ROWS = ("lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_k",  # IN04, output rows
+            "diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_k.weight")
+IA3_COLS = ("lora_unet_up_blocks_1_attentions_2_transformer_blocks_0_ff_net_2",  # OUT05, on_input: input columns
+            "diffusion_model.output_blocks.5.1.transformer_blocks.0.ff.net.2.weight")
+IA3_TE = ("lora_te_text_model_encoder_layers_1_mlp_fc2", "clip_l.transformer.text_model.encoder.layers.1.mlp.fc2.weight")
+
+
+def test_ia3_is_applied_exactly_from_the_models_own_weights(env):
+    """(IA)³, which no ComfyUI adapter reads, becomes W' = W ⊙ (1 + s·weight·w) on the right axis, block weights and
+    both strengths included; the report says how it was applied instead of dropping it."""
+    comfy, loras = env
+    model, clip = comfy.tiny_sd15()
+    keys = [IA3_ROWS[1], IA3_COLS[1]]
+    base, base_te = comfy.patched_weights(model, keys), comfy.patched_weights(clip.patcher, [IA3_TE[1]])
+    new_model, new_clip, _, report = run(
+        comfy.node("LoraWB_BlockWeightApply"), model=model, clip=clip, lora=ids(comfy)["ia3_style"],
+        strength_model=0.8, strength_clip=0.5, weights_text="IN04=0.5, BASE=0.25, default=1")
+    got, got_te = comfy.patched_weights(new_model, keys), comfy.patched_weights(new_clip.patcher, [IA3_TE[1]])
+    sd = load_file(str(loras / "styles" / "ia3_style.safetensors"))
+    for (module, key), s, w, got_w in ((IA3_ROWS, 0.8 * 0.5, base, got), (IA3_COLS, 0.8, base, got),
+                                       (IA3_TE, 0.5 * 0.25, base_te, got_te)):
+        vec = sd[f"{module}.weight"].double()
+        on_input = float(sd[f"{module}.on_input"]) != 0
+        assert on_input == (module != IA3_ROWS[0])  # the preset trains ff.net.2 / mlp.fc2 on their input
+        scale = vec.reshape(1, -1) if on_input else vec.reshape(-1, 1)
+        want = w[key] * (1 + s * scale)
+        assert torch.allclose(got_w[key], want, atol=1e-6, rtol=0), (module, (got_w[key] - want).abs().max())
+    assert "(IA)³: " in report and "applied by lorawb as exact differences" in report
+    assert "not applied" not in report and "not loaded" not in report
+    assert torch.equal(comfy.patched_weights(model, [IA3_ROWS[1]])[IA3_ROWS[1]], base[IA3_ROWS[1]])  # a clone
+
+
+def test_modules_the_host_cannot_patch_are_listed_with_the_reason(env):
+    """An OFT file: current ComfyUI applies it; the 2024 copy has no OFT adapter, and the report says so per module
+    instead of dropping them silently."""
+    comfy, loras = env
+    from real_writers import _PRESET_ATTN_MLP
+
+    path = write_tiny_sd15_lycoris(loras / "styles" / "oft_style.safetensors", "diag-oft", _PRESET_ATTN_MLP, seed=6)
+    comfy.pack.service().start_scan()
+    assert comfy.pack.service().wait(120)
+    model, clip = comfy.tiny_sd15()
+    modules = {k.split(".")[0] for k in load_file(str(path))}
+    oft = comfy.node("LoraWB_LoadLoraById")()
+    try:
+        out = oft.load(model=model, clip=clip, lora=ids(comfy)["oft_style"], strength_model=1.0, strength_clip=1.0)
+    except IncompatibleStack as exc:  # nothing of the file is applicable here: refused, every reason named
+        assert "OFT: this ComfyUI turns its tensors" in str(exc) and not comfy.current
+        return
+    report = out["ui"]["text"][0]
+    patched = sum(int(line.split(": ")[1].split(" weights")[0]) for line in report.splitlines()
+                  if " weights patched" in line)
+    listed = sum(int(line.split("not applied: ")[1].split(" modules")[0]) for line in report.splitlines()
+                 if "not applied: " in line)
+    assert patched + listed == len(modules), report
