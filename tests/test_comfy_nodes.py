@@ -21,7 +21,7 @@ from comfy_host import (
 from library_helpers import tiny
 from safetensors.torch import load_file
 
-from lorawb_core.errors import IncompatibleStack, LoraMissing, NotInLibrary, ProfileMismatch
+from lorawb_core.errors import IncompatibleStack, LoraMissing, LorawbError, NotInLibrary, ProfileMismatch
 
 COMFY_PATH, WHY_NOT = comfyui_dir()
 pytestmark = pytest.mark.skipif(COMFY_PATH is None, reason=WHY_NOT)
@@ -35,6 +35,11 @@ KEYS = {IN04_Q: "diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_
         IN01_Q: "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight",
         OUT05_PROJ: "diffusion_model.output_blocks.5.1.proj_in.weight"}
 TE_KEY = "clip_l.transformer.text_model.encoder.layers.1.self_attn.q_proj.weight"
+# A LyCORIS LoCon that trained modules outside every block (conv_out, time_embed) besides the attention queries
+LOCON_REST = dict(enable_conv=True, use_fnmatch=True, unet_target_module=[], text_encoder_target_module=[],
+                  unet_target_name=["conv_out", "time_embedding.linear_1", "*attn1.to_q"], text_encoder_target_name=[])
+REST_KEYS = {"lora_unet_conv_out": "diffusion_model.out.2.weight",
+             "lora_unet_time_embedding_linear_1": "diffusion_model.time_embed.0.weight", IN04_Q: KEYS[IN04_Q]}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +56,7 @@ def env(tmp_path_factory):
     from real_writers import _PRESET_IA3
 
     write_tiny_sd15_lycoris(loras / "styles" / "ia3_style.safetensors", "ia3", _PRESET_IA3, seed=5)
+    write_tiny_sd15_lycoris(loras / "styles" / "locon_rest.safetensors", "locon", LOCON_REST, seed=7)
     comfy = Comfy(COMFY_PATH, work)
     svc = comfy.pack.service()
     svc.scan_options["settle_window"] = 0.0
@@ -362,3 +368,89 @@ def test_modules_the_host_cannot_patch_are_listed_with_the_reason(env):
     listed = sum(int(line.split("not applied: ")[1].split(" modules")[0]) for line in report.splitlines()
                  if "not applied: " in line)
     assert patched + listed == len(modules), report
+
+
+def _rest_run(comfy, model, text):
+    new_model, _, vector, report = run(comfy.node("LoraWB_BlockWeightApply"), model=model,
+                                       lora=ids(comfy)["locon_rest"], strength_model=0.5, strength_clip=1.0,
+                                       weights_text=text)
+    return comfy.patched_weights(new_model, list(REST_KEYS.values())), vector, report
+
+
+def test_rest_weights_the_keys_outside_every_block_and_none_switches_them_off(env):
+    """conv_out and time_embed lie in no block: REST drives them (1 by default), NONE sets it to 0 too."""
+    comfy, loras = env
+    model, _ = comfy.tiny_sd15()
+    base = comfy.patched_weights(model, list(REST_KEYS.values()))
+    sd = load_file(str(loras / "styles" / "locon_rest.safetensors"))
+    cases = {"": {m: 1.0 for m in REST_KEYS}, "NONE": {m: 0.0 for m in REST_KEYS},
+             "REST=0, default=1": {"lora_unet_conv_out": 0.0, "lora_unet_time_embedding_linear_1": 0.0, IN04_Q: 1.0},
+             "REST=0.25, IN04=0.5, default=0": {"lora_unet_conv_out": 0.25,
+                                                "lora_unet_time_embedding_linear_1": 0.25, IN04_Q: 0.5}}
+    for text, weights in cases.items():
+        got, vector, report = _rest_run(comfy, model, text)
+        for module, key in REST_KEYS.items():
+            want = base[key] + 0.5 * weights[module] * kohya_delta(sd, module).reshape(base[key].shape)
+            assert torch.allclose(got[key], want, atol=1e-6, rtol=0), (text, module, (got[key] - want).abs().max())
+            if weights[module] == 0:
+                assert torch.equal(got[key], base[key]), (text, module)
+        assert f"REST={weights['lora_unet_conv_out']:g}" in vector, (text, vector)
+    _, _, report = _rest_run(comfy, model, "REST=0.25, IN04=0.5, default=0")
+    assert "REST×0.25 (2)" in report and "REST = the 2 weights outside every block (out.2, time_embed.0)" in report
+    _, _, report = _rest_run(comfy, model, "NONE")
+    assert "blocks at 0 (not applied):" in report and "REST" in report.split("not applied):")[1]
+
+
+def test_load_by_id_reports_the_loras_layout_and_a_uniform_strength(env):
+    comfy, _ = env
+    model, clip = comfy.tiny_sd15()
+    out = comfy.node("LoraWB_LoadLoraById")().load(model=model, clip=clip, lora=ids(comfy)["locon_rest"],
+                                                    strength_model=0.7, strength_clip=1.0)
+    report = out["ui"]["text"][0]
+    assert "layout None" not in report and report.splitlines()[0].endswith("— layout sd15_unet_17")
+    modules = {k.split(".")[0] for k in load_file(str(env[1] / "styles" / "locon_rest.safetensors"))}
+    assert f"model strength 0.7: {len(modules)} weights patched, every one at this strength" in report
+    assert "outside every block" not in report and "REST" not in report
+
+
+def test_a_26_value_vector_on_a_17_block_lora_is_read_once_by_block(env):
+    comfy, loras = env
+    model, clip = comfy.tiny_sd15()
+    from lorawb_core.layouts import get_layout
+
+    ids26 = get_layout("sd15_unet_26").block_ids
+    vec = ["0.5" if b == "IN04" else "0" if b == "IN01" else "1" for b in ids26]
+    new_model, _, vector, report = run(comfy.node("LoraWB_BlockWeightApply"), model=model, clip=clip,
+                                       lora=ids(comfy)["hero"], strength_model=1.0, strength_clip=1.0,
+                                       weights_text=",".join(vec))
+    assert "note:" not in report, report  # the 26-block layout is the LoRA's full layout: nothing to convert
+    assert "IN04×0.5" in report and "IN01" in report.split("not applied):")[1]
+    base = comfy.patched_weights(model, [KEYS[IN04_Q]])
+    got = comfy.patched_weights(new_model, [KEYS[IN04_Q]])
+    sd = load_file(str(loras / "characters" / "hero.safetensors"))
+    want = base[KEYS[IN04_Q]] + 0.5 * kohya_delta(sd, IN04_Q).reshape(base[KEYS[IN04_Q]].shape)
+    assert torch.allclose(got[KEYS[IN04_Q]], want, atol=1e-6, rtol=0)
+
+
+def test_inspire_lycoris_vectors_typed_into_the_node_are_read_by_position_with_a_note(env):
+    comfy, loras = env
+    model, clip = comfy.tiny_sd15()
+    # Inspire SD-LyC: BASE, IN01–IN11, middle_block 0/1/2, OUT00–OUT11 (27 values): IN04 at 0.5, OUT05 at 0
+    values = ["1"] * 27
+    values[4], values[1 + 11 + 3 + 5] = "0.5", "0"
+    new_model, _, vector, report = run(comfy.node("LoraWB_BlockWeightApply"), model=model, clip=clip,
+                                       lora=ids(comfy)["hero"], strength_model=1.0, strength_clip=1.0,
+                                       weights_text=", ".join(values))
+    assert "27 values read as Inspire Pack's vector for layout sd15_unet_26" in report
+    assert "IN00 (conv_in) has no position" in report and report.count("note:") == 1
+    keys = [KEYS[IN04_Q], KEYS[OUT05_PROJ]]
+    base, got = comfy.patched_weights(model, keys), comfy.patched_weights(new_model, keys)
+    sd = load_file(str(loras / "characters" / "hero.safetensors"))
+    want = base[KEYS[IN04_Q]] + 0.5 * kohya_delta(sd, IN04_Q).reshape(base[KEYS[IN04_Q]].shape)
+    assert torch.allclose(got[KEYS[IN04_Q]], want, atol=1e-6, rtol=0)
+    assert torch.equal(got[KEYS[OUT05_PROJ]], base[KEYS[OUT05_PROJ]])
+    values[12], values[13] = "0.5", "1"  # middle_block 0/1/2 differ: no single M00 weight
+    values[12:15] = ["1", "0.5", "1"]
+    with pytest.raises(LorawbError, match="middle_block 0/1/2 have different values"):
+        run(comfy.node("LoraWB_BlockWeightApply"), model=model, clip=clip, lora=ids(comfy)["hero"],
+            strength_model=1.0, strength_clip=1.0, weights_text=", ".join(values))
