@@ -82,8 +82,8 @@ def resolve_block_weights(ref: LoraRef, weights: Any = None, weights_text: str =
     if profile is None and weights_text and weights_text.strip():
         from lorawb_core.profiles import parse_weights
 
-        # read in the layout the text was written for (any sibling of the LoRA's layouts), converted once below
-        parsed = host.with_db(lambda db: parse_weights(weights_text, family=ref.family, layout_id=ref.full_layout_id,
+        # read in the layout the text was written for (the LoRA's, or a sibling), converted once below
+        parsed = host.with_db(lambda db: parse_weights(weights_text, family=ref.family, layout_id=ref.layout_id,
                                                        db=db, convert=False))
         profile, notes = parsed.profile, list(parsed.notes)
     elif profile is not None and weights_text and weights_text.strip():

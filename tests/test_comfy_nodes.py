@@ -423,7 +423,8 @@ def test_a_26_value_vector_on_a_17_block_lora_is_read_once_by_block(env):
     new_model, _, vector, report = run(comfy.node("LoraWB_BlockWeightApply"), model=model, clip=clip,
                                        lora=ids(comfy)["hero"], strength_model=1.0, strength_clip=1.0,
                                        weights_text=",".join(vec))
-    assert "note:" not in report, report  # the 26-block layout is the LoRA's full layout: nothing to convert
+    notes = [line for line in report.splitlines() if "note:" in line]  # read once in the layout it was written for
+    assert notes == ["  note: 26 values read as layout sd15_unet_26 (SD 1.x — all 26 blocks)."], report
     assert "IN04×0.5" in report and "IN01" in report.split("not applied):")[1]
     base = comfy.patched_weights(model, [KEYS[IN04_Q]])
     got = comfy.patched_weights(new_model, [KEYS[IN04_Q]])
