@@ -5,7 +5,8 @@ every ComfyUI, OFT/BOFT on the 2024 copy, any algorithm newer than the host — 
 vanish without a word, so every such module is listed in the apply report with why, except (IA)³, which we apply
 exactly: W' = W ⊙ (1 + s·w) with ``w`` broadcast along the output rows (the input columns when ``on_input``), i.e. a
 ``("diff", (W ⊙ w,))`` patch at strength ``s`` computed from the model's own unpatched weight — the patch type both
-hosts apply as ``W + s·diff``.
+hosts apply as ``W + s·diff``. A module patched without one of its tensors is named too: the 2024 copy reads no
+``dora_scale``, so a DoRA file there is applied as its plain LoRA, and the report says so.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Unpatched:
 
     ia3: list[str] = field(default_factory=list)  # applied by us as W ⊙ w differences
     dropped: dict[str, list[str]] = field(default_factory=dict)  # reason → modules left out
+    partial: dict[str, list[str]] = field(default_factory=dict)  # reason → modules patched without some tensor
 
     def lines(self) -> list[str]:
         out = []
@@ -33,6 +35,8 @@ class Unpatched:
                        "own weights (this ComfyUI has no (IA)³ adapter)")
         for reason, modules in self.dropped.items():
             out.append(f"  not applied: {len(modules)} modules — {reason}; e.g. {', '.join(modules[:3])}")
+        for reason, modules in self.partial.items():
+            out.append(f"  applied in part: {len(modules)} modules — {reason}; e.g. {', '.join(modules[:3])}")
         return out
 
 
@@ -59,6 +63,19 @@ def _patched(target: Any, patches: dict[Any, Any]) -> bool:
     if target in patches:
         return True
     return isinstance(target, str) and target.endswith(".weight") and f"{target[:-7]}.bias" in patches
+
+
+def _holds(patch: Any, tensor: Any) -> bool:
+    """Whether a host patch (a tuple of the 2024 copy or an adapter object of current ComfyUI) carries ``tensor``."""
+    stack = [getattr(patch, "weights", patch)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (tuple, list)):
+            stack.extend(item)
+        elif item is tensor or (hasattr(item, "data_ptr") and item.data_ptr() == tensor.data_ptr()
+                                and item.shape == tensor.shape):
+            return True
+    return False
 
 
 def base_weight(patcher: Any, key: str):
@@ -103,10 +120,16 @@ def resolve_unpatched(lora_sd: dict[str, Any], key_map: dict[str, Any], patches:
 
     ``base_of(target)`` gives the unpatched weight of a model key (or ``None`` when no side holds it)."""
     result = Unpatched()
+    params = _params(lora_sd) if any(k.endswith(".dora_scale") for k in lora_sd) else None
+    for module, p in (params or {}).items():
+        patch = patches.get(key_map.get(module))
+        if "dora_scale" in p and patch is not None and not _holds(patch, p["dora_scale"]):
+            result.partial.setdefault("this ComfyUI ignores the DoRA magnitude (dora_scale): the plain LoRA "
+                                      "direction was applied, not the DoRA result", []).append(module)
     missing = sorted(m for m in modules if m in key_map and not _patched(key_map[m], patches))
     if not missing:
         return result
-    params = _params(lora_sd)
+    params = params or _params(lora_sd)
     for module in missing:
         p = params.get(module, {})
         algo = _algorithm(p)

@@ -209,9 +209,11 @@ def _tiny_clip_text_model():
     return CLIPTextModel(CLIPTextConfig(**TINY_CLIP, vocab_size=49408, max_position_embeddings=77))
 
 
-def write_tiny_sd15_lycoris(path: Path, algo: str, preset: dict, *, seed: int = 0, rank: int = 4) -> Path:
+def write_tiny_sd15_lycoris(path: Path, algo: str, preset: dict, *, seed: int = 0, rank: int = 4,
+                            dora: bool = False) -> Path:
     """A LyCORIS file (``lycoris.kohya.create_network``, the call sd-scripts makes, then ``save_weights`` in float32)
-    for the tiny SD1.5 model and its text encoder, adapter tensors replaced by seeded random values."""
+    for the tiny SD1.5 model and its text encoder, adapter tensors replaced by seeded random values; ``dora`` adds
+    the DoRA magnitude (``dora_wd``)."""
     import tempfile
 
     import lycoris.kohya as lycoris_kohya
@@ -226,7 +228,7 @@ def write_tiny_sd15_lycoris(path: Path, algo: str, preset: dict, *, seed: int = 
         preset_file = Path(tmp) / "preset.toml"
         preset_file.write_text(toml.dumps(preset))
         network = lycoris_kohya.create_network(1.0, rank, 1.0, None, te, unet, preset=str(preset_file),
-                                               warn_on_unmatched=False, algo=algo)
+                                               warn_on_unmatched=False, algo=algo, **({"dora_wd": True} if dora else {}))
         network.apply_to(te, unet, apply_text_encoder=True, apply_unet=True)
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():

@@ -455,3 +455,21 @@ def test_inspire_lycoris_vectors_typed_into_the_node_are_read_by_position_with_a
     with pytest.raises(LorawbError, match="middle_block 0/1/2 have different values"):
         run(comfy.node("LoraWB_BlockWeightApply"), model=model, clip=clip, lora=ids(comfy)["hero"],
             strength_model=1.0, strength_clip=1.0, weights_text=", ".join(values))
+
+
+def test_a_dora_magnitude_the_host_ignores_is_named(env):
+    """The 2024 ComfyUI reads no dora_scale: the report says the plain LoRA direction was applied; current ComfyUI
+    applies DoRA and the report has nothing to say."""
+    comfy, loras = env
+    from real_writers import _PRESET_ATTN_MLP
+
+    write_tiny_sd15_lycoris(loras / "styles" / "dora_style.safetensors", "locon",
+                            {**_PRESET_ATTN_MLP, "enable_conv": False}, seed=8, dora=True)
+    comfy.pack.service().start_scan()
+    assert comfy.pack.service().wait(120)
+    model, clip = comfy.tiny_sd15()
+    out = comfy.node("LoraWB_LoadLoraById")().load(model=model, clip=clip, lora=ids(comfy)["dora_style"],
+                                                    strength_model=1.0, strength_clip=1.0)
+    report = out["ui"]["text"][0]
+    ignored = "this ComfyUI ignores the DoRA magnitude (dora_scale)" in report
+    assert ignored == (not comfy.current), report
