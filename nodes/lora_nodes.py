@@ -148,7 +148,7 @@ class ProfileSelect:
             p = _get_profile(profile)
         except Exception:  # noqa: BLE001
             return float("nan")
-        return f"{p.layout_id}:{p.updated}:{p.vector()}"
+        return f"{p.layout_id}:{p.updated}:{list(p.weights.items())}"  # REST included
 
     def select(self, profile):
         p = _get_profile(profile)

@@ -473,3 +473,41 @@ def test_a_dora_magnitude_the_host_ignores_is_named(env):
     report = out["ui"]["text"][0]
     ignored = "this ComfyUI ignores the DoRA magnitude (dora_scale)" in report
     assert ignored == (not comfy.current), report
+
+
+def test_one_add_patches_call_stores_what_a_call_per_weight_would(env):
+    """The fold (one add_patches call, then each entry's strength set to strength × weight) leaves the patcher exactly
+    as one add_patches call per distinct weight would: same keys, same patch objects, same strengths and offsets —
+    DoRA's included, whose strength is not a scale of ΔW but is stored the same way."""
+    comfy, _ = env
+    model, clip = comfy.tiny_sd15()
+    graded = ", ".join(f"{b}={0.05 * i:.2f}" for i, b in enumerate(
+        ["BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00", "OUT03", "OUT04", "OUT05", "OUT06", "OUT07",
+         "OUT08", "OUT09", "OUT10", "OUT11"], 1))
+    from lorawb_core.layouts import entry_of_target
+    from lorawb_core.profiles import parse_weights
+
+    weights = parse_weights(graded + ", REST=0.5", layout_id="sd15_unet_26").profile.weights
+    for name in ("hero", "dora_style", "locon_rest"):
+        if name not in ids(comfy):
+            continue  # dora_style is written by an earlier test of this module
+        new_model, new_clip, _, _ = run(comfy.node("LoraWB_BlockWeightApply"), model=model, clip=clip,
+                                        lora=ids(comfy)[name], strength_model=0.8, strength_clip=0.6,
+                                        weights_text=graded + ", REST=0.5")
+        for base, ours, strength in ((model, new_model, 0.8), (clip.patcher, new_clip.patcher, 0.6)):
+            reference = base.clone()
+            strengths = set()
+            for target, entries in ours.patches.items():
+                want_strength = strength * weights[entry_of_target("sd15_unet_26", target)]
+                for entry in entries[len(base.patches.get(target, [])):]:
+                    assert abs(entry[0] - want_strength) < 1e-12, (target, entry[0], want_strength)
+                    offset = entry[3] if len(entry) > 3 else None
+                    key = target if offset is None else (target, offset, *entry[4:5])
+                    assert reference.add_patches({key: entry[1]}, entry[0], entry[2]) == [key]
+                    strengths.add(round(entry[0], 9))
+            assert reference.patches.keys() == ours.patches.keys()
+            for target, entries in ours.patches.items():
+                want = reference.patches[target]
+                assert len(entries) == len(want) and all(
+                    a[0] == b[0] and a[1] is b[1] and a[2:] == b[2:] for a, b in zip(entries, want, strict=True))
+            assert len(strengths) > 1 or base is clip.patcher  # several weights really were folded into one call
