@@ -180,6 +180,8 @@ def _add_weighted(clone: Any, plan: BlockPlan, patches: dict[Any, Any], strength
     store, while the host checks the keys against its state dict once instead of once per weight."""
     patcher = getattr(clone, "patcher", clone)  # a CLIP wraps its ModelPatcher
     batch = {k: patches[k] for g in plan.groups for k in g.keys}
+    if not batch:  # every block at 0
+        return []
     weight_of = {patch_target(k): g.weight for g in plan.groups for k in g.keys}
     stored = patcher.patches
     before = {t: len(stored.get(t, ())) for t in weight_of}

@@ -332,7 +332,7 @@ def _from_name(name: str, family: str | None, layout_id: str | None, db) -> Pars
     else:
         pool = family_layouts(family) if family is not None else list_layouts()
     order = {lay.id: i for i, lay in enumerate(pool)}
-    candidates = [p for p in builtin_profiles() if p.layout_id in order]
+    candidates = [p for lay in pool for p in builtin_profiles(lay.id)]  # copies of this pool's built-ins only
     if db is not None:
         from .store import list_profiles
 
