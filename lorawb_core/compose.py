@@ -163,7 +163,7 @@ def _weights(rep: EntryReport, entry: StackEntry, touched: set[str]) -> None:
         if isinstance(profile, tuple) and profile and profile[0] == "text":
             from .profiles import parse_weights
 
-            parsed = parse_weights(profile[1], family=rep.family, layout_id=rep.layout_id)
+            parsed = parse_weights(profile[1], family=rep.family, layout_id=rep.layout_id, convert=False)
             profile = parsed.profile
             rep.notes.extend(parsed.notes)
         resolved = resolve_weights(profile, rep.full_layout_id, touched)

@@ -80,8 +80,10 @@ def resolve_block_weights(ref: LoraRef, weights: Any = None, weights_text: str =
     if profile is None and weights_text and weights_text.strip():
         from lorawb_core.profiles import list_profiles, parse_weights
 
+        # read in the layout the text was written for (the LoRA's, or a sibling), converted once below
         parsed = host.with_db(lambda db: parse_weights(weights_text, family=ref.family, layout_id=ref.layout_id,
-                                                       known=lambda: list_profiles(db, builtins=False)))
+                                                       known=lambda: list_profiles(db, builtins=False),
+                                                       convert=False))
         profile, notes = parsed.profile, list(parsed.notes)
     elif profile is not None and weights_text and weights_text.strip():
         notes.append("the linked profile is used; the typed weights are ignored")

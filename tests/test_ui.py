@@ -291,7 +291,9 @@ def make_profile(page, sample, name):
 
 def test_editing_marks_unsaved_and_saving_persists(page, sample, tmp_path):
     open_editor(page, sample)
-    assert page.locator(".lwb-editor-row").count() == 17
+    assert page.locator(".lwb-editor-row").count() == 17 + 1  # the blocks, then REST
+    assert page.locator(".lwb-editor-row").last.get_attribute("data-block") == "REST"
+    assert weight_box(page, "REST").input_value() == "1"
     assert page.locator(".lwb-profile-select").input_value().startswith("builtin:")
     profile = make_profile(page, sample, "ui-edit")
     assert not page.locator(".lwb-dirty").is_visible()
@@ -301,6 +303,7 @@ def test_editing_marks_unsaved_and_saving_persists(page, sample, tmp_path):
     slider = page.locator(".lwb-editor-row[data-block=IN01] .lwb-slider")
     assert float(slider.input_value()) == 0.25  # the number box moves the slider
     set_slider(page, "OUT03", 1.5)
+    weight_box(page, "REST").fill("0")
     assert weight_box(page, "OUT03").input_value() == "1.5"  # and the slider the number box
     stats = page.locator(".lwb-editor-stats").inner_text()
     assert stats.startswith("mean ") and "variance" in stats
@@ -312,6 +315,7 @@ def test_editing_marks_unsaved_and_saving_persists(page, sample, tmp_path):
     page.wait_for_selector(".lwb-dirty", state="hidden")
     saved = api(sample, f"/lorawb/profiles/{profile['id']}")
     assert saved["weights"]["IN01"] == 0.25 and saved["weights"]["OUT03"] == 1.5 and saved["weights"]["IN02"] == 1.0
+    assert saved["weights"]["REST"] == 0.0
 
 
 def test_reset_restores_the_saved_values(page, sample):
@@ -355,7 +359,7 @@ def test_switching_with_unsaved_changes_asks_first(page, sample):
     page.locator(".lwb-row", has_text="Portrait Flux").click()
     page.wait_for_function("() => document.querySelector('.lwb-detail-name')?.textContent === 'Portrait Flux'")
     page.wait_for_selector(".lwb-editor-row[data-block=D00]")
-    assert page.locator(".lwb-editor-row").count() == 61 and not page.locator(".lwb-dirty").is_visible()
+    assert page.locator(".lwb-editor-row").count() == 61 + 1 and not page.locator(".lwb-dirty").is_visible()
     assert stored(sample, "ui-switch")["weights"]["IN07"] == 1.0  # discarded, not saved
 
 
