@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ProfileError, ProfileMismatch
 from ..layouts import REST, Layout, list_layouts
+from .inspire_vectors import inspire_weights
 from .model import (
     Profile,
     check_name,
@@ -176,7 +177,6 @@ def _from_vector(tokens: list[str], name: str, dialect: str, family: str | None,
 def _inspire_vector(tokens: list[str], family: str | None,
                     layout_id: str | None) -> tuple[str, dict[str, float], list[str]] | None:
     """An Inspire Pack LyCORIS/Flux vector read as import reads it, or ``None`` when the count is not one of them."""
-    from .dialects import inspire_weights  # dialects reads token_problem from here
 
     fam = layout_of(layout_id).family if layout_id is not None else family
     values = [read_number(t, f"value {i}") for i, t in enumerate(tokens, 1)]
