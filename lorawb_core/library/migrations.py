@@ -25,7 +25,8 @@ Tables after the last migration:
     ``module_count``, ``exact``.
 ``profiles``
     named block-weight vectors (read and written by :mod:`lorawb_core.profiles.store`): ``name``, ``layout_id``,
-    ``weights`` (JSON), ``source``, ``description``, ``lora_id`` (optional owner), ``created``/``updated``.
+    ``weights`` (JSON), ``source``, ``description``, ``schedule`` (JSON block → ranges, m007), ``lora_id``
+    (optional owner), ``created``/``updated``.
 ``id_sequences`` / ``known_ids``
     the last number used per ``<FAM>-<CAT>`` prefix, and IDs known from ledgers/imports not bound to a row yet.
 ``loras_fts``
@@ -236,3 +237,9 @@ def migrate(db: Database) -> list[str]:
 def m006_profile_descriptions(db: Database) -> None:
     """A one-line description per block-weight profile (shown next to its name)."""
     db["profiles"].add_column("description", str)
+
+
+@_migration
+def m007_profile_schedules(db: Database) -> None:
+    """Block schedules per profile: JSON ``{block: ["0.5@0-40%", …]}`` (NULL: every block over the whole run)."""
+    db["profiles"].add_column("schedule", str)

@@ -24,11 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ProfileError
-from ..layouts import get_layout
+from ..layouts import REST, get_layout
 from ..skipped import Skipped
 from .inspire_vectors import inspire_weights
 from .model import Profile, fmt_weight
 from .parse import token_problem
+from .schedule import strip_lbw_options, uniform_span, whole_run
 
 LBW_LAYOUTS = {12: "sdxl_unet_12", 17: "sd15_unet_17", 20: "sdxl_unet_20", 26: "sd15_unet_26", 61: "flux_dit_61"}
 KOHYA_LAYOUTS = {n: lid for n, lid in LBW_LAYOUTS.items() if n != 61}
@@ -78,10 +79,11 @@ class Collector:
                 self.sd1_default = True
         return layout_id
 
-    def add(self, item: str, name: str, layout_id: str, weights: dict[str, float], description: str = "") -> None:
+    def add(self, item: str, name: str, layout_id: str, weights: dict[str, float], description: str = "",
+            schedule: dict | None = None) -> None:
         try:
             profile = Profile(self.prefix + name.strip(), self.sd_layout(layout_id), weights, "imported",
-                              description=description)
+                              description=description, schedule=dict(schedule or {}))
         except ProfileError as exc:
             self.skip(item, str(exc))
             return
@@ -126,7 +128,12 @@ def _token_reasons(values: list[str]) -> list[str]:
 def import_lbw(text: str, col: Collector) -> None:
     """``lbwpresets.txt``: a line is a preset only with ``:``, 12/17/20/26/61 values and no ``#``."""
     for raw in text.splitlines():
-        parsed = _preset_line(col, raw, "lbw")
+        try:
+            line, span = strip_lbw_options(raw)  # LBW's start=/stop=/step= (steps) schedule the whole preset
+        except ProfileError as exc:
+            col.skip(raw, str(exc))
+            continue
+        parsed = _preset_line(col, line, "lbw")
         if parsed is None:
             continue
         name, values = parsed
@@ -138,7 +145,8 @@ def import_lbw(text: str, col: Collector) -> None:
             col.skip(raw, f"not importable: {'; '.join(bad[:3])}.")
             continue
         layout = get_layout(LBW_LAYOUTS[len(values)])
-        col.add(raw, name, layout.id, dict(zip(layout.block_ids, map(float, values), strict=True)))
+        weights = dict(zip(layout.block_ids, map(float, values), strict=True))
+        col.add(raw, name, layout.id, weights, schedule=whole_run({**weights, REST: 1.0}, span) if span else None)
     col.note("In LBW, blocks that a 17- or 12-value vector does not list are 0 when it meets a LoCon/LyCORIS (LBW "
              "expands it to 26/20 blocks with 0); converting these profiles to the full layout does the same.")
 
@@ -228,12 +236,27 @@ def _line(name: str, values: Sequence[float]) -> str:
 
 
 def export_lbw(profiles: Sequence[Profile]) -> str:
-    return "".join(_line(p.name, _lbw_vector(p, "LBW", LBW_LAYOUTS)) + "\n" for p in profiles)
+    """``NAME:vector`` per profile; a schedule only as LBW's ``:start=N:stop=N`` (whole LoRA, in steps)."""
+    return "".join(_line(p.name, _lbw_vector(p, "LBW", LBW_LAYOUTS)) + _lbw_steps(p) + "\n" for p in profiles)
+
+
+def _lbw_steps(p: Profile) -> str:
+    if not p.schedule:
+        return ""
+    span = uniform_span(p.weights, p.schedule)
+    if span is None:
+        raise _cannot(p, "LBW", "its blocks have ranges of their own, and LBW's start=/stop= switch the whole LoRA")
+    if span.unit != "steps":
+        raise _cannot(p, "LBW", f"its range @{span.range_text()} is in percent and LBW's start=/stop= count steps; "
+                                "write the ranges in steps (e.g. @5-20)")
+    return f":start={int(span.start)}" + ("" if span.end is None else f":stop={int(span.end)}")
 
 
 def export_kohya(profiles: Sequence[Profile]) -> str:
     out = []
     for p in profiles:
+        if p.schedule:
+            raise _cannot(p, "kohya", "sd-scripts block weights have no ranges of the run")
         if p.family == "flux":
             raise _cannot(p, "kohya", "sd-scripts has no Flux block weights")
         out.append("[" + ", ".join(fmt_weight(v) for v in _lbw_vector(p, "kohya", KOHYA_LAYOUTS)) + "]\n")
@@ -264,4 +287,7 @@ def _inspire_vector(p: Profile) -> list[float]:
 
 
 def export_inspire(profiles: Sequence[Profile]) -> str:
+    for p in profiles:
+        if p.schedule:
+            raise _cannot(p, "Inspire", "its presets have no ranges of the run")
     return "".join(_line(p.name, _inspire_vector(p)) + "\n" for p in profiles)

@@ -2,7 +2,8 @@
 our own ``json`` and ``csv``.
 
 ``json``: ``{"schema": 1, "profiles": [{"name", "layout", "weights": {block: value}, "description"}]}``.
-``csv``: header ``name,layout,block,weight``, one row per block.
+``csv``: header ``name,layout,block,weight``, one row per block; with schedules a fifth column ``range`` (``0-40%``,
+``5-20``) and one row per range of a block (an empty range: the whole run).
 
 ``dialect="auto"`` detects: ``{`` → json, ``[`` → kohya, the CSV header → csv, ``NAME:…`` lines → inspire when a
 line is an ``@`` generator, has 21, 27 or 58 values or is a ``FLUX-DBL`` preset, else lbw.
@@ -29,10 +30,12 @@ from .dialects import (
     shorten,
 )
 from .model import Profile, family_layouts, fmt_weight, layout_of
+from .schedule import schedule_json
 
 DIALECTS = ("lbw", "inspire", "kohya", "json", "csv")
 JSON_SCHEMA = 1
 CSV_HEADER = ["name", "layout", "block", "weight"]
+CSV_HEADER_RANGES = [*CSV_HEADER, "range"]
 
 
 def detect_dialect(text: str) -> tuple[str, str]:
@@ -43,7 +46,7 @@ def detect_dialect(text: str) -> tuple[str, str]:
     if s.startswith("["):
         return "kohya", "the text is a JSON list"
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
-    if lines and [c.strip().lower() for c in lines[0].split(",")] == CSV_HEADER:
+    if lines and [c.strip().lower() for c in lines[0].split(",")] in (CSV_HEADER, CSV_HEADER_RANGES):
         return "csv", "the first line is the CSV header name,layout,block,weight"
     for line in lines:
         if line.startswith("@"):
@@ -96,26 +99,32 @@ def _import_json(text: str, col: Collector) -> None:
                 col.skip(item, f"{len(weights)} weights for layout {layout_id}, which has {len(ids)} blocks.")
                 continue
             weights = dict(zip(ids, weights, strict=True))
-        col.add(item, name, layout_id, weights, str(entry.get("description") or ""))
+        col.add(item, name, layout_id, weights, str(entry.get("description") or ""), entry.get("schedule"))
 
 
 def _import_csv(text: str, col: Collector) -> None:
     rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
-    if not rows or [c.strip().lower() for c in rows[0]] != CSV_HEADER:
-        raise ProfileError(f"a profiles CSV starts with the header {','.join(CSV_HEADER)}.")
+    header = [c.strip().lower() for c in rows[0]] if rows else []
+    if header not in (CSV_HEADER, CSV_HEADER_RANGES):
+        raise ProfileError(f"a profiles CSV starts with the header {','.join(CSV_HEADER)} (or "
+                           f"{','.join(CSV_HEADER_RANGES)} with ranges).")
     groups: dict[tuple[str, str], dict[str, float]] = {}
+    schedules: dict[tuple[str, str], dict[str, list[str]]] = {}
     problems: dict[tuple[str, str], str] = {}
     for n, row in enumerate(rows[1:], 2):
-        if len(row) != 4:
-            col.skip(",".join(row), f"row {n} has {len(row)} columns; it needs name,layout,block,weight.")
+        if len(row) != len(header):
+            col.skip(",".join(row), f"row {n} has {len(row)} columns; it needs {','.join(header)}.")
             continue
-        name, layout_id, block, weight = (c.strip() for c in row)
+        name, layout_id, block, weight, *rng = (c.strip() for c in row)
         key = (name, layout_id)
         weights = groups.setdefault(key, {})
         if key in problems:
             continue
         if not re.fullmatch(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", weight):
             problems[key] = f"row {n}: weight {weight!r} for block {block} is not a number."
+        elif rng and rng[0]:
+            schedules.setdefault(key, {}).setdefault(block, []).append(f"{weight}@{rng[0]}")
+            weights.setdefault(block, float(weight))
         elif block in weights:
             problems[key] = f"row {n}: block {block} appears twice."
         else:
@@ -125,7 +134,7 @@ def _import_csv(text: str, col: Collector) -> None:
         if (name, layout_id) in problems:
             col.skip(item, problems[(name, layout_id)])
         else:
-            col.add(item, name, layout_id, weights)
+            col.add(item, name, layout_id, weights, schedule=schedules.get((name, layout_id)))
 
 
 _IMPORTERS = {"lbw": import_lbw, "inspire": import_inspire, "kohya": import_kohya, "json": _import_json,
@@ -156,16 +165,22 @@ def import_profiles(text: str, *, dialect: str = "auto", family: str | None = No
 def _export_json(profiles: Sequence[Profile]) -> str:
     doc = {"schema": JSON_SCHEMA, "profiles": [
         {"name": p.name, "layout": p.layout_id, "weights": dict(p.weights), "description": p.description}
-        for p in profiles]}
+        | ({"schedule": schedule_json(p.schedule)} if p.schedule else {}) for p in profiles]}
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
 def _export_csv(profiles: Sequence[Profile]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
+    ranged = any(p.schedule for p in profiles)
+    writer.writerow(CSV_HEADER_RANGES if ranged else CSV_HEADER)
     for p in profiles:
-        writer.writerows([p.name, p.layout_id, b, fmt_weight(v)] for b, v in p.weights.items())
+        for b, v in p.weights.items():
+            pieces = p.schedule.get(b)
+            if pieces:
+                writer.writerows([p.name, p.layout_id, b, fmt_weight(s.value), s.range_text()] for s in pieces)
+            else:
+                writer.writerow([p.name, p.layout_id, b, fmt_weight(v)] + ([""] if ranged else []))
     return buf.getvalue()
 
 

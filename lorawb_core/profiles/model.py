@@ -146,6 +146,7 @@ class Profile:
     id: int | None = None
     created: str | None = None
     updated: str | None = None
+    schedule: dict = field(default_factory=dict)  # block → ranges (:mod:`.schedule`); blocks not named: whole run
 
     def __post_init__(self) -> None:
         self.name = check_name(self.name)
@@ -154,6 +155,10 @@ class Profile:
         self.weights = {REST: 1.0, **validate_weights(self.layout_id, self.weights)}
         self.weights[REST] = self.weights.pop(REST)  # last, after the blocks
         self.description = " ".join((self.description or "").split())
+        if self.schedule:
+            from .schedule import validate_schedule
+
+            self.schedule = validate_schedule(layout_of(self.layout_id).block_ids, self.schedule)
 
     @property
     def layout(self) -> Layout:
@@ -192,7 +197,12 @@ class Profile:
         return {"id": self.id, "name": self.name, "label": self.label, "layout_id": self.layout_id,
                 "family": self.family, "source": self.source, "builtin": self.builtin,
                 "description": self.description, "weights": dict(self.weights), "stats": self.stats().to_dict(),
-                "created": self.created, "updated": self.updated}
+                "created": self.created, "updated": self.updated} | self._schedule_dict()
+
+    def _schedule_dict(self) -> dict:
+        from .schedule import schedule_json
+
+        return {"schedule": schedule_json(self.schedule)} if self.schedule else {}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Profile:
@@ -211,7 +221,8 @@ class Profile:
             weights = dict(zip(ids, weights, strict=True))
         return cls(name=data["name"], layout_id=layout_id, weights=weights,
                    source=data.get("source") or "user", description=data.get("description") or "",
-                   id=data.get("id"), created=data.get("created"), updated=data.get("updated"))
+                   id=data.get("id"), created=data.get("created"), updated=data.get("updated"),
+                   schedule=data.get("schedule") or {})
 
 
 @dataclass
@@ -256,8 +267,9 @@ def convert_profile(profile: Profile, layout_id: str, *, fill: float = 0.0) -> C
         parts.append(f"{len(dropped)} block(s) the target lacks were dropped: {_ids(dropped)}")
     if not filled and not dropped:
         parts.append("every block carried over")
+    schedule = {b: s for b, s in profile.schedule.items() if b in target.block_ids or b == REST}
     converted = Profile(name=profile.name, layout_id=target.id, weights=weights, source=profile.source,
-                        description=profile.description)
+                        description=profile.description, schedule=schedule)
     return Conversion(converted, filled, dropped, "; ".join(parts) + ".")
 
 

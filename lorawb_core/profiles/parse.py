@@ -43,6 +43,7 @@ from .model import (
     siblings,
 )
 from .presets import builtin_profiles
+from .schedule import Span, assignments_schedule, split_value, strip_lbw_options, whole_run
 
 CUSTOM_NAME = "custom"
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -116,6 +117,16 @@ def parse_weights(text: str, *, family: str | None = None, layout_id: str | None
             raise ProfileMismatch(f"layout {layout_id} is of family {target.family}, not {family}; give one of them.")
     raw = text.strip()
     body = raw if raw.startswith("{") else strip_comments(raw)
+    body, span = (body, None) if body.startswith("{") else strip_lbw_options(body)
+    parsed = _parse_body(body, family, layout_id, known, convert)
+    if span is not None:  # LBW's start=/stop=/step= schedule the whole LoRA
+        parsed.profile.schedule = whole_run(parsed.profile.weights, span)
+        parsed.notes.append(f"every block is active over steps {span.range_text()} (LBW's start/stop).")
+    return parsed
+
+
+def _parse_body(body: str, family: str | None, layout_id: str | None, known: KnownProfiles | None,
+                convert: bool) -> ParsedWeights:
     if body.startswith("{"):
         try:
             data = json.loads(body)
@@ -196,12 +207,20 @@ class Assignment:
     first: str
     last: str
     value: float
+    span: Span | None = None  # a range of the run (``IN04=0.5@0-40%``), see :mod:`.schedule`
 
 
 def read_assignments(text: str) -> tuple[list[Assignment], float | None]:
     """``BASE=1, IN04-OUT05=0.5; default=0`` → the assignments in order and the default (``None`` if absent)."""
+    items, default, _ = read_scheduled_assignments(text)
+    return items, default
+
+
+def read_scheduled_assignments(text: str) -> tuple[list[Assignment], float | None, Span | None]:
+    """:func:`read_assignments`, and the range the default carries (``default=1@0-50%``)."""
     items: list[Assignment] = []
     default = None
+    default_span = None
     for item in re.split(r"[,;\n]+", strip_comments(text)):
         item = item.strip()
         if not item:
@@ -211,14 +230,15 @@ def read_assignments(text: str) -> tuple[list[Assignment], float | None]:
         if not sep or not key:
             raise ProfileError(f"'{item}' is not an assignment; write BLOCK=value, FIRST-LAST=value or "
                                "default=value, separated by commas.")
+        value, span = split_value(value, "default" if key.casefold() == "default" else key.upper())
         if key.casefold() == "default":
-            default = read_number(value, "default")
+            default, default_span = read_number(value, "default"), span
             continue
         first, _, last = key.upper().partition("-")
-        items.append(Assignment(first, last or first, read_number(value, key.upper())))
+        items.append(Assignment(first, last or first, read_number(value, key.upper()), span))
     if not items and default is None:
         raise ProfileError("no assignments found; write BLOCK=value pairs such as 'BASE=1, IN04-OUT05=0.5'.")
-    return items, default
+    return items, default, default_span
 
 
 def apply_assignments(layout: Layout, items: list[Assignment]) -> dict[str, float]:
@@ -262,7 +282,7 @@ def _layout_for_ids(named: set[str], family: str | None) -> Layout:
 
 
 def _from_block_map(items: list[Assignment], default: float | None, name: str, dialect: str,
-                    family: str | None, layout_id: str | None) -> ParsedWeights:
+                    family: str | None, layout_id: str | None, default_span: Span | None = None) -> ParsedWeights:
     named_ids = {b for a in items for b in (a.first, a.last)} - {REST}
     if layout_id is not None:
         layout = layout_of(layout_id)
@@ -283,12 +303,13 @@ def _from_block_map(items: list[Assignment], default: float | None, name: str, d
         notes.append(f"{REST} (the keys outside every block: time_embed, conv_in/conv_out …) is not covered by "
                      f"default and stays 1; write {REST}={fmt_weight(value)} to weight them too.")
     weights = {b: named.get(b, value) for b in layout.block_ids} | {REST: named.get(REST, 1.0)}
-    return ParsedWeights(Profile(name, layout.id, weights, "user"), dialect, notes)
+    schedule = assignments_schedule(layout.block_ids, items, default_span, value, rest)
+    return ParsedWeights(Profile(name, layout.id, weights, "user", schedule=schedule), dialect, notes)
 
 
 def _from_assignments(body: str, family: str | None, layout_id: str | None) -> ParsedWeights:
-    items, default = read_assignments(body)
-    return _from_block_map(items, default, CUSTOM_NAME, "assignments", family, layout_id)
+    items, default, default_span = read_scheduled_assignments(body)
+    return _from_block_map(items, default, CUSTOM_NAME, "assignments", family, layout_id, default_span)
 
 
 def _from_json(data: object, family: str | None, layout_id: str | None) -> ParsedWeights:

@@ -30,7 +30,8 @@ def _from_row(row: Mapping) -> Profile:
     try:
         return Profile(name=row["name"], layout_id=row["layout_id"], weights=json.loads(row["weights"]),
                        source=row["source"] or "user", description=row.get("description") or "", id=row["id"],
-                       created=row["created"], updated=row["updated"])
+                       created=row["created"], updated=row["updated"],
+                       schedule=json.loads(row.get("schedule") or "{}"))
     except (ProfileError, ValueError, TypeError) as exc:
         raise ProfileError(f"profile id {row['id']} ({row['name']!r}) in the library cannot be read ({exc}); "
                            f"delete it with `lorawb profiles delete {row['id']}`.") from None
@@ -119,19 +120,25 @@ def _insert(db: Database, profile: Profile) -> int:
     try:
         return db[TABLE].insert({"name": profile.name, "layout_id": profile.layout_id,
                                  "weights": json.dumps(profile.weights), "source": profile.source,
-                                 "description": profile.description, "created": now, "updated": now}).last_pk
+                                 "description": profile.description, "schedule": _schedule_text(profile),
+                                 "created": now, "updated": now}).last_pk
     except sqlite3.IntegrityError:  # a concurrent writer took the name between the check and the insert
         raise ProfileError(f"a profile named {profile.name!r} already exists for layout {profile.layout_id}; "
                            "choose another name.") from None
 
 
+def _schedule_text(profile: Profile) -> str | None:
+    return json.dumps(profile.to_dict()["schedule"]) if profile.schedule else None
+
+
 def create_profile(db: Database, name: str, layout_id: str, weights: Mapping[str, float], *, description: str = "",
-                   source: str = "user") -> Profile:
-    """Store a new profile (every block of the layout needs a weight) and return it with its id."""
+                   source: str = "user", schedule: Mapping | None = None) -> Profile:
+    """Store a new profile (every block of the layout needs a weight; ``schedule``: ranges per block, see
+    :mod:`.schedule`) and return it with its id."""
     if source not in STORED_SOURCES:
         raise ProfileError(f"a stored profile's source is 'user' or 'imported', not {source!r}; built-ins come "
                            "with lorawb.")
-    profile = Profile(name, layout_id, weights, source, description=description)
+    profile = Profile(name, layout_id, weights, source, description=description, schedule=dict(schedule or {}))
     with immediate(db):
         _check_free(db, profile.name, profile.layout_id)
         pk = _insert(db, profile)
@@ -139,9 +146,10 @@ def create_profile(db: Database, name: str, layout_id: str, weights: Mapping[str
 
 
 def update_profile(db: Database, profile_id: int | Profile, *, name: str | None = None,
-                   weights: Mapping[str, float] | None = None, description: str | None = None) -> Profile:
-    """Rename, re-weight (a full or partial map: blocks not named keep their value) or re-describe a library
-    profile; ``updated`` moves to now."""
+                   weights: Mapping[str, float] | None = None, description: str | None = None,
+                   schedule: Mapping | None = None) -> Profile:
+    """Rename, re-weight (a full or partial map: blocks not named keep their value), re-schedule (``schedule``
+    replaces the ranges; ``{}`` clears them) or re-describe a library profile; ``updated`` moves to now."""
     pid = _own_id(profile_id)
     with immediate(db):
         current = get_profile_by_id(db, pid)
@@ -149,12 +157,14 @@ def update_profile(db: Database, profile_id: int | Profile, *, name: str | None 
         new_weights = current.weights if weights is None else \
             {**current.weights, **validate_weights(current.layout_id, weights, complete=False)}
         changed = Profile(new_name, current.layout_id, new_weights, current.source,
-                          description=current.description if description is None else description)
+                          description=current.description if description is None else description,
+                          schedule=dict(current.schedule if schedule is None else schedule))
         if new_name != current.name:
             _check_free(db, new_name, current.layout_id, exclude=pid)
         try:
             db[TABLE].update(pid, {"name": changed.name, "weights": json.dumps(changed.weights),
-                                   "description": changed.description, "updated": utcnow()})
+                                   "description": changed.description, "schedule": _schedule_text(changed),
+                                   "updated": utcnow()})
         except sqlite3.IntegrityError:
             raise ProfileError(f"a profile named {new_name!r} already exists for layout {current.layout_id}; "
                                "choose another name.") from None
@@ -164,7 +174,8 @@ def update_profile(db: Database, profile_id: int | Profile, *, name: str | None 
 def duplicate_profile(db: Database, profile: Profile | int, new_name: str) -> Profile:
     """A new library profile with ``profile``'s layout, weights and description (built-ins too)."""
     source = get_profile_by_id(db, _own_id(profile)) if not isinstance(profile, Profile) else profile
-    return create_profile(db, new_name, source.layout_id, source.weights, description=source.description)
+    return create_profile(db, new_name, source.layout_id, source.weights, description=source.description,
+                          schedule=source.schedule)
 
 
 def delete_profile(db: Database, profile_id: int | Profile) -> None:
@@ -203,6 +214,6 @@ def save_profiles(db: Database, profiles: Sequence[Profile], *, dry_run: bool = 
                 report.created.append(p)
             else:
                 stored = Profile(p.name, p.layout_id, p.weights, p.source if p.source in STORED_SOURCES else "user",
-                                 description=p.description)
+                                 description=p.description, schedule=p.schedule)
                 report.created.append(get_profile_by_id(db, _insert(db, stored)))
     return report

@@ -28,7 +28,8 @@ from ..profiles import (
     list_profiles,
     update_profile,
 )
-from ..profiles.model import check_name, fmt_weight, layout_of, validate_weights
+from ..profiles.model import check_name, layout_of, validate_weights
+from ..profiles.schedule import block_text
 from ..profiles.store import save_profiles
 from .http import BadRequest, Conflict, body_bool, body_str, json_response, q_bool, q_str, read_json
 
@@ -38,8 +39,9 @@ MAX_IMPORT_CHARS = 1_000_000
 
 
 def ours_text(profile: Any) -> str:
-    """A profile as ``BASE=1, IN00=0.5, …``: every block named, readable by ``parse_weights``."""
-    return ", ".join(f"{b}={fmt_weight(v)}" for b, v in profile.weights.items())
+    """A profile as ``BASE=1, IN00=0.5@0-40%, …``: every block named (with its ranges), readable by
+    ``parse_weights``."""
+    return ", ".join(block_text(b, v, profile.schedule) for b, v in profile.weights.items())
 
 
 @contextmanager
