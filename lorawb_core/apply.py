@@ -31,6 +31,7 @@ class ResolvedWeights:
     weights: dict[str, float]  # every block, then REST
     source: str  # "uniform" | the profile's label
     notes: list[str] = field(default_factory=list)
+    schedule: dict = field(default_factory=dict)  # block → ranges of the run (profiles.schedule); none: whole run
 
     def text(self, layout_id: str | None = None) -> str:
         """``BLOCK=v, …, REST=v`` over ``layout_id`` (default: the full layout) — the typed-text form the nodes accept
@@ -62,7 +63,7 @@ def resolve_weights(profile: Profile | None, lora_layout_id: str, touched: Itera
     if filled:
         notes.append(f"profile {profile.label} has no weight for {', '.join(filled)} (layout {profile.layout_id}); "
                      f"they get {_num(conv.profile.weights[filled[0]])} (LBW rule: blocks a vector does not name are 0)")
-    return ResolvedWeights(full.id, dict(conv.profile.weights), profile.label, notes)
+    return ResolvedWeights(full.id, dict(conv.profile.weights), profile.label, notes, dict(conv.profile.schedule))
 
 
 @dataclass

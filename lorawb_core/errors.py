@@ -78,3 +78,7 @@ class LoraMissing(LorawbError, FileNotFoundError):
 
 class IncompatibleStack(LorawbError, ValueError):
     """LoRAs (or a LoRA and a model) that cannot be applied together; the message lists every reason."""
+
+
+class HostUnsupported(LorawbError, RuntimeError):
+    """The host (e.g. an older ComfyUI) lacks a mechanism a node needs; the message names the version to use."""

