@@ -8,6 +8,7 @@ with that reason and only the refusal runs.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -180,3 +181,75 @@ def test_without_hooks_the_nodes_refuse_naming_the_comfyui_version(env):
             strength_clip=1.0)
     with pytest.raises(HostUnsupported, match="0.3.10"):
         run(comfy, "LoraWB_ApplyHooksToConditioning", positive=conds()[0], negative=conds()[1])
+
+
+def _graph_order(prompt: dict) -> list[str]:
+    order: list[str] = []
+
+    def visit(node_id: str) -> None:
+        if node_id in order:
+            return
+        for value in prompt[node_id]["inputs"].values():
+            if isinstance(value, list):
+                visit(value[0])
+        order.append(node_id)
+
+    for node_id in prompt:
+        visit(node_id)
+    return order
+
+
+@needs_hooks
+def test_the_example_workflow_validates_and_runs(env):
+    """examples/block_schedule.json through ComfyUI's own validate_prompt (a checkpoint of that name in the list),
+    then executed node by node with the tiny model and text encoder in place of the checkpoint (no VAE: the graph
+    stops at the sampler). The text encoder follows the schedule through ComfyUI's scheduled CLIP hooks."""
+    comfy, label, _ = env
+    import json
+
+    import execution
+    import folder_paths
+
+    prompt = json.loads((Path(__file__).resolve().parents[1] / "examples" / "block_schedule.json").read_text())
+    ckpts = comfy.workdir / "models" / "checkpoints"
+    ckpts.mkdir(parents=True, exist_ok=True)
+    (ckpts / prompt["1"]["inputs"]["ckpt_name"]).write_bytes(b"")
+    folder_paths.add_model_folder_path("checkpoints", str(ckpts))
+    valid = comfy.loop.run_until_complete(execution.validate_prompt("example", prompt, None))
+    assert valid[0] is True, valid
+    prompt["2"]["inputs"]["lora"] = label  # the example's ID is a placeholder for the user's LoRA
+    prompt["6"]["inputs"].update(width=64, height=64)
+    prompt["7"]["inputs"]["steps"] = STEPS
+    model, clip = comfy.tiny_sd15()
+    outputs: dict[str, tuple] = {}
+    for node_id in _graph_order(prompt):
+        node = prompt[node_id]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            outputs[node_id] = (model, clip, None)
+            continue
+        if node["class_type"] in ("VAEDecode", "SaveImage"):
+            continue
+        kwargs = {k: outputs[v[0]][v[1]] if isinstance(v, list) else v for k, v in node["inputs"].items()}
+        outputs[node_id] = run(comfy, node["class_type"], **kwargs)
+    positive = outputs["5"][0]
+    assert sorted(round(c[1]["clip_start_percent"], 3) for c in positive) == [0.0, 0.3, 0.4, 0.6]  # CLIP schedule
+    assert all(c[1]["hooks"] is positive[0][1]["hooks"] for c in positive + outputs["5"][1])
+    samples = outputs["7"][0]["samples"]
+    assert samples.shape == (1, 4, 8, 8) and torch.isfinite(samples).all()
+
+
+@needs_hooks
+def test_text_encoder_blocks_follow_the_schedule_through_comfyuis_clip_hooks(env):
+    comfy, label, _ = env
+    _, clip = comfy.tiny_sd15()
+    plain = run(comfy, "CLIPTextEncode", clip=clip, text="a hero")[0][0][0]
+    applied = run(comfy, "LoraWB_BlockWeightApply", model=None, clip=clip, lora=label, weights_text="BASE=0.5",
+                  strength_model=1.0, strength_clip=0.6)[1]
+    with_lora = run(comfy, "CLIPTextEncode", clip=applied, text="a hero")[0][0][0]
+    _, hooked_clip, _ = run(comfy, "LoraWB_BlockSchedule", lora=label, weights_text="BASE=0.5@0-50%, default=0",
+                            strength_model=1.0, strength_clip=0.6, clip=clip)
+    conds = run(comfy, "CLIPTextEncode", clip=hooked_clip, text="a hero")[0]
+    ranges = [(c[1]["clip_start_percent"], c[1]["clip_end_percent"]) for c in conds]
+    assert ranges == [(0.0, 0.5), (0.5, 1.0)]
+    assert torch.allclose(conds[0][0], with_lora, atol=1e-6, rtol=0) and not torch.equal(with_lora, plain)
+    assert torch.equal(conds[1][0], plain)
