@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from comfy_host import Comfy, comfyui_dir, kohya_delta, write_tiny_sd15_lora
+from comfy_host import Comfy, comfyui_dir, kohya_delta, write_tiny_sd15_lora, write_tiny_sd15_lycoris
 from safetensors.torch import load_file
 
 from lorawb_core.errors import HostUnsupported, ProfileError
@@ -39,6 +39,10 @@ def env(tmp_path_factory):
     loras = work / "models" / "loras"
     loras.mkdir(parents=True)
     write_tiny_sd15_lora(loras / "hero.safetensors", seed=1)
+    from real_writers import _PRESET_ATTN_MLP
+
+    write_tiny_sd15_lycoris(loras / "dora.safetensors", "locon", {**_PRESET_ATTN_MLP, "enable_conv": False}, seed=8,
+                            dora=True)
     comfy = Comfy(COMFY_PATH, work)
     svc = comfy.pack.service()
     svc.scan_options["settle_window"] = 0.0
@@ -47,7 +51,9 @@ def env(tmp_path_factory):
     assert svc.wait(120)
     from lorawb_core.refs import lora_choices
 
-    label = next(v for v in comfy.pack.with_db(lora_choices) if v.endswith(" · hero"))
+    choices = comfy.pack.with_db(lora_choices)
+    label = next(v for v in choices if v.endswith(" · hero"))
+    comfy.dora_label = next(v for v in choices if v.endswith(" · dora"))
     yield comfy, label, load_file(str(loras / "hero.safetensors"))
     os.environ.pop("LORAWB_DB", None)
 
@@ -253,3 +259,23 @@ def test_text_encoder_blocks_follow_the_schedule_through_comfyuis_clip_hooks(env
     assert ranges == [(0.0, 0.5), (0.5, 1.0)]
     assert torch.allclose(conds[0][0], with_lora, atol=1e-6, rtol=0) and not torch.equal(with_lora, plain)
     assert torch.equal(conds[1][0], plain)
+
+
+@needs_hooks
+def test_dora_is_scheduled_exactly(env):
+    """ComfyUI's hook patching runs the same weight_decompose as add_patches, and a keyframe strength of 0 leaves W:
+    a DoRA block is Block Weight Apply's weight inside its range and W outside (so no refusal is needed)."""
+    comfy, _, _ = env
+    model, _ = comfy.tiny_sd15()
+    base = comfy.patched_weights(model, list(MODULES))
+    applied = run(comfy, "LoraWB_BlockWeightApply", model=model, lora=comfy.dora_label, weights_text="IN04=0.5",
+                  strength_model=0.8, strength_clip=1.0)[0]
+    want = comfy.patched_weights(applied, [IN04])[IN04]
+    assert not torch.equal(want, base[IN04])
+    hooks, _, _ = run(comfy, "LoraWB_BlockSchedule", lora=comfy.dora_label, weights_text="IN04=0.5@0-50%, default=0",
+                      strength_model=0.8, strength_clip=1.0)
+    pos, neg = run(comfy, "LoraWB_ApplyHooksToConditioning", positive=conds()[0], negative=conds()[1], hooks=hooks)
+    calls = []
+    sample(comfy, model, pos, neg, capture=calls)
+    assert [torch.equal(w[IN04], want) for w, _ in calls] == [True, True, False, False]
+    assert all(torch.equal(w[IN04], base[IN04]) for w, _ in calls[2:])
