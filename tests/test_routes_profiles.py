@@ -190,3 +190,22 @@ async def test_compose_refuses_mixed_families_and_unknown_loras(client, library)
 ])
 async def test_compose_validation_names_the_field(client, body, field):
     error(await call(client, "POST", "/lorawb/compose/check", 400, body), "BadRequest", field)
+
+
+async def test_schedules_travel_with_create_update_and_export(client):
+    weights = {b: 1.0 for b in IDS17}
+    created = await call(client, "POST", "/lorawb/profiles", 201, {"name": "early", "layout_id": L17,
+                                                                   "weights": weights,
+                                                                   "schedule": {"IN04": ["1@0-40%"]}})
+    assert created["schedule"] == {"IN04": ["1@0-40%"]}
+    pid = created["id"]
+    kept = await call(client, "PUT", f"/lorawb/profiles/{pid}", 200, {"weights": {"IN01": 0.5}})
+    assert kept["schedule"] == {"IN04": ["1@0-40%"]}  # a weights-only update keeps the ranges
+    error(await call(client, "PUT", f"/lorawb/profiles/{pid}", 400, {"schedule": {"IN04": ["1@0-40%", "1@30-60%"]}}),
+          "BadRequest", "schedule")
+    cleared = await call(client, "PUT", f"/lorawb/profiles/{pid}", 200, {"schedule": {}})
+    assert "schedule" not in cleared
+    out = await call(client, "POST", "/lorawb/profiles/export", 200, {"dialect": "ours", "profiles": [
+        {"name": "x", "layout_id": L17, "weights": weights, "schedule": {"OUT03": ["0.5@30-100%"]}}]})
+    assert "OUT03=0.5@30-100%" in out["text"]
+    await call(client, "DELETE", f"/lorawb/profiles/{pid}", 200)

@@ -448,3 +448,52 @@ def test_a_remote_server_asks_for_the_token_before_changes(browser, sample, tmp_
         status, body = http_json(server.url + "/lorawb/scan/cancel", "POST")
         assert status == 401 and body["error"]["field"] == "X-Lorawb-Token"
         context.close()
+
+
+# ---- schedules: the range column -----------------------------------------------------------------------------------
+def range_box(page, block):
+    return page.locator(f".lwb-editor-row[data-block={block}] .lwb-range-text")
+
+
+def set_handle(page, block, which, value):
+    page.eval_on_selector(f".lwb-editor-row[data-block={block}] .lwb-range-{which}",
+                          "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }",
+                          str(value))
+
+
+def test_range_column_handles_text_validation_timeline_copy_and_save(page, sample, tmp_path):
+    open_editor(page, sample)
+    profile = make_profile(page, sample, "ui-schedule")
+    assert range_box(page, "IN04").input_value() == ""  # whole run
+    set_handle(page, "IN04", "end", 40)  # the handles write the text box
+    assert range_box(page, "IN04").input_value() == "0-40"
+    page.wait_for_selector(".lwb-dirty:visible")
+    range_box(page, "OUT03").fill("30-100")  # the text box moves the handles
+    assert page.locator(".lwb-editor-row[data-block=OUT03] .lwb-range-start").input_value() == "30"
+    page.wait_for_function("() => document.querySelector('.lwb-bar[data-block=IN04] .lwb-bar-range-on')"
+                           "?.style.width === '40%'")  # the timeline strip under the block's bar
+    assert page.locator(".lwb-bar[data-block=IN05] .lwb-bar-range").count() == 0
+    range_box(page, "M00").fill("60-20")
+    assert "M00 range starts at or after its end" in page.locator(".lwb-editor-msg").inner_text()
+    assert page.locator(".lwb-editor-head button:text-is('Save')").is_disabled()
+    range_box(page, "M00").fill("20-120")
+    assert "M00 range outside 0-100 %" in page.locator(".lwb-editor-msg").inner_text()
+    range_box(page, "M00").fill("")
+    assert page.locator(".lwb-editor-msg").inner_text() == ""
+    page.select_option(".lwb-editor select[name=dialect]", "ours")
+    page.click(".lwb-editor-head button:text-is('Copy')")
+    page.wait_for_function("() => (document.querySelector('.lwb-editor').dataset.copied || '').includes('@')")
+    copied = page.eval_on_selector(".lwb-editor", "el => el.dataset.copied")
+    assert "IN04=1@0-40%" in copied and "OUT03=1@30-100%" in copied and "IN05=1," in copied
+    shot = tmp_path / "editor-ranges.png"
+    page.screenshot(path=str(shot))
+    print(f"screenshot: {shot}")
+    page.click(".lwb-editor-head button:text-is('Save')")
+    page.wait_for_selector(".lwb-dirty", state="hidden")
+    saved = api(sample, f"/lorawb/profiles/{profile['id']}")
+    assert saved["schedule"] == {"IN04": ["1@0-40%"], "OUT03": ["1@30-100%"]}
+    page.reload()
+    open_editor(page, sample)
+    page.select_option(".lwb-profile-select", f"id:{profile['id']}")
+    page.wait_for_function("() => document.querySelector(\".lwb-editor-row[data-block=IN04] .lwb-range-text\")"
+                           "?.value === '0-40'")  # read back from the stored profile

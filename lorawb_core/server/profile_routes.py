@@ -29,7 +29,7 @@ from ..profiles import (
     update_profile,
 )
 from ..profiles.model import check_name, layout_of, validate_weights
-from ..profiles.schedule import block_text
+from ..profiles.schedule import block_text, validate_schedule
 from ..profiles.store import save_profiles
 from .http import BadRequest, Conflict, body_bool, body_str, json_response, q_bool, q_str, read_json
 
@@ -66,6 +66,14 @@ def _weights(layout_id: str, raw: Any, *, complete: bool) -> dict[str, float]:
             raise BadRequest("'weights' must map block ids to numbers (or list them in layout order).",
                              field="weights")
         return validate_weights(layout_id, raw, complete=complete)
+
+
+def _schedule(layout_id: str, raw: Any) -> dict | None:
+    """Body ranges ``{block: ["0.5@0-40%", …]}`` checked against the layout; errors name ``schedule``."""
+    if raw is None:
+        return None
+    with _profile_error("schedule"):
+        return dict(validate_schedule(layout_of(layout_id).block_ids, raw))
 
 
 def _profile_id(request: web.Request) -> int:
@@ -121,8 +129,9 @@ class ProfileRoutes:
             return json_response((await self.run_db(dup)).to_dict(), 201)
         layout_id = _layout_id(body.get("layout_id"))
         weights = _weights(layout_id, body.get("weights"), complete=True)
+        schedule = _schedule(layout_id, body.get("schedule"))
         created = await self.run_db(lambda db: _conflict_on_name(create_profile, db, name, layout_id, weights,
-                                                                 description=description))
+                                                                 description=description, schedule=schedule))
         return json_response(created.to_dict(), 201)
 
     async def update_profile(self, request: web.Request) -> dict[str, Any]:
@@ -138,7 +147,9 @@ class ProfileRoutes:
         def work(db):
             current = get_profile_by_id(db, pid)
             weights = None if raw_weights is None else _weights(current.layout_id, raw_weights, complete=False)
-            return _conflict_on_name(update_profile, db, pid, name=name, weights=weights, description=description)
+            schedule = _schedule(current.layout_id, body.get("schedule"))
+            return _conflict_on_name(update_profile, db, pid, name=name, weights=weights, description=description,
+                                     schedule=schedule)
 
         return (await self.run_db(work)).to_dict()
 

@@ -56,6 +56,11 @@ export function blockGraph(layout, blocks, { state = blocks ? "ready" : "pending
           style: { bottom: `${Math.max(0, Math.min(1, Math.abs(pos))) * 100}%` } });
         bar.append(marker);
         bar.title += ` · weight ${fmtNum(v)}${pending ? "" : ` → ${fmtPct(share * v)}`}`;
+        const strip = timelineStrip(overlay.ranges?.[index]);
+        if (strip) {
+          bar.append(strip);
+          bar.title += ` · active ${strip.dataset.range}`;
+        }
       }
       bars.append(bar);
     }
@@ -68,6 +73,19 @@ export function blockGraph(layout, blocks, { state = blocks ? "ready" : "pending
       GROUP_LABELS[g.group] ?? g.group)));
   }
   return h("div", { class: ["lwb-graph", pending && "is-pending"] }, head, body);
+}
+
+// The part of the run a block acts over, as a strip under its bar (null for the whole run or an unparsable range).
+function timelineStrip(range) {
+  if (!range) return null;
+  const label = typeof range === "object" ? range.locked.join(", ") : `${range} %`;
+  const m = typeof range === "string" ? /^(\d+(?:\.\d*)?)-(\d+(?:\.\d*)?)$/.exec(range) : null;
+  const strip = h("div", { class: ["lwb-bar-range", !m && "is-locked"], dataset: { range: label } });
+  if (m) {
+    strip.append(h("div", { class: "lwb-bar-range-on",
+      style: { left: `${Number(m[1])}%`, width: `${Math.max(0, Number(m[2]) - Number(m[1]))}%` } }));
+  }
+  return strip;
 }
 
 // A mini bar chart of block shares (list rows); null values = pending (a dashed baseline).

@@ -121,7 +121,7 @@ function renderDetails(container, session) {
       h("div", { class: "lwb-detail-id" }, copyable(session, d.stable_id, `stable_id ${d.stable_id}`))));
   const editor = session.editor;
   const overlay = () => (editor.data.layoutId === d.layout_id && editor.data.saved
-    ? { values: editor.data.draft } : null);
+    ? { values: editor.data.draft, ranges: editor.data.ranges } : null);
   const drawGraph = () => (layout ? blockGraph(layout, d.blocks, { state: d.blocks_state, overlay: overlay() })
     : h("div", { class: "lwb-empty" }, d.layout_id ? `Unknown layout ${d.layout_id}` : "No block layout."));
   let graph = drawGraph();

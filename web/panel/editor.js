@@ -1,9 +1,10 @@
 // The profile editor view: a sticky header (profile chooser, unsaved marker, mean and variance, save / save as /
 // delete / reset, copy in a dialect, CSV, compact toggle) over one row per block with a slider and a number box
-// kept in sync and checked as you type, and a last row for REST (the keys outside every block). State:
-// editor_state.js (in the session).
+// kept in sync and checked as you type, a range of the run per row (editor_ranges.js), and a last row for REST (the
+// keys outside every block). State: editor_state.js (in the session).
 
 import { copyText, download, fmtNum, h } from "./dom.js";
+import { rangeCell } from "./editor_ranges.js";
 import { REST, WEIGHT_MAX, WEIGHT_MIN } from "./editor_state.js";
 import { SETTING } from "./settings.js";
 
@@ -41,7 +42,7 @@ export function mountEditor(container, session, onDraft) {
     const dirty = editor.dirty;
     dirtyMark.hidden = !dirty;
     root.classList.toggle("is-dirty", dirty);
-    const invalid = [...ed.invalid.entries()];
+    const invalid = [...ed.invalid.entries(), ...ed.invalidRanges.entries()];
     message.textContent = invalid.length
       ? `${invalid.length} invalid value${invalid.length > 1 ? "s" : ""}: `
         + invalid.slice(0, 3).map(([i, why]) => `${ed.blockIds[i]} ${why}`).join("; ")
@@ -108,7 +109,8 @@ export function mountEditor(container, session, onDraft) {
       max: String(WEIGHT_MAX), step: "0.05", name: blockId, "aria-label": `${blockId} weight`,
       props: { value: fmtW(value) } });
     const r = h("div", { class: ["lwb-editor-row", blockId === REST && "is-rest"], dataset: { block: blockId } },
-      h("span", { class: "lwb-editor-block", title: label }, blockId), slider, number);
+      h("span", { class: "lwb-editor-block", title: label }, blockId), slider, number,
+      rangeCell(blockId, ed.ranges[index], (raw) => editor.setRange(index, raw)));
     function mark(result) {
       number.classList.toggle("is-invalid", !result.ok);
       number.setAttribute("aria-invalid", String(!result.ok));

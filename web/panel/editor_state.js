@@ -1,7 +1,10 @@
 // The profile editor's state (outside the DOM): the profiles of the selected LoRA's layout, the one loaded, its
 // saved weights and the draft being edited. Values are validated per block; a draft with changes is "dirty" and
 // the panel asks before anything would throw it away. The rows are the layout's blocks, then REST: the weight of
-// the keys outside every block (time_embed, conv_in/conv_out …), stored with the profile, 1 unless set.
+// the keys outside every block (time_embed, conv_in/conv_out …), stored with the profile, 1 unless set. Each row
+// also has a range of the run (editor_ranges.js): "" = the whole run.
+
+import { draftSchedule, parseRange, rangeText, savedRanges } from "./editor_ranges.js";
 
 export const WEIGHT_MIN = -10;
 export const WEIGHT_MAX = 10;
@@ -29,6 +32,8 @@ export function createEditorState(session) {
     saved: null, // the profile as stored (to_dict of the route)
     draft: [], // numbers, or the raw text of an invalid entry
     invalid: new Map(), // index -> why
+    ranges: [], // per block: "" (whole run), "a-b" (percent), or {locked: [stored pieces]}
+    invalidRanges: new Map(), // index -> why
     loading: false,
     error: null,
   };
@@ -41,6 +46,8 @@ export function createEditorState(session) {
     ed.key = profile ? keyOf(profile) : null;
     ed.draft = savedVector();
     ed.invalid = new Map();
+    ed.ranges = savedRanges(profile, ed.blockIds);
+    ed.invalidRanges = new Map();
     if (profile) chosenPerLayout.set(ed.layoutId, ed.key);
   }
 
@@ -48,11 +55,13 @@ export function createEditorState(session) {
     get data() { return ed; },
     get dirty() {
       if (!ed.saved) return false;
-      if (ed.invalid.size) return true;
+      if (ed.invalid.size || ed.invalidRanges.size) return true;
       const saved = savedVector();
-      return ed.draft.some((v, i) => v !== saved[i]);
+      const savedR = savedRanges(ed.saved, ed.blockIds);
+      return ed.draft.some((v, i) => v !== saved[i])
+        || ed.ranges.some((r, i) => (typeof r === "object" ? false : r !== savedR[i]));
     },
-    get valid() { return ed.invalid.size === 0; },
+    get valid() { return ed.invalid.size === 0 && ed.invalidRanges.size === 0; },
     stats() {
       const vals = ed.draft.filter((v, i) => typeof v === "number" && ed.blockIds[i] !== REST); // blocks only
       if (!vals.length) return null;
@@ -107,6 +116,19 @@ export function createEditorState(session) {
       session.notify("editor-value");
       return r;
     },
+    // One block's range from its handles or text box; returns the validation result.
+    setRange(index, raw) {
+      const r = parseRange(raw);
+      if (r.ok) { ed.ranges[index] = rangeText(r.value); ed.invalidRanges.delete(index); } else {
+        ed.ranges[index] = String(raw);
+        ed.invalidRanges.set(index, r.why);
+      }
+      session.notify("editor-value");
+      return r;
+    },
+    draftSchedule() {
+      return draftSchedule(ed.blockIds, ed.draft, ed.ranges);
+    },
     reset() {
       load(ed.saved);
       notify();
@@ -118,7 +140,8 @@ export function createEditorState(session) {
       if (!state.valid || !ed.saved) return false;
       if (ed.saved.builtin) return state.saveAs();
       try {
-        const updated = await api.updateProfile(ed.saved.id, { weights: state.draftWeights() });
+        const updated = await api.updateProfile(ed.saved.id, { weights: state.draftWeights(),
+          schedule: state.draftSchedule() });
         ed.profiles = ed.profiles.map((p) => (keyOf(p) === keyOf(updated) ? updated : p));
         load(updated);
         host.toast("success", "Profile saved", updated.label);
@@ -133,7 +156,7 @@ export function createEditorState(session) {
       if (!name) return false;
       try {
         const created = await api.createProfile({ name, layout_id: ed.layoutId, weights: state.draftWeights(),
-          description: ed.saved.description ?? "" });
+          schedule: state.draftSchedule(), description: ed.saved.description ?? "" });
         ed.profiles = [...ed.profiles, created];
         load(created);
         host.toast("success", "Profile created", created.label);
@@ -156,7 +179,7 @@ export function createEditorState(session) {
     },
     async exportDraft(dialect) {
       const result = await api.exportProfiles({ dialect, profiles: [{ name: ed.saved?.name ?? "profile",
-        layout_id: ed.layoutId, weights: state.draftWeights() }] });
+        layout_id: ed.layoutId, weights: state.draftWeights(), schedule: state.draftSchedule() }] });
       return result.text;
     },
     // The stored profile to pre-fill a Profile Select node with (only when it is saved as shown).
