@@ -50,9 +50,15 @@ def comfyui_dir() -> tuple[Path | None, str]:
 
 
 class Comfy:
-    """ComfyUI imported in-process, with ``--cpu``, its server and our pack loaded by its own loader."""
+    """ComfyUI imported in-process, with ``--cpu``, its server and our pack loaded by its own loader.
+
+    ComfyUI's loader imports a pack once per process: a second test module reuses the first instance
+    (``Comfy.instances``) and puts its LoRAs into that instance's ``loras`` folder."""
+
+    instances: dict[Path, Comfy] = {}
 
     def __init__(self, path: Path, workdir: Path) -> None:
+        Comfy.instances[path] = self
         self.path = path
         sys.path.insert(0, str(path))
         from comfy.cli_args import args

@@ -33,17 +33,19 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    work = tmp_path_factory.mktemp("comfy_schedule")
-    os.environ["LORAWB_DB"] = str(work / "lorawb.sqlite3")
-    os.environ["LORAWB_CONFIG"] = str(work / "no-config.json")
-    loras = work / "models" / "loras"
-    loras.mkdir(parents=True)
-    write_tiny_sd15_lora(loras / "hero.safetensors", seed=1)
+    comfy = Comfy.instances.get(COMFY_PATH)  # ComfyUI loads the pack once per process: reuse another module's
+    if comfy is None:
+        work = tmp_path_factory.mktemp("comfy_schedule")
+        os.environ["LORAWB_DB"] = str(work / "lorawb.sqlite3")
+        os.environ["LORAWB_CONFIG"] = str(work / "no-config.json")
+        comfy = Comfy(COMFY_PATH, work)
+    loras = comfy.loras / "schedule"
+    loras.mkdir(parents=True, exist_ok=True)
+    write_tiny_sd15_lora(loras / "sched_hero.safetensors", seed=1)
     from real_writers import _PRESET_ATTN_MLP
 
-    write_tiny_sd15_lycoris(loras / "dora.safetensors", "locon", {**_PRESET_ATTN_MLP, "enable_conv": False}, seed=8,
-                            dora=True)
-    comfy = Comfy(COMFY_PATH, work)
+    write_tiny_sd15_lycoris(loras / "sched_dora.safetensors", "locon", {**_PRESET_ATTN_MLP, "enable_conv": False},
+                            seed=8, dora=True)
     svc = comfy.pack.service()
     svc.scan_options["settle_window"] = 0.0
     assert svc.wait(120)
@@ -52,10 +54,9 @@ def env(tmp_path_factory):
     from lorawb_core.refs import lora_choices
 
     choices = comfy.pack.with_db(lora_choices)
-    label = next(v for v in choices if v.endswith(" · hero"))
-    comfy.dora_label = next(v for v in choices if v.endswith(" · dora"))
-    yield comfy, label, load_file(str(loras / "hero.safetensors"))
-    os.environ.pop("LORAWB_DB", None)
+    label = next(v for v in choices if v.endswith(" · sched_hero"))
+    comfy.dora_label = next(v for v in choices if v.endswith(" · sched_dora"))
+    yield comfy, label, load_file(str(loras / "sched_hero.safetensors"))
 
 
 def run(comfy, node_id, **kwargs):
