@@ -1,6 +1,6 @@
 """Benchmark: sampling with a two-keyframe Block Schedule vs the same weights through Block Weight Apply.
 
-    COMFYUI_DIR=/path/to/ComfyUI python bench/bench_schedule.py [--runs 5] [--steps 20] [--size 16]
+    COMFYUI_DIR=/path/to/ComfyUI python bench/bench_schedule.py [--runs 5] [--steps 20] [--size 16] [--threads 1]
 
 Uses a current ComfyUI (hooks are needed: ``COMFYUI_DIR``) in this process, the SD1.5-architecture model at 1/10
 width from the tests (same module and key count as a real SD1.5) and a kohya LoRA for it written by diffusers + peft.
@@ -33,7 +33,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--size", type=int, default=16, help="latent width/height")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     from comfy_host import Comfy, comfyui_dir, write_tiny_sd15_lora
 
     path, why = comfyui_dir()
@@ -90,7 +92,8 @@ def main() -> None:
         times["schedule"].append(t3 - t2)
     best = {k: min(v) for k, v in times.items()}
     median = {k: statistics.median(v) for k, v in times.items()}
-    print(f"ComfyUI {path}: {args.steps} steps, latent {args.size}², best/median of {args.runs} (interleaved)")
+    print(f"ComfyUI {path}: {args.steps} steps, latent {args.size}², {args.threads} torch thread(s), best/median of "
+          f"{args.runs} (interleaved)")
     print(f"  Block Weight Apply sampling : {best['apply'] * 1e3:8.1f} ms / {median['apply'] * 1e3:8.1f} ms")
     print(f"  Block Schedule sampling     : {best['schedule'] * 1e3:8.1f} ms / {median['schedule'] * 1e3:8.1f} ms "
           "(two keyframes: IN04-OUT05 off at 50 %)")
