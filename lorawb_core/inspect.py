@@ -15,7 +15,7 @@ from typing import Any
 from .adapters import Adapter, effective_rank, probe_module
 from .adapters.base import singular_values_batch
 from .adapters.grams import SMALL_RANK, Factor, gram_products
-from .errors import InvalidTensor
+from .errors import BrokenLora, InvalidTensor
 from .families import FamilyGuess, ModuleShape, detect_family, from_shapes
 from .hashes import Hashes, hash_file
 from .keys import group_keys
@@ -25,6 +25,7 @@ from .naming import RawPath, Target, canonical_target, normalise_native_dit, par
 from .reader import FileStructure, open_tensors, read_scalars, read_structure
 
 SCHEMA_VERSION = 1
+NO_MODULES = "no LoRA modules found"
 
 
 @dataclass
@@ -191,6 +192,7 @@ class _IndexAnalysis:
 
 _ANALYSES: OrderedDict[bytes, _IndexAnalysis] = OrderedDict()
 _ANALYSES_SIZE = 128
+_ANALYSES_MODULES = 100_000  # and at most this many modules in all (memory bounded whatever the library holds)
 _analyses_lock = threading.Lock()
 
 
@@ -219,8 +221,9 @@ def _analyse_index(structure: FileStructure) -> _IndexAnalysis:
     if structure.index_digest:
         with _analyses_lock:
             _ANALYSES[structure.index_digest] = analysis
-            while len(_ANALYSES) > _ANALYSES_SIZE:
-                _ANALYSES.popitem(last=False)
+            total = sum(len(a.templates) for a in _ANALYSES.values())
+            while len(_ANALYSES) > _ANALYSES_SIZE or (total > _ANALYSES_MODULES and len(_ANALYSES) > 1):
+                total -= len(_ANALYSES.popitem(last=False)[1].templates)
     return analysis
 
 
@@ -327,7 +330,7 @@ def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
         in zip(mods, _report_parts(index, family, mods), strict=True)
     ]
     if not mods:
-        problems.append("no LoRA modules found: every key is unknown" if unknown else "the file holds no tensors")
+        problems.append(f"{NO_MODULES}: every key is unknown" if unknown else f"{NO_MODULES}: the file holds no tensors")
     report = LoraReport(
         path=os.fsdecode(structure.path), file_name=structure.path.name, size=structure.size,
         mtime_ns=structure.mtime_ns, header_bytes=structure.header_bytes, format=formats.most_common(1)[0][0] if formats else "unknown",
@@ -390,8 +393,8 @@ def _index_facts(index: _IndexAnalysis) -> _IndexFacts:
         ranks = Counter(a.rank for a in adapters if a.rank)
         problems = [f"{a.module}: {'; '.join(a.problems)}" for a in adapters if a.problems]
         if not adapters:
-            problems.append("no LoRA modules found: every key is unknown" if index.unknown
-                            else "the file holds no tensors")
+            problems.append(f"{NO_MODULES}: every key is unknown" if index.unknown
+                            else f"{NO_MODULES}: the file holds no tensors")
         index.facts = _IndexFacts(
             format=index.formats.most_common(1)[0][0] if index.formats else "unknown",
             algorithms=dict(Counter(a.algorithm for a in adapters).most_common()),
@@ -520,6 +523,8 @@ def measure_blocks(analysis: Analysis, *, spectra: bool = True) -> None:
                     a.energy_from_product(get, sums[j], batch_grams[j] if batch_grams is not None else None)
             except InvalidTensor as exc:
                 r.problems.append(str(exc))
+                if not a.problems:  # header problems are listed already; a dtype torch cannot use is not
+                    report.problems.append(str(exc))
                 continue
             if not math.isfinite(e.energy):  # any NaN/Inf in a factor propagates into the Grams
                 r.nonfinite = True
@@ -574,8 +579,25 @@ def aggregate_blocks(report: LoraReport) -> list[BlockStrength] | None:
             for b in layout.blocks]
 
 
+def broken_reason(problems: list[str], shown: int = 3) -> str:
+    """One sentence for a file whose ``problems`` keep it from being applied (every problem a report lists does:
+    NaN/Inf values, factor shapes that do not multiply, rank-0 factors, a non-finite alpha, no LoRA modules)."""
+    listed = "; ".join(problems[:shown]) + (f"; and {len(problems) - shown} more" if len(problems) > shown else "")
+    if len(problems) == 1 and problems[0].startswith(NO_MODULES):
+        return (f"cannot be applied: {listed}. It is not a LoRA lorawb can read (an embedding, a checkpoint or an "
+                "unknown format): keep it out of the LoRA folders, or report the format if it is a LoRA.")
+    return (f"cannot be applied: {listed}. The file is damaged or was saved wrongly: download or export it again "
+            "(lorawb inspect --blocks lists every problem).")
+
+
+def check_applicable(report: LoraReport) -> None:
+    """Raise :class:`BrokenLora` (with the report) when the report lists any problem."""
+    if report.problems:
+        raise BrokenLora(f"{report.path}: {broken_reason(report.problems)}", report)
+
+
 def inspect_file(path: str | os.PathLike[str], *, blocks: bool = True, hashes: bool = False, spectra: bool = True,
-                 progress: Callable[[int, int], None] | None = None) -> LoraReport:
+                 progress: Callable[[int, int], None] | None = None, check: bool = True) -> LoraReport:
     """Inspect one LoRA file.
 
     Args:
@@ -584,15 +606,22 @@ def inspect_file(path: str | os.PathLike[str], *, blocks: bool = True, hashes: b
         hashes: stream the whole file for SHA256 / AutoV2 / addnet (AutoV3) hashes.
         spectra: with ``blocks``, also the effective rank of every low-rank module.
         progress: ``(bytes_done, bytes_total)`` callback while hashing.
+        check: raise :class:`BrokenLora` for a file that cannot be applied (else its problems are only listed in
+            ``report.problems`` and on the modules).
 
     Raises:
-        LorawbError subclasses for files that cannot be read at all; per-module problems (shape mismatches,
-        NaN/Inf) are reported in ``report.problems`` and on the modules instead.
+        LorawbError subclasses for files that cannot be read at all, and :class:`BrokenLora` (``check``) for files
+        that read but cannot be applied: shape mismatches, rank-0 factors and "no LoRA modules" from the header,
+        NaN/Inf values with ``blocks``. ``exc.report`` holds the report.
     """
     analysis = inspect_structure(path)
     report = analysis.report
+    if check:
+        check_applicable(report)
     if blocks:
         measure_blocks(analysis, spectra=spectra)
+        if check:
+            check_applicable(report)
     if hashes:
         report.hashes = hash_file(Path(report.path), report.header_bytes, progress)
     return report

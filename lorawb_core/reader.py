@@ -1,8 +1,9 @@
 """Reading LoRA files: structure from the safetensors header, tensors only when math needs them.
 
-The header is parsed by the ``safetensors`` library itself (never by hand); this module adds the cheap
-pre-checks that turn a failure into a sentence a user can act on (a pickle, a Git LFS pointer, an HTML
-page saved as ``.safetensors``, a truncated download) and never unpickles anything.
+A new header is validated by the ``safetensors`` library (or, above ``SAFE_OPEN_HEADER_BYTES``, by the same checks
+here over the tensor index alone, so that one huge metadata value costs one decode); this module adds the cheap
+pre-checks that turn a failure into a sentence a user can act on (a pickle, a Git LFS pointer, an HTML page saved as
+``.safetensors``, a truncated download, a key written twice, an absurd tensor count) and never unpickles anything.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any
 from .errors import CorruptFile, InvalidTensor, UnreadableFile, UnsupportedFormat
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_TENSORS = 12_000  # real LoRAs hold < 6,000 (full-layer LyCORIS on SDXL with both text encoders, DoRA)
+SAFE_OPEN_HEADER_BYTES = 8 << 20  # larger headers are validated by _validated_index (bounded memory)
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "F8_E4M3FNUZ": 1, "F8_E5M2FNUZ": 1,
@@ -186,6 +189,7 @@ class _Index:
 _INDEX_CACHE: OrderedDict[bytes, _Index] = OrderedDict()
 _CANDIDATES: dict[tuple[int, int], list[bytes]] = {}
 _INDEX_CACHE_SIZE = 256
+_INDEX_CACHE_TENSORS = 250_000  # and at most this many tensors in all: memory bounded whatever the library holds
 _cache_lock = threading.Lock()
 _META_KEY = b'"__metadata__"'
 _JSON_SPACE = b" \t\r\n"
@@ -292,8 +296,10 @@ def _remember_index(index: _Index) -> None:
         digests = _CANDIDATES.setdefault(key, [])
         if index.digest not in digests:
             digests.append(index.digest)
-        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+        total = sum(len(i.tensors) for i in _INDEX_CACHE.values())
+        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE or (total > _INDEX_CACHE_TENSORS and len(_INDEX_CACHE) > 1):
             _, old = _INDEX_CACHE.popitem(last=False)
+            total -= len(old.tensors)
             old_key = (len(old.prefix), len(old.prefix) + len(old.suffix))
             digests = _CANDIDATES.get(old_key, [])
             if old.digest in digests:
@@ -306,24 +312,44 @@ def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int,
                  size: int) -> tuple[dict[str, TensorInfo], dict[str, str], bytes]:
     """Index the JSON header ``buf[:got]`` (``n`` bytes long by the file's own count). A tensor index seen before
     (same keys, shapes, dtypes, offsets: one trainer's files) is reused after checking the file size; a new one is
-    validated by the safetensors library first."""
+    validated by the safetensors library (headers up to ``SAFE_OPEN_HEADER_BYTES``) or, for larger headers, by
+    :func:`_validated_index` over the tensor index alone, so a huge metadata value is decoded once, not four times.
+    Duplicated keys and more than ``MAX_TENSORS`` tensors are refused."""
     split = _split_metadata(buf, got)
     known = _known_index(buf, split) if split.meta is not None else None
     if known is not None and size == 8 + n + known.data_end:
         return known.tensors, split.meta, known.digest
-    raw = bytes(buf[:got])
-    prefix, suffix = raw[:split.pos], raw[split.end:split.tail]
+    count = buf.count(b'"data_offsets"', 0, split.pos) + buf.count(b'"data_offsets"', split.end, got)  # ≥ tensors
+    if count > MAX_TENSORS:
+        raise CorruptFile(f"{shown}: the header lists about {count:,} tensors (limit {MAX_TENSORS:,}); no LoRA has "
+                          "that many, so this file is damaged or not a LoRA. Replace it with the real file.")
+    prefix, suffix = bytes(buf[:split.pos]), bytes(buf[split.end:split.tail])
     digest = known.digest if known is not None else hashlib.blake2b(prefix + suffix, digest_size=16).digest()
+    if n > SAFE_OPEN_HEADER_BYTES:
+        if split.meta is not None:  # the header with its metadata value left out
+            index = _loads_header(shown, prefix + (b'"__metadata__":{}' if split.end > split.pos else b"") + suffix)
+            meta = split.meta
+        else:
+            index = _loads_header(shown, bytes(buf[:got]))
+            meta = index.get("__metadata__", {})
+            if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+                raise CorruptFile(f"{shown}: damaged safetensors header: __metadata__ must map names to strings "
+                                  "(the file is damaged or not safetensors).")
+        tensors, data_end = _validated_index(shown, index, size - 8 - n)
+        if split.meta is not None:
+            _remember_index(_Index(tensors, data_end, prefix, suffix, digest))
+        return tensors, meta, digest
+    raw = bytes(buf[:got])
     from safetensors import SafetensorError, safe_open
 
     try:
         with utf8_path(p) as usable, safe_open(usable, framework="np") as f:
             checked_meta = f.metadata() or {}
-        header = json.loads(raw)
     except SafetensorError as exc:
         raise CorruptFile(f"{shown}: damaged safetensors header: {_explain(str(exc))}") from None
     except (OSError, ValueError) as exc:
         raise UnreadableFile(f"{shown}: cannot read the file ({exc}).") from None
+    header = _loads_header(shown, raw)
     tensors = {}
     data_end = 0
     for key, entry in header.items():
@@ -338,6 +364,68 @@ def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int,
     if split.meta == checked:  # the split was exact: later files with this index can skip the full parse
         _remember_index(_Index(tensors, data_end, prefix, suffix, digest))
     return tensors, checked, digest
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
+
+
+def _loads_header(shown: str, raw: bytes) -> dict[str, Any]:
+    """The header JSON (a memory-bounded part of it, see _open_header), refusing a key written twice: Python's json
+    keeps the last one silently, so the file would mean one thing to us and maybe another to its next reader."""
+    try:
+        header = json.loads(raw, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as exc:
+        raise CorruptFile(f"{shown}: the header holds the key {str(exc)[:200]!r} twice; readers disagree on which one "
+                          "counts, so the file is refused. Re-save it from its source.") from None
+    except (ValueError, RecursionError) as exc:
+        raise CorruptFile(f"{shown}: damaged safetensors header: {_explain(f'invalid JSON ({exc})')}") from None
+    if not isinstance(header, dict):
+        raise CorruptFile(f"{shown}: damaged safetensors header: {_explain('invalid JSON: not an object')}")
+    return header
+
+
+def _validated_index(shown: str, header: dict[str, Any], data_len: int) -> tuple[dict[str, TensorInfo], int]:
+    """The checks the safetensors library makes (known dtypes, byte lengths that fit dtype × shape, offsets that
+    tile the data region exactly), for headers too large to hand to it whole."""
+    def damaged(why: str) -> CorruptFile:
+        return CorruptFile(f"{shown}: damaged safetensors header: {why}")
+
+    tensors: dict[str, TensorInfo] = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            ok = isinstance(dtype, str) and all(type(v) is int and v >= 0 for v in (*shape, start, end))
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise damaged(f"tensor {key[:200]!r} is not described by dtype, shape and data_offsets "
+                          "(the file is damaged or not safetensors).")
+        if dtype not in DTYPE_BYTES:
+            raise damaged(_explain(f"unknown variant {dtype[:40]!r} for tensor {key[:200]!r}"))
+        info = TensorInfo(key, dtype, tuple(shape), start, end)
+        if end < start or info.numel * DTYPE_BYTES[dtype] != end - start:
+            raise damaged(f"tensor {key[:200]!r}: {dtype} {list(shape)} does not fit its {end - start:,} bytes "
+                          "(the file is damaged).")
+        tensors[key] = info
+    at = 0
+    for info in sorted(tensors.values(), key=lambda t: (t.start, t.end)):
+        if info.start != at:
+            raise damaged(_explain(f"invalid offset for tensor {info.key[:200]!r}"))
+        at = info.end
+    if at != data_len:
+        raise damaged(_explain(f"metadata incomplete buffer: the tensors end at {at:,} of {data_len:,} data bytes"))
+    return tensors, at
 
 
 def read_scalars(structure: FileStructure, keys: list[str]) -> dict[str, float]:

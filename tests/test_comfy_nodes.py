@@ -294,3 +294,37 @@ def test_preload_puts_listed_ids_in_the_cache(env):
     comfy.pack._preload_after_scan(comfy.pack.service(), [hero, "SD1-ZZZ-404"])
     assert str(loras / "characters" / "hero.safetensors") in cache.stats().paths
     assert cache.stats().entries == 1
+
+
+def test_broken_loras_are_refused_with_the_reason(env):
+    from safetensors.torch import save_file
+
+    from lorawb_core.errors import BrokenLora
+
+    comfy, loras = env
+    model, clip = comfy.tiny_sd15()
+    load = comfy.node("LoraWB_LoadLoraById")
+    bad, later = loras / "characters" / "broken_cols.safetensors", loras / "characters" / "soon_broken.safetensors"
+    write_tiny_sd15_lora(later, seed=11)
+    sd = load_file(str(later))
+    up = next(k for k in sd if k.endswith("lora_up.weight"))
+    broken = {**sd, up: torch.cat([sd[up], sd[up][:, :2]], dim=1).contiguous()}  # 2 columns more than the rank
+    save_file(broken, str(bad))
+    past = os.stat(loras / "characters" / "hero.safetensors").st_mtime_ns
+    for p in (bad, later):
+        os.utime(p, ns=(past, past))
+    svc = comfy.pack.service()
+    svc.start_scan()
+    assert svc.wait(60)
+    labels = ids(comfy)
+    try:  # indexed as an error: refused with the stored reason
+        with pytest.raises(BrokenLora, match="columns but rank is"):
+            run(load, model=model, clip=clip, lora=labels["broken_cols"], strength_model=1.0, strength_clip=1.0)
+        save_file(broken, str(later))  # indexed as ready, broken since: the header is read again and refused
+        with pytest.raises(BrokenLora, match="changed since it was indexed"):
+            run(load, model=model, clip=clip, lora=labels["soon_broken"], strength_model=1.0, strength_clip=1.0)
+    finally:
+        bad.unlink()
+        later.unlink()
+        svc.start_scan()
+        assert svc.wait(60)

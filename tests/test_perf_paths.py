@@ -107,6 +107,8 @@ def test_alpha_problems_and_files_without_layout(tmp_path):
     assert "alpha is nan" in full["problems"] and "alpha" not in fast["problems"]
     measured = measure(_job(nan_alpha))  # phase (b) writes the problem
     assert measured["problems"] == full["problems"]
+    assert measured["scan_state"] == "error" and "alpha is nan" in measured["error"]  # failed, never a strength
+    assert measured["total_norm"] is None and "blocks" not in measured
     unknown = save(tmp_path / "unknown.safetensors", {"some.weight": torch.ones(3), "x.alpha": torch.tensor(2.0)})
     _same_fields(unknown)
     assert analyse(_job(unknown))["scan_state"] == "error"
@@ -197,7 +199,7 @@ def _reference_report(path):
                      "‖scale·ΔW‖_F before DoRA re-normalisation (needs the base weight)", problems=list(a.problems))
         for a, raw, target, block in mods]
     if not mods:
-        problems.append("no LoRA modules found: every key is unknown" if unknown else "the file holds no tensors")
+        problems.append("no LoRA modules found: " + ("every key is unknown" if unknown else "the file holds no tensors"))
     report = LoraReport(
         path=os.fsdecode(structure.path), file_name=structure.path.name, size=structure.size,
         mtime_ns=structure.mtime_ns, header_bytes=structure.header_bytes,

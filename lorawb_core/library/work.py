@@ -65,8 +65,12 @@ def structure_fields(report) -> dict[str, Any]:
         "metadata": to_json(meta.to_dict()), "problems": to_json(report.problems),
         "scan_state": "pending", "error": None,
     }
-    if report.layout_id is None:
-        why = fam.reason or "; ".join(report.problems) or f"no block layout is known for family '{fam.family}'"
+    if report.problems:  # NaN/Inf, factor shapes that do not multiply, rank-0 factors, no LoRA modules
+        from ..inspect import broken_reason
+
+        out.update(scan_state="error", error=broken_reason(report.problems))
+    elif report.layout_id is None:
+        why = fam.reason or f"no block layout is known for family '{fam.family}'"
         out.update(scan_state="error", error=f"no block layout: {why}")
     return out
 
@@ -93,7 +97,8 @@ def analyse(job: Job) -> dict[str, Any]:
         if report.layout_id is None:
             report = inspect_structure(path).report
     except Exception as exc:  # recorded with its reason; retried when the file changes
-        return {**_failure(exc), "size": size, "mtime_ns": mtime_ns}
+        name = Path(path).stem  # an unreadable file is listed and sorted by its file name
+        return {**_failure(exc), "name": name, "sort_key": name.casefold(), "size": size, "mtime_ns": mtime_ns}
     if (report.size, report.mtime_ns) != (size, mtime_ns):
         return {"changed": True}
     return {**structure_fields(report), "size": size, "mtime_ns": mtime_ns}
@@ -123,8 +128,9 @@ def measure(job: Job) -> dict[str, Any]:
         return {"changed": True}
     out = structure_fields(report)
     out.update(sha256=hashes.sha256, addnet=hashes.addnet, autov2=hashes.autov2, autov3=hashes.autov3,
-               total_norm=_clean(report.total_norm), unmapped_norm=_clean(report.unmapped_norm))
-    if out["scan_state"] == "pending":
+               total_norm=None, unmapped_norm=None)
+    if out["scan_state"] == "pending":  # an error row never carries a strength
+        out.update(total_norm=_clean(report.total_norm), unmapped_norm=_clean(report.unmapped_norm))
         positions = {b: i for i, b in enumerate(get_layout(report.layout_id).block_ids)}
         out["blocks"] = [{"block_id": b.id, "position": positions[b.id], "norm": _clean(b.norm),
                           "share": _clean(b.share), "module_count": b.module_count, "exact": int(b.exact)}
