@@ -242,3 +242,46 @@ def test_a_scans_peak_memory_stays_bounded_whatever_the_files_hold(tmp_path, cap
     assert rows["huge_meta_0.safetensors"]["scan_state"] == "ready"
     assert json.loads(rows["huge_meta_0.safetensors"]["trigger_words"])[0] == "hero"
     db.close()
+
+
+def test_headers_too_large_for_safe_open_get_the_same_checks(tmp_path):
+    from lorawb_core.reader import SAFE_OPEN_HEADER_BYTES, read_structure
+
+    up, down = np.ones((640, 4), np.float16).tobytes(), np.ones((4, 768), np.float16).tobytes()
+    big = {"ss_output_name": "big", "ss_datasets": "x" * SAFE_OPEN_HEADER_BYTES}
+
+    def header(meta, up_entry=None, down_dtype="F16", end=None):
+        h = {"__metadata__": meta,
+             f"{KEY}.lora_up.weight": up_entry or {"dtype": "F16", "shape": [640, 4], "data_offsets": [0, len(up)]},
+             f"{KEY}.lora_down.weight": {"dtype": down_dtype, "shape": [4, 768],
+                                         "data_offsets": [len(up), end or len(up) + len(down)]}}
+        return json.dumps(h, separators=(",", ":")).encode()
+
+    small = read_structure(_raw(tmp_path / "small.safetensors", header({"ss_output_name": "big"}), up + down))
+    large = read_structure(_raw(tmp_path / "large.safetensors", header(big), up + down))
+    assert large.tensors == small.tensors and large.metadata == big
+    assert inspect_file(tmp_path / "large.safetensors").module_count == 1
+    cases = {
+        "overlap": (header(big, {"dtype": "F16", "shape": [640, 4], "data_offsets": [2, len(up) + 2]}),
+                    "offsets overlap or point outside"),
+        "length": (header(big, {"dtype": "F16", "shape": [640, 3], "data_offsets": [0, len(up)]}), "does not fit"),
+        "dtype": (header(big, down_dtype="Q9"), "dtype this safetensors version does not know"),
+        "short": (header(big, end=len(up) + len(down) - 2), "does not fit"),
+    }
+    for name, (raw, why) in cases.items():
+        with pytest.raises(CorruptFile, match=why):
+            read_structure(_raw(tmp_path / f"{name}.safetensors", raw, up + down))
+    with pytest.raises(CorruptFile, match="truncated or padded"):
+        read_structure(_raw(tmp_path / "padded.safetensors", header(big), up + down + b"\0\0"))
+
+
+def test_a_huge_tag_frequency_gives_its_top_tags_from_a_bounded_read():
+    from lorawb_core.metadata import MAX_JSON_CHARS, parse_metadata
+
+    tags = ",".join(f'"tag{i:07d}":{i % 7 + 1}' for i in range(MAX_JSON_CHARS // 10))
+    md = parse_metadata({"ss_tag_frequency": f'{{"10_zelda":{{"zelda":90,"1girl":90,"sw\\u00f6rd":50,{tags}}}}}',
+                         "ss_num_train_images": "100", "ss_network_args": "[" * (MAX_JSON_CHARS + 1)})
+    assert [t.word for t in md.trigger_words[:2]] == ["zelda", "swörd"]
+    assert md.trigger_words[0].share == pytest.approx(0.9)
+    assert any("ss_tag_frequency" in e and "first" in e for e in md.parse_errors)
+    assert any("ss_network_args" in e for e in md.parse_errors) and md.training.network_args is None
