@@ -107,7 +107,7 @@ def render_report(report, out: Output, *, blocks: bool) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
-    from .inspect import inspect_file
+    from .inspection import inspect_file
 
     paths = list(iter_lora_paths(args.paths))
     if not paths:

@@ -224,7 +224,7 @@ def check_stack(db, entries: Sequence[StackEntry | Mapping[str, Any]], *, model_
 
 
 def _analyses(reports: list[EntryReport]) -> dict[EntryReport, Any]:
-    from .inspect import broken_reason, inspect_structure, measure_blocks
+    from .inspection import broken_reason, inspect_structure, measure_blocks
 
     out = {}
     for r in reports:

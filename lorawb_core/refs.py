@@ -97,7 +97,7 @@ def check_usable(entry) -> None:
         return  # resolve_entry reports missing files
     if (st.st_size, st.st_mtime_ns) == (entry.size, entry.mtime_ns):
         return
-    from .inspect import broken_reason, summarize_structure
+    from .inspection import broken_reason, summarize_structure
 
     summary = summarize_structure(entry.path)
     if summary.problems:

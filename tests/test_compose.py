@@ -11,7 +11,7 @@ from library_helpers import HOUR_AGO_NS, quick_scan
 from safetensors.numpy import load_file, save_file
 
 from lorawb_core.compose import StackEntry, check_stack
-from lorawb_core.inspect import inspect_structure
+from lorawb_core.inspection import inspect_structure
 from lorawb_core.library import open_library
 from lorawb_core.profiles import builtin_profiles
 from lorawb_core.reader import open_tensors

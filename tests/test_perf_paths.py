@@ -25,7 +25,8 @@ from safetensors import safe_open
 
 from lorawb_core import reader
 from lorawb_core.adapters.grams import SMALL_RANK
-from lorawb_core.inspect import _batch_pairs, inspect_structure, summarize_structure
+from lorawb_core.inspection import inspect_structure, summarize_structure
+from lorawb_core.inspection.measure import _batch_pairs
 from lorawb_core.library import open_library
 from lorawb_core.library.scan import DETAIL_COLUMNS
 from lorawb_core.library.work import _clean, analyse, measure, structure_fields, to_json
@@ -137,13 +138,9 @@ def _reference_report(path):
 
     from lorawb_core.adapters import probe_module
     from lorawb_core.families import ModuleShape, detect_family
-    from lorawb_core.inspect import (
-        LoraReport,
-        ModuleReport,
-        _format_of,
-        _peft_alpha,
-        _shape_for_detection,
-    )
+    from lorawb_core.inspection import LoraReport, ModuleReport
+    from lorawb_core.inspection.formats import format_of
+    from lorawb_core.inspection.structure import _peft_alpha, _shape_for_detection
     from lorawb_core.keys import group_keys
     from lorawb_core.layouts import family_map
     from lorawb_core.metadata import parse_metadata
@@ -186,7 +183,7 @@ def _reference_report(path):
         m[2] = canonical_target(m[1], family.family, out_rows, in_cols)
         m[3] = fm.block_of(m[2].key) if fm else None
     layout = fm.choose({m[3] for m in mods if m[3]}) if fm else None
-    formats = Counter(_format_of(a.module, a) for a, *_ in mods)
+    formats = Counter(format_of(a.module, a) for a, *_ in mods)
     algos = Counter(a.algorithm for a, *_ in mods)
     ranks = Counter(a.rank for a, *_ in mods if a.rank)
     alphas = Counter(a.alpha if a.alpha is not None else a.alpha_override for a, *_ in mods)

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from real_writers import ALL_WRITERS  # noqa: E402
 
 from lorawb_core import inspect_file  # noqa: E402
-from lorawb_core.inspect import inspect_structure  # noqa: E402
+from lorawb_core.inspection import inspect_structure  # noqa: E402
 from lorawb_core.reader import open_tensors  # noqa: E402
 
 FAMILY = {"sd1": "sd15"}

@@ -52,11 +52,8 @@ class LoraAdapter(Adapter):
 
     @property
     def batchable(self) -> bool:
-        """Plain low-rank modules whose energy ``energy_from_grams`` can take from a batched Gram product."""
+        """Plain low-rank modules whose energy ``energy_from_product`` can take from a batched Gram product."""
         return "mid" not in self.params and not self.problems
-
-    def energy_from_grams(self, get: Getter, gu, gd) -> Energy:
-        return self.energy_from_product(get, float((gu * gd).sum()), (gu, gd))
 
     def energy_from_product(self, get: Getter, product: float, grams: tuple | None = None) -> Energy:
         """The energy from Σ (UᵀU)∘(DDᵀ) computed elsewhere (``adapters.grams``); ``grams`` for the spectrum."""

@@ -47,8 +47,8 @@ def _failure(exc: BaseException) -> dict[str, Any]:
 
 
 def structure_fields(report) -> dict[str, Any]:
-    """``loras`` columns from a :class:`~lorawb_core.inspect.LoraReport` or a
-    :class:`~lorawb_core.inspect.StructureSummary` (header facts only)."""
+    """``loras`` columns from a :class:`~lorawb_core.inspection.LoraReport` or a
+    :class:`~lorawb_core.inspection.StructureSummary` (header facts only)."""
     fam, meta = report.family, report.metadata
     name = meta.title or meta.output_name or Path(report.path).stem
     alpha = report.alpha if report.alpha is not None and math.isfinite(report.alpha) else None
@@ -66,7 +66,7 @@ def structure_fields(report) -> dict[str, Any]:
         "scan_state": "pending", "error": None,
     }
     if report.problems:  # NaN/Inf, factor shapes that do not multiply, rank-0 factors, no LoRA modules
-        from ..inspect import broken_reason
+        from ..inspection import broken_reason
 
         out.update(scan_state="error", error=broken_reason(report.problems))
     elif report.layout_id is None:
@@ -89,7 +89,7 @@ def analyse(job: Job) -> dict[str, Any]:
     A file phase (b) will measure gets the per-index summary (no alpha: phase (b) writes it, with any problem of
     the alpha values); a file that ends here (no block layout) gets the full header analysis, alphas included.
     """
-    from ..inspect import inspect_structure, summarize_structure
+    from ..inspection import inspect_structure, summarize_structure
 
     path, size, mtime_ns, inode = job
     try:
@@ -107,7 +107,7 @@ def analyse(job: Job) -> dict[str, Any]:
 def measure(job: Job) -> dict[str, Any]:
     """Phase (b): block strengths and hashes; the file must look the same before and after."""
     from ..hashes import hash_file
-    from ..inspect import inspect_structure, measure_blocks
+    from ..inspection import inspect_structure, measure_blocks
     from ..layouts import get_layout
 
     path, size, mtime_ns, inode = job
