@@ -1,4 +1,4 @@
-"""Reading LoRA files: structure from the safetensors header, tensors only when math needs them.
+"""Reading a LoRA file's structure from its safetensors header (tensor data: :mod:`.tensors`).
 
 A new header is validated by the ``safetensors`` library (or, above ``SAFE_OPEN_HEADER_BYTES``, by the same checks
 here over the tensor index alone, so that one huge metadata value costs one decode); this module adds the cheap
@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import stat
 import struct
 import threading
-import warnings
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CorruptFile, InvalidTensor, UnreadableFile, UnsupportedFormat
+from .errors import CorruptFile, UnreadableFile, UnsupportedFormat
+from .header_index import KnownIndex, known_index, remember_index, split_metadata
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 MAX_TENSORS = 12_000  # real LoRAs hold < 6,000 (full-layer LyCORIS on SDXL with both text encoders, DoRA)
@@ -175,137 +173,6 @@ def _check_head(shown: str, head: bytes, size: int) -> int:
     return n
 
 
-@dataclass(frozen=True)
-class _Index:
-    tensors: dict[str, TensorInfo]
-    data_end: int
-    prefix: bytes  # the header before its metadata ...
-    suffix: bytes  # ... and after it, without trailing padding: compared byte for byte with a new file's
-    digest: bytes  # digest of prefix + suffix: identifies the index (the analysis cache key)
-
-
-# Tensor indexes seen before, by digest; ``_CANDIDATES`` finds them by where the metadata sits and the length of
-# the rest, so a known index costs two ``memcmp`` of the header instead of a digest, a parse or a copy.
-_INDEX_CACHE: OrderedDict[bytes, _Index] = OrderedDict()
-_CANDIDATES: dict[tuple[int, int], list[bytes]] = {}
-_INDEX_CACHE_SIZE = 256
-_INDEX_CACHE_TENSORS = 250_000  # and at most this many tensors in all: memory bounded whatever the library holds
-_cache_lock = threading.Lock()
-_META_KEY = b'"__metadata__"'
-_JSON_SPACE = b" \t\r\n"
-
-
-@dataclass
-class _Split:
-    """A header split around its ``__metadata__`` value: ``buf[:pos]`` + ``buf[end:tail]`` is the tensor index
-    (``tail`` drops trailing JSON whitespace: writers pad the header to 8 bytes, so files of one structure differ
-    there by the length of their metadata). ``meta`` is None when the split cannot be trusted."""
-
-    meta: dict[str, str] | None
-    pos: int
-    end: int
-    tail: int
-
-
-def _split_metadata(buf: bytearray | bytes, n: int) -> _Split:
-    """Find and decode the ``__metadata__`` object of the header ``buf[:n]`` without copying the header."""
-    tail = n
-    while tail > 0 and buf[tail - 1] in _JSON_SPACE:
-        tail -= 1
-    pos = _metadata_position(buf, n)
-    if pos < 0:
-        return _Split({}, tail, tail, tail)
-    colon = buf.find(b":", pos + 14, n)
-    if colon < 0 or not _valid_utf8(buf[pos:colon]):
-        return _Split(None, pos, pos, tail)
-    start = colon + 1
-    while start < n and buf[start] in _JSON_SPACE:
-        start += 1
-    decoded = _decode_object(memoryview(buf)[start:n])
-    if decoded is None:
-        return _Split(None, pos, pos, tail)
-    obj, length = decoded
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
-        return _Split(None, pos, pos, tail)
-    return _Split(obj, pos, min(start + length, tail), tail)
-
-
-def _metadata_position(buf: bytearray | bytes, n: int) -> int:
-    """Where ``"__metadata__"`` first occurs in ``buf[:n]`` (-1: nowhere). safetensors writes it first; other
-    writers put it where the known files of their structure have it: if the header starts with such a file's
-    bytes before it (a ``memcmp``), no earlier occurrence is possible, and the whole-header search is skipped."""
-    if buf.startswith(b'{"__metadata__"', 0, n):
-        return 1
-    with _cache_lock:
-        for (pos, _), digests in _CANDIDATES.items():
-            if pos > 1 and buf.startswith(_META_KEY, pos, n) and any(
-                    d in _INDEX_CACHE and buf.startswith(_INDEX_CACHE[d].prefix) for d in digests):
-                return pos
-    return buf.find(_META_KEY, 0, n)
-
-
-def _decode_object(data: memoryview, window: int = 1 << 16) -> tuple[Any, int] | None:
-    """The JSON value at the start of ``data`` and its length in bytes, decoding only as much as it needs (a
-    growing window: a value cut by the window end fails to parse and is retried with more)."""
-    import codecs
-
-    try:
-        while True:
-            whole = window >= len(data)
-            text, _ = codecs.utf_8_decode(data[:window], "strict", whole)
-            try:
-                obj, end = json.JSONDecoder().raw_decode(text)
-            except ValueError:
-                if whole:
-                    return None
-                window *= 4
-                continue
-            return obj, (end if text.isascii() else len(text[:end].encode("utf-8")))
-    except UnicodeDecodeError:
-        return None
-    finally:
-        data.release()
-
-
-def _valid_utf8(b: bytes | bytearray) -> bool:
-    try:
-        b.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _known_index(buf: bytearray | bytes, split: _Split) -> _Index | None:
-    key = (split.pos, split.pos + split.tail - split.end)
-    with _cache_lock:
-        for digest in _CANDIDATES.get(key, ()):
-            known = _INDEX_CACHE.get(digest)  # None: the cache was cleared from outside
-            if known is not None and buf.startswith(known.prefix) and \
-                    buf.startswith(known.suffix, split.end, split.tail):
-                _INDEX_CACHE.move_to_end(digest)
-                return known
-    return None
-
-
-def _remember_index(index: _Index) -> None:
-    key = (len(index.prefix), len(index.prefix) + len(index.suffix))
-    with _cache_lock:
-        if index.digest in _INDEX_CACHE:
-            return
-        _INDEX_CACHE[index.digest] = index
-        digests = _CANDIDATES.setdefault(key, [])
-        if index.digest not in digests:
-            digests.append(index.digest)
-        total = sum(len(i.tensors) for i in _INDEX_CACHE.values())
-        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE or (total > _INDEX_CACHE_TENSORS and len(_INDEX_CACHE) > 1):
-            _, old = _INDEX_CACHE.popitem(last=False)
-            total -= len(old.tensors)
-            old_key = (len(old.prefix), len(old.prefix) + len(old.suffix))
-            digests = _CANDIDATES.get(old_key, [])
-            if old.digest in digests:
-                digests.remove(old.digest)
-            if not digests:
-                _CANDIDATES.pop(old_key, None)
 
 
 def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int,
@@ -315,8 +182,8 @@ def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int,
     validated by the safetensors library (headers up to ``SAFE_OPEN_HEADER_BYTES``) or, for larger headers, by
     :func:`_validated_index` over the tensor index alone, so a huge metadata value is decoded once, not four times.
     Duplicated keys and more than ``MAX_TENSORS`` tensors are refused."""
-    split = _split_metadata(buf, got)
-    known = _known_index(buf, split) if split.meta is not None else None
+    split = split_metadata(buf, got)
+    known = known_index(buf, split) if split.meta is not None else None
     if known is not None and size == 8 + n + known.data_end:
         return known.tensors, split.meta, known.digest
     count = buf.count(b'"data_offsets"', 0, split.pos) + buf.count(b'"data_offsets"', split.end, got)  # ≥ tensors
@@ -337,7 +204,7 @@ def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int,
                                   "(the file is damaged or not safetensors).")
         tensors, data_end = _validated_index(shown, index, size - 8 - n)
         if split.meta is not None:
-            _remember_index(_Index(tensors, data_end, prefix, suffix, digest))
+            remember_index(KnownIndex(tensors, data_end, prefix, suffix, digest))
         return tensors, meta, digest
     raw = bytes(buf[:got])
     from safetensors import SafetensorError, safe_open
@@ -362,7 +229,7 @@ def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int,
         tensors[key] = TensorInfo(key, entry["dtype"], tuple(map(int, entry["shape"])), start, end)
     checked = {str(k): str(v) for k, v in checked_meta.items()}
     if split.meta == checked:  # the split was exact: later files with this index can skip the full parse
-        _remember_index(_Index(tensors, data_end, prefix, suffix, digest))
+        remember_index(KnownIndex(tensors, data_end, prefix, suffix, digest))
     return tensors, checked, digest
 
 
@@ -428,34 +295,6 @@ def _validated_index(shown: str, header: dict[str, Any], data_len: int) -> tuple
     return tensors, at
 
 
-def read_scalars(structure: FileStructure, keys: list[str]) -> dict[str, float]:
-    """Values of one-element tensors (``alpha``, ``on_input``) read straight from their bytes: no torch needed."""
-    out: dict[str, float] = {}
-    if not keys:
-        return out
-    base = structure.header_bytes
-    fd = os.open(structure.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    try:  # one positioned read per scalar: no map to fault in across a (possibly large or sparse) file
-        for key in keys:
-            info = structure.tensors[key]
-            out[key] = _decode_scalar(info.dtype, os.pread(fd, info.end - info.start, base + info.start))
-    finally:
-        os.close(fd)
-    return out
-
-
-def _decode_scalar(dtype: str, raw: bytes) -> float:
-    if dtype == "BF16":
-        return struct.unpack("<f", b"\x00\x00" + raw[:2])[0]
-    fmt = _SCALAR_FORMATS.get(dtype)
-    if fmt is None or len(raw) < struct.calcsize(fmt):
-        return float("nan")
-    return float(struct.unpack(fmt, raw[: struct.calcsize(fmt)])[0])
-
-
-_SCALAR_FORMATS = {"F16": "<e", "F32": "<f", "F64": "<d", "I8": "<b", "U8": "<B", "I16": "<h", "U16": "<H",
-                   "I32": "<i", "U32": "<I", "I64": "<q", "U64": "<Q", "BOOL": "<?"}
-
 
 def _explain(msg: str) -> str:
     low = msg.lower()
@@ -468,91 +307,6 @@ def _explain(msg: str) -> str:
     if "invalid json" in low or "utf" in low:
         return f"{msg} (the header is not a JSON object; the file is damaged or not safetensors)."
     return msg
-
-
-_TORCH_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64", "I8": "int8",
-                 "U8": "uint8", "I16": "int16", "I32": "int32", "I64": "int64", "BOOL": "bool",
-                 "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
-
-
-class TensorLoader:
-    """Zero-copy torch views of a file's tensors over a private memory map; torch is imported only here.
-
-    Offsets come from a header the safetensors library already validated (``read_structure``). The map is
-    read-only: the views must never be written to (every consumer converts or multiplies them into new tensors).
-    """
-
-    def __init__(self, structure: FileStructure):
-        self.structure = structure
-        self._fh: Any = None
-        self._map: mmap.mmap | None = None
-        self._bytes: Any = None  # the map as a numpy uint8 array (mapped_bytes)
-        self._tensor: Any = None  # the map as a torch uint8 tensor (mapped_tensor)
-
-    def __enter__(self) -> TensorLoader:
-        self._fh = open(self.structure.path, "rb")  # noqa: SIM115 - closed in __exit__
-        # read-only shared map of the page cache, pre-faulted in one call where the OS can (every byte is read)
-        if hasattr(mmap, "MAP_SHARED"):
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            self._map = mmap.mmap(self._fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
-        else:  # Windows
-            self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._bytes = self._tensor = None
-        if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:  # a view escaped the context; the map closes when it is collected
-                pass
-        if self._fh is not None:
-            self._fh.close()
-        self._map = self._fh = None
-
-    def _torch_dtype(self, key: str, info: TensorInfo):
-        import torch
-
-        name = _TORCH_DTYPES.get(info.dtype)
-        if name is None or not hasattr(torch, name):
-            raise InvalidTensor(f"tensor {key}: dtype {info.dtype} cannot be used for LoRA math.")
-        return getattr(torch, name)
-
-    def check_dtype(self, key: str) -> None:
-        """Raise the :class:`InvalidTensor` that :meth:`get` raises for a tensor whose dtype torch cannot use."""
-        self._torch_dtype(key, self.structure.tensors[key])
-
-    def mapped_bytes(self):
-        """The whole mapped file as a numpy uint8 array (valid inside the context): tensor ``k`` is
-        ``[header_bytes + start, header_bytes + end)``. Slicing numpy is far cheaper than a torch view per tensor."""
-        import numpy as np
-
-        if self._bytes is None:
-            self._bytes = np.frombuffer(self._map, dtype=np.uint8)
-        return self._bytes
-
-    def mapped_tensor(self):
-        """The whole mapped file as one torch uint8 tensor (read-only, valid inside the context)."""
-        import torch
-
-        if self._tensor is None:
-            with warnings.catch_warnings():  # the map is read-only on purpose: nothing may write to a user's file
-                warnings.simplefilter("ignore", UserWarning)
-                self._tensor = torch.frombuffer(self._map, dtype=torch.uint8)
-        return self._tensor
-
-    def get(self, key: str):
-        """The tensor ``key`` in its stored dtype, as a view of the mapped file (valid inside the context)."""
-        import torch
-
-        info = self.structure.tensors[key]
-        dtype = self._torch_dtype(key, info)
-        if info.numel == 0:
-            return torch.zeros(info.shape, dtype=dtype)
-        with warnings.catch_warnings():  # the map is read-only on purpose: nothing may write to a user's file
-            warnings.simplefilter("ignore", UserWarning)
-            t = torch.frombuffer(self._map, dtype=dtype, count=info.numel, offset=self.structure.header_bytes + info.start)
-        return t.view(info.shape)
 
 
 @contextmanager
@@ -574,9 +328,3 @@ def utf8_path(path: Path) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
-
-
-@contextmanager
-def open_tensors(structure: FileStructure) -> Iterator[TensorLoader]:
-    with TensorLoader(structure) as loader:
-        yield loader

@@ -23,15 +23,15 @@ from conftest import save
 from library_helpers import quick_scan
 from safetensors import safe_open
 
-from lorawb_core import reader
+from lorawb_core import header_index, reader
 from lorawb_core.adapters.grams import SMALL_RANK
 from lorawb_core.inspection import inspect_structure, summarize_structure
 from lorawb_core.inspection.measure import _batch_pairs
 from lorawb_core.library import open_library
 from lorawb_core.library.scan import DETAIL_COLUMNS
 from lorawb_core.library.work import _clean, analyse, measure, structure_fields, to_json
-from lorawb_core.reader import open_tensors
 from lorawb_core.samples import build_sample_library, write_lora
+from lorawb_core.tensors import open_tensors
 
 
 def _job(p: Path) -> tuple[str, int, int, int]:
@@ -145,7 +145,8 @@ def _reference_report(path):
     from lorawb_core.layouts import family_map
     from lorawb_core.metadata import parse_metadata
     from lorawb_core.naming import RawPath, canonical_target, normalise_native_dit, parse_module_key
-    from lorawb_core.reader import read_scalars, read_structure
+    from lorawb_core.reader import read_structure
+    from lorawb_core.tensors import read_scalars
 
     structure = read_structure(path)
     meta = parse_metadata(structure.metadata)
@@ -329,7 +330,7 @@ def test_reader_survives_caches_cleared_from_outside(tmp_path):
     index, data = _index(8)
     p = _write_header(tmp_path / "a.safetensors", {**index, "__metadata__": {"a": "1"}}, metadata_at="end", data=data)
     first = reader.read_structure(p)
-    reader._INDEX_CACHE.clear()  # as bench_inspect's cold pass does
+    header_index._INDEX_CACHE.clear()  # as bench_inspect's cold pass does
     again = reader.read_structure(p)
     assert again.index_digest == first.index_digest and again.tensors == first.tensors
     assert reader.read_structure(p).metadata == {"a": "1"}
@@ -391,7 +392,7 @@ def _save_in_order(path: Path, tensors: dict) -> Path:
 
 def _dense_norms(path: Path) -> dict[str, float]:
     """‖scale·ΔW‖_F of every module from the dense float64 reconstruction (the adapters' own delta())."""
-    from lorawb_core.reader import open_tensors
+    from lorawb_core.tensors import open_tensors
 
     analysis = inspect_structure(path)
     out = {}

@@ -11,7 +11,8 @@ from ..adapters import Adapter, effective_rank
 from ..adapters.base import singular_values_batch
 from ..adapters.grams import SMALL_RANK, Factor, gram_products
 from ..errors import InvalidTensor
-from ..reader import FileStructure, open_tensors
+from ..reader import FileStructure
+from ..tensors import open_tensors
 from .report import BlockStrength, LoraReport, ModuleReport
 from .structure import Analysis, Module
 
@@ -50,7 +51,7 @@ def _batch_pairs(loader, analysis: Analysis) -> tuple[list[Module], list[tuple[F
     suit its dtype, numpy bytes."""
     import torch
 
-    from ..reader import _TORCH_DTYPES
+    from ..tensors import _TORCH_DTYPES
 
     mods, index, structure = analysis.modules, analysis.index, analysis.structure
     plan = index.gram_plan if index is not None else None

@@ -18,7 +18,8 @@ from ..keys import group_keys
 from ..layouts import FamilyMap, family_map
 from ..metadata import LoraMetadata, parse_metadata
 from ..naming import RawPath, Target, canonical_target, normalise_native_dit, parse_module_key
-from ..reader import FileStructure, read_scalars, read_structure
+from ..reader import FileStructure, read_structure
+from ..tensors import read_scalars
 from .formats import format_of
 from .report import NO_MODULES, LoraReport, ModuleReport, StructureSummary
 
