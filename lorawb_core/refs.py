@@ -80,15 +80,19 @@ def ref_from_entry(entry, strength_model: float = 1.0, strength_clip: float = 1.
 
 
 def check_usable(entry) -> None:
-    """Refuse a library entry that cannot be applied, with the stored reason: an ``error`` row, or a file changed
-    since it was indexed whose header now shows a problem (one header read; NaN/Inf needs the tensors and is found
-    when the library measures the file again).
+    """Refuse a library entry that cannot be applied, with the stored reason: an ``error`` row (except a readable
+    LoRA of a family without a block layout, which still loads at a uniform strength), or a file changed since it
+    was indexed whose header now shows a problem (one header read; NaN/Inf needs the tensors and is found when the
+    library measures the file again).
 
     Raises:
         BrokenLora: the entry or its changed file cannot be applied.
     """
     label = choice_label(entry.stable_id, entry.name)
-    if entry.scan_state == "error":
+    from .library.work import NO_LAYOUT
+
+    usable_without_blocks = not entry.problems and (entry.error or "").startswith(NO_LAYOUT)
+    if entry.scan_state == "error" and not usable_without_blocks:
         raise BrokenLora(f"LoRA {label} cannot be used: {entry.error or 'the library could not read it'} "
                          f"({entry.path}; fix or replace the file, then rescan).")
     try:

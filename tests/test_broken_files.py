@@ -180,6 +180,9 @@ def test_compose_and_node_resolution_refuse_broken_loras(tmp_path, broken):
     with pytest.raises(BrokenLora, match="6 columns but rank is 4"):
         check_usable(get_lora(db, ids["cols"]))
     check_usable(get_lora(db, ids["a"]))
+    no_layout = get_lora(db, ids["a"])
+    no_layout.scan_state, no_layout.error = "error", "no block layout: the family has none"
+    check_usable(no_layout)  # a readable LoRA without a block layout still loads uniformly
     # indexed as ready, then broken on disk: the gate measures it and refuses; the node-side check reads the header
     t = load_file(str(b))
     up = next(k for k in t if k.endswith("lora_up.weight"))

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import LorawbError
 
 Job = tuple[str, int, int, int]  # path, size, mtime_ns, inode (as listed)
+NO_LAYOUT = "no block layout"  # the one error state whose file can still be applied (uniformly, without blocks)
 
 
 def _clean(value: Any) -> Any:
@@ -71,7 +72,7 @@ def structure_fields(report) -> dict[str, Any]:
         out.update(scan_state="error", error=broken_reason(report.problems))
     elif report.layout_id is None:
         why = fam.reason or f"no block layout is known for family '{fam.family}'"
-        out.update(scan_state="error", error=f"no block layout: {why}")
+        out.update(scan_state="error", error=f"{NO_LAYOUT}: {why}")
     return out
 
 
