@@ -82,3 +82,13 @@ class IncompatibleStack(LorawbError, ValueError):
 
 class HostUnsupported(LorawbError, RuntimeError):
     """The host (e.g. an older ComfyUI) lacks a mechanism a node needs; the message names the version to use."""
+
+
+class BrokenLora(LorawbError, ValueError):
+    """A file that reads but cannot be applied: NaN/Inf values, factors whose shapes do not multiply, rank-0
+    factors, or no LoRA modules at all. ``report`` is the inspection report when there is one (its ``problems``
+    list every reason)."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report

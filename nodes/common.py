@@ -7,7 +7,15 @@ import os
 from typing import Any
 
 from lorawb_core.errors import IncompatibleStack, LorawbError
-from lorawb_core.refs import EMPTY_CHOICE, LoraRef, lora_choices, parse_choice, ref_from_entry, resolve_entry
+from lorawb_core.refs import (
+    EMPTY_CHOICE,
+    LoraRef,
+    check_usable,
+    lora_choices,
+    parse_choice,
+    ref_from_entry,
+    resolve_entry,
+)
 
 from . import host
 
@@ -52,10 +60,13 @@ def validate_lora(value: str) -> bool | str:
 
 
 def resolve_lora(value: str, ref: LoraRef | None = None) -> LoraRef:
-    """A linked reference wins over the chooser."""
+    """A linked reference wins over the chooser. A LoRA the library could not read, or whose file changed into one
+    that cannot be applied, is refused with the reason (:func:`~lorawb_core.refs.check_usable`)."""
     if ref is not None:
         return ref
-    return ref_from_entry(host.with_db(resolve_entry, value))
+    entry = host.with_db(resolve_entry, value)
+    check_usable(entry)
+    return ref_from_entry(entry)
 
 
 def check_family(ref: LoraRef, model: Any) -> None:

@@ -511,3 +511,37 @@ def test_one_add_patches_call_stores_what_a_call_per_weight_would(env):
                 assert len(entries) == len(want) and all(
                     a[0] == b[0] and a[1] is b[1] and a[2:] == b[2:] for a, b in zip(entries, want, strict=True))
             assert len(strengths) > 1 or base is clip.patcher  # several weights really were folded into one call
+
+
+def test_broken_loras_are_refused_with_the_reason(env):
+    from safetensors.torch import save_file
+
+    from lorawb_core.errors import BrokenLora
+
+    comfy, loras = env
+    model, clip = comfy.tiny_sd15()
+    load = comfy.node("LoraWB_LoadLoraById")
+    bad, later = loras / "characters" / "broken_cols.safetensors", loras / "characters" / "soon_broken.safetensors"
+    write_tiny_sd15_lora(later, seed=11)
+    sd = load_file(str(later))
+    up = next(k for k in sd if k.endswith("lora_up.weight"))
+    broken = {**sd, up: torch.cat([sd[up], sd[up][:, :2]], dim=1).contiguous()}  # 2 columns more than the rank
+    save_file(broken, str(bad))
+    past = os.stat(loras / "characters" / "hero.safetensors").st_mtime_ns
+    for p in (bad, later):
+        os.utime(p, ns=(past, past))
+    svc = comfy.pack.service()
+    svc.start_scan()
+    assert svc.wait(60)
+    labels = ids(comfy)
+    try:  # indexed as an error: refused with the stored reason
+        with pytest.raises(BrokenLora, match="columns but rank is"):
+            run(load, model=model, clip=clip, lora=labels["broken_cols"], strength_model=1.0, strength_clip=1.0)
+        save_file(broken, str(later))  # indexed as ready, broken since: the header is read again and refused
+        with pytest.raises(BrokenLora, match="changed since it was indexed"):
+            run(load, model=model, clip=clip, lora=labels["soon_broken"], strength_model=1.0, strength_clip=1.0)
+    finally:
+        bad.unlink()
+        later.unlink()
+        svc.start_scan()
+        assert svc.wait(60)

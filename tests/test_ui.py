@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from library_helpers import tiny
+from library_helpers import HOUR_AGO_NS, tiny
 from ui_helpers import CHROMIUM, CHROMIUM_ARGS, ServeProcess, http_json
 
 from lorawb_core.layouts import get_layout
@@ -211,6 +211,36 @@ def test_rescan_shows_progress_and_a_pending_lora_differs(page, sample):
     assert page.locator(".lwb-graph .lwb-bar-fill").count() == len(layout.blocks)
 
 
+def test_an_unusable_lora_shows_its_reason_and_never_a_strength(page, sample):
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    path = sample["base"] / "lib" / "broken" / "nan_weights.safetensors"
+    tiny(path, "sd15", 6)
+    tensors = load_file(str(path))
+    up = next(k for k in tensors if k.endswith("lora_up.weight"))
+    tensors[up][0, 0] = np.nan
+    save_file(tensors, str(path))
+    os.utime(path, ns=(HOUR_AGO_NS, HOUR_AGO_NS))
+    status, body = http_json(sample["url"] + "/lorawb/scan", "POST", {})
+    assert status in (200, 202), body
+    sample["server"].wait_scan()
+    try:
+        open_panel(page, sample)
+        show_only(page, "nan_weights")
+        row = page.locator(".lwb-row.is-error", has_text="nan_weights").first
+        assert "NaN/Inf" in row.get_attribute("title")
+        assert row.locator(".lwb-spark-bars").count() == 0 and row.locator(".lwb-row-state").inner_text().lower() == "error"
+        row.click()
+        page.wait_for_selector(".lwb-detail-name")
+        assert "NaN/Inf" in page.locator(".lwb-alert").inner_text()
+        assert page.locator(".lwb-graph .lwb-bar-fill").count() == 0
+    finally:  # the file goes again: later tests count the sample library as it was
+        path.unlink()
+        status, _ = http_json(sample["url"] + "/lorawb/scan", "POST", {"structure_only": True})
+        sample["server"].wait_scan()
+
+
 def add_synthetic_rows(db_path: Path, n: int) -> None:
     """Copies of the real rows with new names, paths and IDs (list load tests; serve them with --no-scan)."""
     conn = sqlite3.connect(db_path)
@@ -220,7 +250,7 @@ def add_synthetic_rows(db_path: Path, n: int) -> None:
     for i in range(n):
         r = dict(zip(cols, real[i % len(real)], strict=True))
         r.update(name=f"synthetic lora {i:05d}", sort_key=f"synthetic lora {i:05d}", path=f"/synthetic/{i}.safetensors",
-                 file_name=f"{i}.safetensors", stable_id=f"SYN-TST-{i:05d}", addnet=None, scan_state="pending",
+                 file_name=f"{i}.safetensors", stable_id=f"SYN-TST-{i:05d}", addnet=None, scan_state="pending", missing=0,
                  trigger_words=json.dumps([]))
         rows.append(tuple(r[c] for c in cols))
     conn.executemany(f"INSERT INTO loras ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
