@@ -14,19 +14,14 @@ from dataclasses import dataclass, field
 
 from ..errors import ProfileError, ProfileMismatch, UnknownLayout
 from ..layouts import REST, Layout, get_layout, list_layouts
+from .schedule import schedule_json, validate_schedule
+from .weights import WEIGHT_MAX as WEIGHT_MAX  # re-exported (their home is .weights)
+from .weights import WEIGHT_MIN as WEIGHT_MIN
+from .weights import check_weight, fmt_weight
 
-WEIGHT_MIN = -10.0
-WEIGHT_MAX = 10.0
 SOURCES = ("user", "builtin", "imported")
 NAME_MAX = 100
 _NAME_FORBIDDEN = set(":,;=#\"")  # they would break the LBW / assignment / CSV forms
-
-
-def fmt_weight(value: float) -> str:
-    """A weight as text that reads back to the same float (``1``, ``0.5``, ``-0.25``)."""
-    if value == int(value):
-        return str(int(value))
-    return repr(float(value))
 
 
 def layout_of(layout_id: str) -> Layout:
@@ -76,21 +71,6 @@ def check_name(name: str) -> str:
         return name
     raise ProfileError(f"profile name {name!r} is a number, which would read as a profile id or a weight; "
                        "add a letter.")
-
-
-def check_weight(block_id: str, value: object) -> float:
-    """One weight as a float, or a :class:`ProfileError` naming the block and the value."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProfileError(f"block {block_id}: weight {value!r} is not a number; give a number between "
-                           f"{fmt_weight(WEIGHT_MIN)} and {fmt_weight(WEIGHT_MAX)}.")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ProfileError(f"block {block_id}: weight {v} is not a finite number; give a number between "
-                           f"{fmt_weight(WEIGHT_MIN)} and {fmt_weight(WEIGHT_MAX)}.")
-    if not WEIGHT_MIN <= v <= WEIGHT_MAX:
-        raise ProfileError(f"block {block_id}: weight {fmt_weight(v)} is outside the range {fmt_weight(WEIGHT_MIN)} "
-                           f"… {fmt_weight(WEIGHT_MAX)}; bring it into that range.")
-    return v
 
 
 def validate_weights(layout_id: str, weights: Mapping[str, float], *, complete: bool = True) -> dict[str, float]:
@@ -156,8 +136,6 @@ class Profile:
         self.weights[REST] = self.weights.pop(REST)  # last, after the blocks
         self.description = " ".join((self.description or "").split())
         if self.schedule:
-            from .schedule import validate_schedule
-
             self.schedule = validate_schedule(layout_of(self.layout_id).block_ids, self.schedule)
 
     @property
@@ -200,8 +178,6 @@ class Profile:
                 "created": self.created, "updated": self.updated} | self._schedule_dict()
 
     def _schedule_dict(self) -> dict:
-        from .schedule import schedule_json
-
         return {"schedule": schedule_json(self.schedule)} if self.schedule else {}
 
     @classmethod

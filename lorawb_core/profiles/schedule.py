@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ..errors import ProfileError
 from ..layouts import REST
-from .model import check_weight, fmt_weight
+from .weights import check_weight, fmt_weight
 
 PERCENT = "percent"
 STEPS = "steps"
