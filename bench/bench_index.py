@@ -87,9 +87,9 @@ def _index(tensors, dtype: str = "F16") -> tuple[dict, int]:
 
 
 def write_sparse_lora(path: Path, index: dict, data_bytes: int, metadata: dict[str, str]) -> None:
-    """A safetensors file whose header is real and whose data region is a hole (reads as zeros)."""
-    header = dict(index)
-    header["__metadata__"] = metadata
+    """A safetensors file whose header is real (``__metadata__`` first, as the safetensors library writes it) and
+    whose data region is a hole (reads as zeros)."""
+    header = {"__metadata__": metadata, **index}
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
     with open(path, "wb") as fh:
