@@ -139,13 +139,13 @@ def bench_headers(tmp: Path, n: int) -> None:
 
 
 def main() -> None:
+    global REPEAT
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rank", type=int, default=32, help="rank of (a); (b) also runs ranks 8 and 16")
     ap.add_argument("--files", type=int, default=3)
     ap.add_argument("--headers", type=int, default=300)
     ap.add_argument("--repeat", type=int, default=REPEAT, help="best of N on both sides of every ratio")
     args = ap.parse_args()
-    global REPEAT
     REPEAT = max(1, args.repeat)
     print(f"every figure: best of {REPEAT} runs (the Gram product rate: best of 10)")
     bench_norms(args.rank)
