@@ -264,10 +264,10 @@ def _meta(path: Path) -> str:
 
 def scanner_overhead(root: Path, db_path: Path) -> float:
     """files/s of everything but header analysis (listing, planning, ID allocation, batched writes with the FTS
-    triggers): ``work.analyse`` is replaced by a canned copy of one real analysis."""
-    import lorawb_core.library.work as work
+    triggers): ``file_tasks.analyse`` is replaced by a canned copy of one real analysis."""
+    import lorawb_core.library.file_tasks as file_tasks
 
-    real = work.analyse
+    real = file_tasks.analyse
     canned: dict[str, dict] = {}
 
     def canned_analyse(job):
@@ -276,7 +276,7 @@ def scanner_overhead(root: Path, db_path: Path) -> float:
         name = Path(job[0]).stem
         return {**canned["row"], "name": name, "sort_key": name.casefold(), "size": job[1], "mtime_ns": job[2]}
 
-    work.analyse = canned_analyse
+    file_tasks.analyse = canned_analyse
     try:
         db = open_library(db_path)
         t = time.perf_counter()
@@ -284,7 +284,7 @@ def scanner_overhead(root: Path, db_path: Path) -> float:
         dt = time.perf_counter() - t
         db.close()
     finally:
-        work.analyse = real
+        file_tasks.analyse = real
     return s.new / dt
 
 
