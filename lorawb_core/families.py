@@ -3,8 +3,8 @@
 A :class:`Family` holds the family's code and title, the three-letter code its stable IDs start with, its
 architecture (the layout registry builds the family's blocks from it and key naming converts diffusers names by it),
 its layouts, the ComfyUI text encoder each text-encoder component targets, its built-in preset set and the ComfyUI
-model config classes it loads as. Detection (:mod:`.family_detect`), :mod:`.layouts`, :mod:`.naming`, stable IDs
-(:mod:`.library.ids`), the presets (:mod:`.profiles.presets`) and the nodes read these records: adding a family is one
+model config classes it loads as. Detection (:mod:`.family_detect`), :mod:`.layouts`, :mod:`.key_targets`, stable IDs
+(:mod:`.library.stable_ids`), the presets (:mod:`.profiles.presets`) and the nodes read these records: adding a family is one
 record here, plus a builder in :mod:`.layouts` when its architecture is a new kind.
 
 >>> FAMILIES["sdxl"].id_code, FAMILIES["sdxl"].layouts, FAMILIES["sdxl"].views

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .families import UNKNOWN, title_of
-from .naming import RawPath
+from .key_targets import RawPath
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import BrokenLora, LoraMissing, NotInLibrary
-from .library.ids import parse_id
+from .library.stable_ids import parse_id
 
 SEP = " · "
 EMPTY_CHOICE = "(library empty: add LoRAs to a loras folder, then rescan)"
@@ -85,7 +85,7 @@ def check_usable(entry) -> None:
         BrokenLora: the entry or its changed file cannot be applied.
     """
     label = choice_label(entry.stable_id, entry.name)
-    from .library.work import NO_LAYOUT
+    from .library.file_tasks import NO_LAYOUT
 
     usable_without_blocks = not entry.problems and (entry.error or "").startswith(NO_LAYOUT)
     if entry.scan_state == "error" and not usable_without_blocks:

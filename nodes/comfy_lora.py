@@ -23,7 +23,7 @@ from lorawb_core.apply import BlockPlan, patch_target, plan_patches
 from lorawb_core.cache import default_cache
 from lorawb_core.errors import IncompatibleStack
 from lorawb_core.families import family_of_comfy_class
-from lorawb_core.keys import split_key
+from lorawb_core.key_groups import split_key
 from lorawb_core.layouts import REST
 
 from .unpatched import Unpatched, base_weight, resolve_unpatched

@@ -17,7 +17,7 @@ from typing import Any
 
 from lorawb_core.adapters import ADAPTERS
 from lorawb_core.apply import patch_target
-from lorawb_core.keys import split_key
+from lorawb_core.key_groups import split_key
 
 
 @dataclass

@@ -17,7 +17,7 @@ from lorawb_core.families import (
     title_of,
 )
 from lorawb_core.layouts import LAYOUTS, family_map, get_layout
-from lorawb_core.library.ids import FAMILY_CODES, ID_RE
+from lorawb_core.library.stable_ids import FAMILY_CODES, ID_RE
 from lorawb_core.profiles import builtin_profiles
 
 TEXT_COMPONENTS = {"te", "te1", "te2", "te3"}

@@ -28,8 +28,8 @@ from lorawb_core.adapters.grams import SMALL_RANK
 from lorawb_core.inspection import inspect_structure, summarize_structure
 from lorawb_core.inspection.measure import _batch_pairs
 from lorawb_core.library import open_library
+from lorawb_core.library.file_tasks import analyse, measure, structure_fields
 from lorawb_core.library.scan import DETAIL_COLUMNS
-from lorawb_core.library.work import analyse, measure, structure_fields
 from lorawb_core.samples import build_sample_library, write_lora
 from lorawb_core.strict_json import finite, finite_json
 from lorawb_core.tensors import open_tensors
@@ -142,10 +142,10 @@ def _reference_report(path):
     from lorawb_core.inspection import LoraReport, ModuleReport
     from lorawb_core.inspection.formats import format_of
     from lorawb_core.inspection.structure import _peft_alpha, _shape_for_detection
-    from lorawb_core.keys import group_keys
+    from lorawb_core.key_groups import group_keys
+    from lorawb_core.key_targets import RawPath, canonical_target, normalise_native_dit, parse_module_key
     from lorawb_core.layouts import family_map
     from lorawb_core.metadata import parse_metadata
-    from lorawb_core.naming import RawPath, canonical_target, normalise_native_dit, parse_module_key
     from lorawb_core.reader import read_structure
     from lorawb_core.tensors import read_scalars
 

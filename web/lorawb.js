@@ -6,7 +6,7 @@ import { app } from "../../scripts/app.js";
 import { comfyTransport, createApi } from "./api.js";
 import { legacyWidgetsExtension } from "./node_compat.js";
 import { nodeReportsExtension } from "./node_text.js";
-import { createGraphBridge } from "./panel/graph.js";
+import { createGraphBridge } from "./panel/canvas.js";
 import { mountPanel } from "./panel/panel.js";
 import { createSession } from "./panel/session.js";
 import { SETTINGS, comfySettings } from "./panel/settings.js";

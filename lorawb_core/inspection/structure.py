@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..adapters import Adapter, probe_module
 from ..family_detect import FamilyGuess, ModuleShape, detect_family, from_shapes
-from ..keys import group_keys
+from ..key_groups import group_keys
+from ..key_targets import RawPath, Target, canonical_target, normalise_native_dit, parse_module_key
 from ..layouts import FamilyMap, family_map
 from ..metadata import LoraMetadata, parse_metadata
-from ..naming import RawPath, Target, canonical_target, normalise_native_dit, parse_module_key
 from ..reader import FileStructure, read_structure
 from ..tensors import read_scalars
 from .formats import format_of

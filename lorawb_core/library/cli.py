@@ -195,7 +195,7 @@ def cmd_check(args: argparse.Namespace, out) -> int:
 
 
 def cmd_ids(args: argparse.Namespace, out) -> int:
-    from .ids import export_ids, import_ids
+    from .stable_ids import export_ids, import_ids
 
     with open_library(args.db) as db:
         if args.action == "export":

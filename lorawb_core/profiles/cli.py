@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ProfileError
 from ..library.db import open_library
-from .exchange import DIALECTS, export_profiles, import_profiles
+from .import_export import DIALECTS, export_profiles, import_profiles
 from .model import Profile, family_layouts, fmt_weight, layout_of
 from .parse import apply_assignments, parse_weights, read_assignments
 from .store import (

@@ -4,7 +4,7 @@
 import { blockGraph } from "./blockgraph.js";
 import { clear, copyText, download, familyBadge, fmtNum, fmtSize, h } from "./dom.js";
 import { mountEditor } from "./editor.js";
-import { DRAG_TYPE, dragPayload } from "./graph.js";
+import { DRAG_TYPE, dragPayload } from "./canvas.js";
 
 const TRAINING_LABELS = {
   steps: "Steps", epoch: "Epoch", epochs: "Epochs", max_steps: "Max steps", images: "Images",

@@ -2,7 +2,7 @@
 
 import { sparkline } from "./blockgraph.js";
 import { clear, debounce, familyBadge, h } from "./dom.js";
-import { DRAG_TYPE, dragPayload } from "./graph.js";
+import { DRAG_TYPE, dragPayload } from "./canvas.js";
 import { SETTING } from "./settings.js";
 import { VirtualList } from "./vlist.js";
 
