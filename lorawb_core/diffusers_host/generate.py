@@ -250,6 +250,11 @@ def load_pipeline(source: str, *, dtype: str | None = None):
     except ImportError:
         raise UsageError("the diffusers host needs diffusers, transformers and peft: pip install "
                          "'lorawb[diffusers]'") from None
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()  # per-module load reports would bury the one line that matters
+    transformers_logging.set_verbosity_error()
     kw: dict[str, Any] = {"local_files_only": True}
     if dtype:
         import torch
