@@ -37,6 +37,8 @@ class Limits:
     max_prompt: int = 4000
 
 
+DEFAULT_LIMITS = Limits()
+
 @dataclass
 class GenerationRequest:
     prompt: str
@@ -52,10 +54,12 @@ class GenerationRequest:
     fuse: bool = False
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], limits: Limits = Limits()) -> GenerationRequest:
+    def from_dict(cls, d: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> GenerationRequest:
         """From JSON (the route's body); ``brand_id``/``lora_weights``/``lora_configs`` are accepted for ``loras``."""
         if not isinstance(d, Mapping):
             raise InvalidValue("the request must be a JSON object with at least a 'prompt'.", field="body")
+        if "steps" not in d and "num_inference_steps" in d:  # the seed service's spelling
+            d = {**d, "steps": d["num_inference_steps"]}
         prompt = d.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidValue("'prompt' is required: the text to generate from.", field="prompt")
@@ -73,7 +77,7 @@ class GenerationRequest:
         req.check(limits)
         return req
 
-    def check(self, limits: Limits = Limits()) -> None:
+    def check(self, limits: Limits = DEFAULT_LIMITS) -> None:
         if len(self.loras) > limits.max_loras:
             raise InvalidValue(f"at most {limits.max_loras} LoRAs per request, not {len(self.loras)}.", field="loras")
         if self.width and self.height and self.width * self.height > limits.max_pixels:

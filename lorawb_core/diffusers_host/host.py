@@ -90,13 +90,14 @@ class DiffusersHost:
     """One pipeline and the LoRAs on it. Not re-entrant: one apply → generate → unload at a time (the generation
     service serialises requests per pipeline); a new :meth:`apply` first unloads the previous stack."""
 
-    def __init__(self, pipe, *, db=None, cache=None, family: str | None = None) -> None:
+    def __init__(self, pipe, *, db=None, cache=None, family: str | None = None, allow_paths: bool = True) -> None:
         from ..cache import default_cache
 
         self.pipe = pipe
         self.db = db
         self.cache = cache if cache is not None else default_cache()
         self.family = family or pipeline_family(pipe)
+        self.allow_paths = allow_paths  # False for remote callers: LoRAs only by stable ID or library name
         self.applied: Applied | None = None
         self._backup: list[tuple[Any, str, Any]] = []  # (module, param name, original tensor) for fused weights
         self._gate_memo: OrderedDict[tuple, tuple[Any, dict]] = OrderedDict()
@@ -157,7 +158,7 @@ class DiffusersHost:
         resolved, left_out = [], []
         for spec in specs:
             try:
-                resolved.append((spec, resolve_lora(self.db, spec.lora)))
+                resolved.append((spec, resolve_lora(self.db, spec.lora, allow_paths=self.allow_paths)))
             except (NotInLibrary, LoraMissing, UnreadableFile) as exc:
                 if not fallback:
                     raise

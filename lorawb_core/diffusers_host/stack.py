@@ -124,15 +124,19 @@ def file_entry(path: str) -> SimpleNamespace:
                            error="; ".join(r.problems) or None)
 
 
-def resolve_lora(db, value: str):
+def resolve_lora(db, value: str, *, allow_paths: bool = True):
     """The library entry (or a file record) for a spec's ``lora``: a path, a stable ID, else a LoRA name.
 
-    Raises :class:`~lorawb_core.errors.NotInLibrary` / :class:`~lorawb_core.errors.LoraMissing`.
+    Raises :class:`~lorawb_core.errors.NotInLibrary` / :class:`~lorawb_core.errors.LoraMissing`;
+    :class:`~lorawb_core.errors.InvalidValue` for a path when ``allow_paths`` is False (the HTTP route).
     """
     from ..library.ids import parse_id
     from ..refs import resolve_entry
 
     if is_path(value):
+        if not allow_paths:
+            raise InvalidValue(f"{value!r} looks like a file path; name LoRAs by stable ID (like SD1-CHR-001) or "
+                               "library name here.", field="lora")
         return file_entry(value)
     if db is None:
         raise NotInLibrary(f"{value!r} is not a file path and no library is open to look it up as a stable ID; "
