@@ -95,3 +95,47 @@ def test_errors_and_fallback(setup, capsys, tmp_path):
     assert "cannot load a diffusers pipeline" in capsys.readouterr().err
     assert _run(setup, "--steps", "100000", "--out", out) == 1
     assert "'steps' must be between" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_pipeline_that_does_not_load(tmp_path, capsys):
+    assert main(["serve", "--pipeline", str(tmp_path), "--db", str(tmp_path / "l.sqlite3"), "--no-scan"]) == 2
+    assert "cannot load a diffusers pipeline" in capsys.readouterr().err
+
+
+def test_real_server_generates(setup, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "lorawb_core", "serve", "--pipeline", setup["pipe"], "--db",
+                             setup["db"], "--no-scan", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/lorawb/generate"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    assert json.load(r)["family"] == "sd15"
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()[-2000:]
+                time.sleep(0.5)
+        body = json.dumps({"prompt": "a red cube", "steps": 2, "width": 16, "height": 16, "seed": 5,
+                           "brand_id": "hero", "lora_weights": 0.7}).encode()
+        req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            assert r.headers["Content-Type"] == "image/png"
+            (tmp_path / "served.png").write_bytes(r.read())
+        served, info = _png(tmp_path / "served.png")
+        assert info["runs"][0]["applied"]["loras"][0]["stable_id"] == setup["ids"]["hero"]
+        assert served.shape == (16, 16, 3)
+    finally:
+        proc.terminate()
+        proc.wait(30)
