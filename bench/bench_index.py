@@ -146,7 +146,7 @@ def search_latencies(db, runs: int, seed: int = 2) -> list[float]:
 def analysis_cost(root: Path, per_structure: int = 20) -> dict[str, tuple[float, float]]:
     """Mean time per file (ms, this process, structure caches warm) per family of ``summarize_structure`` (what the
     structure phase runs) and of ``inspect_structure`` (the full header analysis: module reports, alpha scalars)."""
-    from lorawb_core.inspect import inspect_structure, summarize_structure
+    from lorawb_core.inspection import inspect_structure, summarize_structure
 
     by_family: dict[str, list[Path]] = {}
     for p in sorted(root.rglob("*.safetensors")):

@@ -97,7 +97,7 @@ def gram_arithmetic(paths: list[Path], rank: int) -> tuple[float, float]:
     import torch
 
     from lorawb_core.adapters.grams import CHUNK_ELEMENTS, SMALL_RANK
-    from lorawb_core.inspect import inspect_structure
+    from lorawb_core.inspection import inspect_structure
 
     fmas = 0
     for p in paths:
@@ -118,12 +118,12 @@ def bench_headers(tmp: Path, n: int) -> None:
 
     fams = [("sd15", "kohya"), ("sdxl", "kohya"), ("flux", "kohya"), ("flux", "peft"), ("wan", "musubi")]
     paths = [write_lora(tmp / f"h_{i}.safetensors", *fams[i % len(fams)], rank=2, seed=i) for i in range(n)]
-    from lorawb_core import inspect as insp
-    from lorawb_core import reader
+    from lorawb_core import header_index
+    from lorawb_core.inspection import structure as insp
 
     def cold():
         for p in paths:
-            reader._INDEX_CACHE.clear()
+            header_index._INDEX_CACHE.clear()
             insp._ANALYSES.clear()
             inspect_file(p, blocks=False)
 

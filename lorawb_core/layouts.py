@@ -17,6 +17,11 @@ from typing import Any
 from .errors import UnknownLayout
 from .families import FAMILIES, DoubleSingleDiT, Family, MMDiT, SdUnet, WanDiT
 
+# The weights-language entry for the keys that fall in no block of a layout (``time_embed``, ``conv_in``/``conv_out``,
+# ``label_emb``, Flux's ``img_in``/``final_layer`` where a layout has no IN/OUT block …): not a block, so vectors never
+# count it; 1 unless a profile says otherwise (LBW's rule), 0 in ``NONE``.
+REST = "REST"
+
 
 @dataclass(frozen=True)
 class Block:
@@ -200,6 +205,11 @@ def family_map_for_layout(layout_id: str) -> FamilyMap:
 def block_of_target(layout_id: str, target_key: str) -> str | None:
     """The block (of ``layout_id``'s full layout) that a canonical/ComfyUI weight key belongs to, or None."""
     return family_map_for_layout(layout_id).block_of(target_key)
+
+
+def entry_of_target(layout_id: str, target_key: str) -> str:
+    """The weights entry that drives a weight key: its block, or :data:`REST` when it lies outside every block."""
+    return block_of_target(layout_id, target_key) or REST
 
 
 def get_layout(layout_id: str) -> Layout:

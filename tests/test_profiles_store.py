@@ -49,7 +49,7 @@ def test_create_get_and_row_contents(db):
     assert p.id is not None and p.name == "soft" and p.source == "user" and p.created == p.updated
     row = db["profiles"].get(p.id)
     assert row["layout_id"] == "sd15_unet_17" and row["description"] == "half strength" and row["lora_id"] is None
-    assert json.loads(row["weights"]) == half()
+    assert json.loads(row["weights"]) == {**half(), "REST": 1.0}  # REST (keys outside every block) stored too
     assert get_profile(db, "soft") == p == get_profile_by_id(db, p.id)
     assert get_profile(db, "soft", "sd15_unet_17").vector() == [0.5] * 17
 
@@ -198,3 +198,12 @@ def test_damaged_row_is_reported_with_what_to_do(db):
     with pytest.raises(ProfileError, match=f"profile id {p.id} \\('ok'\\) in the library cannot be read .* "
                                            f"`lorawb profiles delete {p.id}`"):
         list_profiles(db)
+
+
+def test_rest_is_stored_and_survives_a_partial_update(db):
+    p = create_profile(db, "no-rest", "sd15_unet_17", {**half(), "REST": 0})
+    assert get_profile_by_id(db, p.id).rest == 0.0
+    updated = update_profile(db, p.id, weights={"IN01": 1})
+    assert updated.rest == 0.0 and get_profile_by_id(db, p.id).weights["IN01"] == 1.0
+    assert update_profile(db, p.id, weights={"REST": 0.5}).rest == 0.5
+    assert create_profile(db, "default-rest", "sd15_unet_17", half()).rest == 1.0

@@ -1,6 +1,6 @@
 """Built-in profiles (read-only, ``source="builtin"``, no id) for every layout of the registry.
 
-* Every layout: ``ALL`` (1), ``NONE`` (0), ``ALL0.5``.
+* Every layout: ``ALL`` (1), ``NONE`` (0, REST too: nothing of the LoRA applied), ``ALL0.5`` (REST 1).
 * Families whose preset set is ``lbw`` (the SD UNets): the classic LBW set (INS, IND, INALL, MIDD, OUTD, OUTS,
   OUTALL) on the LBW view, from the four groups of attention blocks in the family record (for SD 1.x / 2.x these
   are LBW's exact vectors, ``lbwpresets.txt``), text encoder (BASE) at 1 as in LBW; on the full layout the same set
@@ -15,7 +15,7 @@ from dataclasses import replace
 from functools import lru_cache
 
 from ..families import FAMILIES, SdUnet
-from ..layouts import Layout, list_layouts
+from ..layouts import REST, Layout, list_layouts
 from .model import Profile, convert_profile, layout_of
 
 
@@ -39,11 +39,11 @@ _NUMBERED_GROUPS = {"DOUBLE", "SINGLE", "JOINT", "BLOCKS"}
 
 
 def _generic(layout: Layout) -> list[Profile]:
-    specs = [("ALL", 1.0, "every block at 1 (the LoRA as trained)."),
-             ("NONE", 0.0, "every block at 0 (the LoRA switched off)."),
-             ("ALL0.5", 0.5, "every block at 0.5 (the LoRA at half strength).")]
-    return [Profile(name, layout.id, dict.fromkeys(layout.block_ids, value), "builtin",
-                    description=f"{text[0].upper()}{text[1:]}") for name, value, text in specs]
+    specs = [("ALL", 1.0, 1.0, "every block and REST at 1 (the LoRA as trained)."),
+             ("NONE", 0.0, 0.0, "every block and REST (the keys outside every block) at 0 (the LoRA switched off)."),
+             ("ALL0.5", 0.5, 1.0, "every block at 0.5; REST (the keys outside every block) at 1.")]
+    return [Profile(name, layout.id, {**dict.fromkeys(layout.block_ids, value), REST: rest}, "builtin",
+                    description=f"{text[0].upper()}{text[1:]}") for name, value, rest, text in specs]
 
 
 def _ones(layout: Layout, on: set[str], *, keep_groups: frozenset[str] = frozenset()) -> dict[str, float]:

@@ -165,7 +165,8 @@ export function mountLibrary(container, session) {
     name.textContent = item.name ?? item.file_name ?? "(unnamed)";
     sub.textContent = [item.stable_id ?? "no ID", item.layout_id ?? "no layout",
       item.rank ? `r${item.rank}` : null, item.variant].filter(Boolean).join(" · ");
-    row.title = `${item.name ?? ""}\n${item.rel_path ?? item.file_name ?? ""}`;
+    row.title = [item.name ?? "", item.rel_path ?? item.file_name ?? "",
+      item.blocks_state === "error" && item.error ? `Unreadable: ${item.error}` : null].filter((t) => t !== null).join("\n");
     clear(spark);
     if (session.setting(SETTING.sparklines) !== false) spark.append(sparkline(item.spark));
     const stateText = item.missing ? "missing" : item.blocks_state;
