@@ -52,7 +52,7 @@ def main() -> None:
         path = str(write_lora(args.family, tmp, "bench", rank=args.rank, seed=1))
         pipe = BUILDERS[args.family]()
         host = DiffusersHost(pipe, cache=LoraCache(256 << 20))
-        n_modules = len(host_module.module_facts(__import__("lorawb_core.inspect", fromlist=["x"])
+        n_modules = len(host_module.module_facts(__import__("lorawb_core.inspection", fromlist=["x"])
                                                  .inspect_structure(path)))
 
         def theirs():

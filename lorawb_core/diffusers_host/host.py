@@ -190,7 +190,7 @@ class DiffusersHost:
         return verdict.entries, list(verdict.warnings)
 
     def _load(self, n: int, spec: LoraSpec, entry, rep) -> AppliedLora:
-        from ..inspect import inspect_structure
+        from ..inspection import inspect_structure
 
         sd = self.cache.get(entry.path)
         facts = _facts_memo(entry.path, inspect_structure)

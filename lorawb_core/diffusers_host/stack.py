@@ -112,7 +112,7 @@ def is_path(value: str) -> bool:
 
 def file_entry(path: str) -> SimpleNamespace:
     """A library-entry-like record for a LoRA file outside the library (what the compose gate reads)."""
-    from ..inspect import inspect_structure
+    from ..inspection import inspect_structure
 
     p = os.path.abspath(os.path.expanduser(path))
     if not os.path.isfile(p):

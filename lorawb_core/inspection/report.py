@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import BrokenLora
-from ..families import FamilyGuess
+from ..family_detect import FamilyGuess
 from ..hashes import Hashes
 from ..metadata import LoraMetadata
 
