@@ -103,10 +103,46 @@ def tiny_flux():
                         transformer=transformer)
 
 
+def tiny_sd3():
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(9)
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=2,
+                                        attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
+                                        joint_attention_dim=32, pooled_projection_dim=64, out_channels=4).eval()
+    t5 = T5EncoderModel(T5Config(vocab_size=len(CHARS) * 2 + 3, d_model=32, d_kv=8, d_ff=37, num_layers=1,
+                                 num_heads=4, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)).eval()
+    return StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=_vae(), transformer=transformer,
+                                    text_encoder=_clip(32, projection=32, seed=10), tokenizer=clip_tokenizer(),
+                                    text_encoder_2=_clip(32, projection=32, seed=11), tokenizer_2=clip_tokenizer(),
+                                    text_encoder_3=t5, tokenizer_3=t5_tokenizer())
+
+
+def tiny_wan():
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(12)
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                        in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
+                                        num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                        rope_max_seq_len=32).eval()
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True]).eval()
+    umt5 = UMT5EncoderModel(UMT5Config(vocab_size=len(CHARS) * 2 + 3, d_model=32, d_kv=8, d_ff=37, num_layers=1,
+                                       num_heads=4, pad_token_id=0, eos_token_id=1)).eval()
+    return WanPipeline(tokenizer=t5_tokenizer(), text_encoder=umt5, transformer=transformer, vae=vae,
+                       scheduler=FlowMatchEulerDiscreteScheduler())
+
+
 BUILDERS = {"sd15": tiny_sd15, "sdxl": tiny_sdxl, "flux": tiny_flux}
+WEIGHT_ONLY_BUILDERS = {"sd3": tiny_sd3, "wan": tiny_wan}  # built and patched, not sampled in the tests
 
 _UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 _TE_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+_SD3_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
+_WAN_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
 _FLUX_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
                  "proj_mlp", "proj_out"]
 
@@ -134,7 +170,7 @@ def write_lora(family: str, directory: str | Path, name: str, *, rank: int = 4, 
     from diffusers.utils import convert_state_dict_to_diffusers
 
     alpha = float(rank if alpha is None else alpha)
-    pipe = BUILDERS[family]()
+    pipe = {**BUILDERS, **WEIGHT_ONLY_BUILDERS}[family]()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if family in ("sd15", "sdxl"):
@@ -146,9 +182,17 @@ def write_lora(family: str, directory: str | Path, name: str, *, rank: int = 4, 
             if family == "sdxl":
                 kw["text_encoder_2_lora_layers"] = convert_state_dict_to_diffusers(
                     _adapter_state(pipe.text_encoder_2, _TE_TARGETS, rank, alpha, seed + 2))
+    elif family in ("sd3", "wan"):
+        targets = _SD3_TARGETS if family == "sd3" else _WAN_TARGETS
+        kw = {"transformer_lora_layers": _adapter_state(pipe.transformer, targets, rank, alpha, seed)}
     else:
         kw = {"transformer_lora_layers": _adapter_state(pipe.transformer, _FLUX_TARGETS, rank, alpha, seed)}
         if text_encoder:
             kw["text_encoder_lora_layers"] = _adapter_state(pipe.text_encoder, _TE_TARGETS, rank, alpha, seed + 1)
     type(pipe).save_lora_weights(directory, weight_name=f"{name}.safetensors", **kw)
-    return directory / f"{name}.safetensors"
+    path = directory / f"{name}.safetensors"
+    if family == "sd3":  # a 32-wide SD3 has no width to detect it by: add the modelspec line trainers write
+        from safetensors.torch import load_file, save_file
+
+        save_file(load_file(str(path)), str(path), metadata={"modelspec.architecture": "stable-diffusion-3-medium"})
+    return path
