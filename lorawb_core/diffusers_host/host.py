@@ -100,7 +100,8 @@ class DiffusersHost:
         self.allow_paths = allow_paths  # False for remote callers: LoRAs only by stable ID or library name
         self.applied: Applied | None = None
         self._backup: list[tuple[Any, str, Any]] = []  # (module, param name, original tensor) for fused weights
-        self._gate_memo: OrderedDict[tuple, tuple[Any, dict]] = OrderedDict()
+        self._gate_memo: OrderedDict[tuple, Any] = OrderedDict()  # stack key -> the gate's (accepting) verdict
+        self._loading = False  # adapters may be on the pipeline (set before the first load_lora_weights)
         self._lock = threading.RLock()
 
     # ---- apply / unload ----------------------------------------------------------------------------------------
@@ -124,6 +125,7 @@ class DiffusersHost:
                 return applied
             reports, warnings = self._gate(resolved)
             applied.warnings = warnings
+            self._loading = True
             try:
                 for n, (spec, entry, rep) in enumerate(zip([s for s, _ in resolved], [e for _, e in resolved],
                                                            reports, strict=True)):
@@ -145,8 +147,9 @@ class DiffusersHost:
                 return
             import torch
 
-            if self.applied.loras:
+            if self.applied.loras or self._loading:
                 self.pipe.unload_lora_weights()
+            self._loading = False
             with torch.no_grad():
                 for module, pname, original in self._backup:
                     getattr(module, pname).copy_(original)
@@ -181,13 +184,11 @@ class DiffusersHost:
             if not verdict.ok:
                 raise IncompatibleStack(f"the compose gate refused the stack for this {self.family} pipeline: "
                                         + "; ".join(verdict.reasons))
-            memo = (verdict, {})
-            self._gate_memo[key] = memo
+            memo = self._gate_memo[key] = verdict
             while len(self._gate_memo) > 64:
                 self._gate_memo.popitem(last=False)
         self._gate_memo.move_to_end(key)
-        verdict, _ = memo
-        return verdict.entries, list(verdict.warnings)
+        return memo.entries, list(memo.warnings)
 
     def _load(self, n: int, spec: LoraSpec, entry, rep) -> AppliedLora:
         from ..inspection import inspect_structure
