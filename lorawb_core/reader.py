@@ -21,34 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CorruptFile, UnreadableFile, UnsupportedFormat
-from .header_index import KnownIndex, known_index, remember_index, split_metadata
+from .header_index import DTYPE_BYTES, KnownIndex, TensorInfo, known_index, remember_index, split_metadata
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 MAX_TENSORS = 12_000  # real LoRAs hold < 6,000 (full-layer LyCORIS on SDXL with both text encoders, DoRA)
 SAFE_OPEN_HEADER_BYTES = 8 << 20  # larger headers are validated by _validated_index (bounded memory)
-DTYPE_BYTES = {  # element sizes of every safetensors dtype (validation of large headers without safe_open)
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "F8_E4M3FNUZ": 1, "F8_E5M2FNUZ": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "C64": 8, "F64": 8, "I64": 8, "U64": 8,
-}
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One tensor as the header describes it: no data is read."""
-
-    key: str
-    dtype: str
-    shape: tuple[int, ...]
-    start: int = 0  # byte offsets relative to the start of the data region (as in the header)
-    end: int = 0
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
 
 
 @dataclass

@@ -49,16 +49,26 @@ def comfyui_dir() -> tuple[Path | None, str]:
     return (p, "") if (p / "comfy" / "lora.py").is_file() else (None, f"{p} holds no ComfyUI")
 
 
+def import_comfy(path: Path):
+    """ComfyUI's ``comfy`` package from ``path`` with ``--cpu --fp32-text-enc`` (once per process; the node tests and
+    the key-map cross-check share it)."""
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    from comfy.cli_args import args
+
+    args.cpu = True
+    args.fp32_text_enc = True  # --fp32-text-enc: the text encoder math is then checked to 1e-6 like the UNet
+    import comfy
+
+    return comfy
+
+
 class Comfy:
     """ComfyUI imported in-process, with ``--cpu``, its server and our pack loaded by its own loader."""
 
     def __init__(self, path: Path, workdir: Path) -> None:
         self.path = path
-        sys.path.insert(0, str(path))
-        from comfy.cli_args import args
-
-        args.cpu = True
-        args.fp32_text_enc = True  # --fp32-text-enc: the text encoder math is then checked to 1e-6 like the UNet
+        import_comfy(path)
         import comfy.lora
         import comfy.model_management
         import comfy.model_patcher

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
 import os
 import pickle
@@ -151,12 +153,26 @@ def test_no_modules(write):
     assert report.problems
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_permissions(good):
+def test_unreadable_permissions(good, monkeypatch, capsys):
+    """chmod 0 denies a normal user; root (CI) reads any file, so ``open`` and ``os.open`` answer for this path as the
+    kernel answers a user without read permission (EACCES) — the test runs the same way under both."""
+    denied = os.fsdecode(good)
+
+    def guard(real):
+        def opener(file, *args, **kwargs):
+            if isinstance(file, (str, bytes, os.PathLike)) and os.path.abspath(os.fsdecode(file)) == denied:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), denied)
+            return real(file, *args, **kwargs)
+        return opener
+
+    monkeypatch.setattr(builtins, "open", guard(builtins.open))
+    monkeypatch.setattr(os, "open", guard(os.open))
     good.chmod(0)
     try:
-        with pytest.raises(UnreadableFile, match="permission denied"):
+        with pytest.raises(UnreadableFile, match="permission denied; make the file readable"):
             inspect_file(good)
+        assert main(["inspect", denied]) == 1  # the command lists it as failed with the reason
+        assert "permission denied" in capsys.readouterr().err
     finally:
         good.chmod(0o644)
 

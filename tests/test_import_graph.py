@@ -17,14 +17,28 @@ def module_files() -> dict[str, tuple[Path, bool]]:
     return out
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under ``if TYPE_CHECKING:`` (annotation-only names, never imported at run time)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            yield from (n for child in node.orelse for n in _runtime_nodes_with(child))
+            continue
+        yield from _runtime_nodes_with(node)
+
+
+def _runtime_nodes_with(node: ast.AST):
+    yield node
+    yield from _runtime_nodes(node)
+
+
 def import_graph() -> dict[str, set[str]]:
-    """Module → the lorawb_core modules it imports anywhere in its code (``from . import x`` counts as ``x``)."""
+    """Module → the lorawb_core modules it imports anywhere in its code except under ``if TYPE_CHECKING:`` (``from . import x`` counts as ``x``)."""
     modules = module_files()
     graph: dict[str, set[str]] = {}
     for name, (path, is_package) in modules.items():
         package = name if is_package else name.rpartition(".")[0]
         deps: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
