@@ -130,7 +130,7 @@ def resolve_lora(db, value: str, *, allow_paths: bool = True):
     Raises :class:`~lorawb_core.errors.NotInLibrary` / :class:`~lorawb_core.errors.LoraMissing`;
     :class:`~lorawb_core.errors.InvalidValue` for a path when ``allow_paths`` is False (the HTTP route).
     """
-    from ..library.ids import parse_id
+    from ..library.stable_ids import parse_id
     from ..refs import resolve_entry
 
     if is_path(value):
