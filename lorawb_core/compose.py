@@ -137,12 +137,12 @@ class ComposeVerdict:
         return "\n".join(lines)
 
 
-def _resolve(db, entry: StackEntry, index: int) -> tuple[EntryReport, Any]:
+def _resolve(db, entry: StackEntry, index: int, resolve=None) -> tuple[EntryReport, Any]:
     from .refs import resolve_entry
 
     rep = EntryReport(index, entry.lora, strength_model=entry.strength_model, strength_clip=entry.strength_clip)
     try:
-        e = resolve_entry(db, entry.lora)
+        e = resolve(entry.lora) if resolve is not None else resolve_entry(db, entry.lora)
     except LorawbError as exc:
         rep.problems.append(str(exc))
         return rep, None
@@ -176,19 +176,21 @@ def _weights(rep: EntryReport, entry: StackEntry, touched: set[str]) -> None:
 
 def check_stack(db, entries: Sequence[StackEntry | Mapping[str, Any]], *, model_family: str | None = None,
                 has_clip: bool = True, threshold: float = DEFAULT_THRESHOLD, opposing: float = DEFAULT_OPPOSING,
-                directions: bool = True) -> ComposeVerdict:
+                directions: bool = True, resolve=None) -> ComposeVerdict:
     """Check a stack; never raises for a bad entry (it becomes a reason). See the module docstring.
 
     Args:
         model_family: the family of the model the stack goes onto, when the host knows it.
         has_clip: False when no text encoder is connected (text-encoder parts are then ignored, with a warning).
         directions: compute block cosines between entries (reads the tensors, memory-mapped, in low rank).
+        resolve: ``value -> library entry`` for hosts whose LoRAs are not all in the library (a file path); it
+            raises a ``LorawbError`` for an unknown value. Default: :func:`~lorawb_core.refs.resolve_entry`.
     """
     items = [e if isinstance(e, StackEntry) else StackEntry.from_dict(e, db) for e in entries]
     reports: list[EntryReport] = []
     found = []
     for i, item in enumerate(items, 1):
-        rep, e = _resolve(db, item, i)
+        rep, e = _resolve(db, item, i, resolve)
         reports.append(rep)
         found.append(e)
     reasons: list[str] = []

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..errors import LorawbError
+
 DEFAULT_PORT = 8189
 
 
@@ -24,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                        "LORAWB_TOKEN)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--no-scan", action="store_true", help="do not scan the roots at start (POST /lorawb/scan does)")
+    p.add_argument("--pipeline", help="a diffusers pipeline folder (or cached Hub id): adds POST /lorawb/generate")
+    p.add_argument("--queue", type=int, default=4, help="requests that may wait for the pipeline (default 4; more "
+                                                       "get 429)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -59,6 +64,15 @@ def cmd_serve(args: argparse.Namespace, out) -> int:
     service = LibraryService(args.db, roots, emit=hub.emit, categories=config.categories,
                              scan_options={"ledger": config.ledger})
     app = create_app(service, hub=hub, security=security, scan_on_start=bool(roots) and not args.no_scan)
+    if args.pipeline:
+        from ..diffusers_host.server import add_generation
+
+        try:
+            add_generation(app, args.pipeline, service, security=security, queue_size=args.queue)
+        except LorawbError as exc:
+            out.error(f"lorawb serve: {exc}")
+            return 2
+        out.line(f"  pipeline: {args.pipeline} → POST /lorawb/generate")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     host = f"[{args.host}]" if ":" in args.host else args.host
