@@ -130,7 +130,10 @@ def _header_buffer(n: int) -> bytearray:
 
 def _check_head(shown: str, head: bytes, size: int) -> int:
     """The JSON header length from a file's first bytes, or the error that says what the file is instead."""
-    what = _describe_start(head)
+    # a plausible header length followed by a JSON object is safetensors, whatever its length bytes look like
+    # (a header of 0x480 bytes starts ``80 04``, as a pickle does): the sniff names only what fails this check
+    plausible = len(head) >= 9 and struct.unpack("<Q", head[:8])[0] <= MAX_HEADER_BYTES and head[8:9] == b"{"
+    what = None if plausible else _describe_start(head)
     if what:
         raise UnsupportedFormat(f"{shown}: this is {what}, not a safetensors file; replace it with the real .safetensors file.")
     if len(head) < 8:

@@ -65,6 +65,29 @@ def test_bad_bytes(tmp_path, name, data, exc, needle):
     assert p.read_bytes() == data  # nothing written
 
 
+@pytest.mark.parametrize("length", [0x480, 0x80480, 0x50380])  # starts 80 04 / 80 04 08 / 80 03 05
+def test_header_length_that_starts_like_a_pickle(tmp_path, length):
+    """A valid file whose 8-byte header length starts ``80 02``..``80 05`` (as a pickle does) is safetensors."""
+    from safetensors.torch import load_file, save_file
+
+    up, down = torch.randn(640, 4), torch.randn(4, 640)
+    tensors = {f"{KEY}.lora_up.weight": up, f"{KEY}.lora_down.weight": down}
+    bare = tmp_path / "bare.safetensors"
+    save_file(tensors, str(bare), metadata={"ss_output_name": "x", "pad": ""})
+    header, body = _header(bare)
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    header["__metadata__"]["pad"] = "p" * (length - len(blob))
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    assert len(blob) == length and blob[:1] == b"{"
+    p = _raw(tmp_path, "odd_length.safetensors", struct.pack("<Q", length) + blob + body)
+    assert p.read_bytes()[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+    assert load_file(str(p))[f"{KEY}.lora_up.weight"].equal(up)  # the safetensors library reads it
+    s = read_structure(p)
+    assert s.header_bytes == 8 + length and s.metadata["ss_output_name"] == "x"
+    assert set(s.tensors) == set(tensors)
+    assert inspect_file(p).module_count == 1
+
+
 def test_pickle_suffix_never_opened(tmp_path):
     class Boom:
         def __reduce__(self):
