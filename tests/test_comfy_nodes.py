@@ -294,3 +294,43 @@ def test_preload_puts_listed_ids_in_the_cache(env):
     comfy.pack._preload_after_scan(comfy.pack.service(), [hero, "SD1-ZZZ-404"])
     assert str(loras / "characters" / "hero.safetensors") in cache.stats().paths
     assert cache.stats().entries == 1
+
+
+def test_merged_file_maps_every_module_and_patches_like_the_stack(env, tmp_path):
+    """lorawb merge (concat, fp16) of hero + villain·0.5 with IN04 at 0: ComfyUI maps every module of the merged file,
+    and applying it at 1.0 gives the weights the compose gate's stack gives (to fp16 tolerance)."""
+    from lorawb_core.merge import MergeInput, merge_loras
+
+    comfy, loras = env
+    cl = comfy.comfy
+    hero, villain = loras / "characters" / "hero.safetensors", loras / "characters" / "villain.safetensors"
+    out = tmp_path / "merged.safetensors"
+    merge_loras([MergeInput(str(hero)), MergeInput(str(villain), 0.5, 1.0, "IN04=0, default=1")], out, dtype="fp16")
+    model, clip = comfy.tiny_sd15()
+    merged = load_file(str(out))
+    key_map = cl.lora.model_lora_keys_unet(model.model, {})
+    key_map = cl.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
+    patches = cl.lora.load_lora(merged, key_map)
+    modules = {k[:-len(".lora_up.weight")] for k in merged if k.endswith(".lora_up.weight")}
+    assert len(patches) == len(modules) == len({k[:-len(".lora_up.weight")] for k in load_file(str(hero))
+                                                if k.endswith(".lora_up.weight")})
+    names = ids(comfy)
+    stack_node, compose = comfy.node("LoraWB_LoraStack"), comfy.node("LoraWB_MultiLoraCompose")
+    (stack,) = run(stack_node, lora=names["hero"], strength_model=1.0, strength_clip=1.0, weights_text="")
+    (stack,) = run(stack_node, lora=names["villain"], strength_model=0.5, strength_clip=1.0,
+                   weights_text="IN04=0, default=1", stack=stack)
+    stack_model, stack_clip, _ = run(compose, model=model, clip=clip, stack=stack, warn_block_strength=2.0,
+                                     check_directions=False)
+    merged_model, merged_clip = cl.sd.load_lora_for_models(model, clip, merged, 1.0, 1.0)
+    unet_keys = sorted(k for k in patches if k.startswith("diffusion_model."))
+    clip_keys = sorted(k for k in patches if not k.startswith("diffusion_model."))
+    assert unet_keys and clip_keys
+    for patcher_base, want_p, got_p, keys in ((model, stack_model, merged_model, unet_keys),
+                                              (clip.patcher, stack_clip.patcher, merged_clip.patcher, clip_keys)):
+        base = comfy.patched_weights(patcher_base, keys)
+        want = comfy.patched_weights(want_p, keys)
+        got = comfy.patched_weights(got_p, keys)
+        for k in keys:
+            delta = (want[k] - base[k]).abs().max()
+            assert delta > 0, k
+            assert (got[k] - want[k]).abs().max() <= 2e-3 * delta, k
