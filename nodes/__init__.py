@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .info_node import LoraInfo
 from .lora_nodes import BlockWeightApply, LoadLoraById, ProfileSelect
+from .merge_node import SaveMergedLora
 from .stack_nodes import LoraStack, MultiLoraCompose
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {
@@ -16,6 +17,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "LoraWB_LoraStack": LoraStack,
     "LoraWB_MultiLoraCompose": MultiLoraCompose,
     "LoraWB_LoraInfo": LoraInfo,
+    "LoraWB_SaveMergedLora": SaveMergedLora,
 }
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "LoraWB_LoadLoraById": "Load LoRA by stable_id",
@@ -24,6 +26,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "LoraWB_LoraStack": "LoRA Stack",
     "LoraWB_MultiLoraCompose": "Multi-LoRA Compose",
     "LoraWB_LoraInfo": "LoRA Info",
+    "LoraWB_SaveMergedLora": "Save Merged LoRA",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -17,7 +17,9 @@ def _root_for(db, path: str) -> str:
 
 def index_new_file(db, path: str | os.PathLike[str]) -> str:
     """Add the file to the library (structure and measurement) and return its new stable ID."""
-    from ..library import scan as scan_mod
+    import importlib
+
+    scan_mod = importlib.import_module("..library.scan", __package__)  # the package's `scan` is the function
     from ..library.walk import stat_file
 
     p = os.path.abspath(os.fspath(path))

@@ -21,6 +21,7 @@ from aiohttp import web
 from ..service import LibraryService
 from .http import MUTATING, Security, endpoint
 from .library_routes import LibraryRoutes
+from .merge_routes import MergeRoutes
 from .profile_routes import ComposeRoutes, ProfileRoutes
 
 log = logging.getLogger("lorawb")
@@ -65,8 +66,10 @@ ROUTES: tuple[RouteDefinition, ...] = (
     R("PUT", "/lorawb/profiles/{profile_id}", "update_profile", "profiles"),
     R("DELETE", "/lorawb/profiles/{profile_id}", "delete_profile", "profiles"),
     R("POST", "/lorawb/compose/check", "compose_check", "compose"),
+    R("POST", "/lorawb/merge", "start_merge", "merge"),
+    R("GET", "/lorawb/merge/{job_id}", "merge_status", "merge"),
 )
-OPTIONAL_MODULES = {"profiles": "profiles", "compose": "compose", "cache": "cache"}
+OPTIONAL_MODULES = {"profiles": "profiles", "compose": "compose", "cache": "cache", "merge": "merge"}
 
 
 def available_features() -> dict[str, bool]:
@@ -83,7 +86,7 @@ def available_features() -> dict[str, bool]:
     return out
 
 
-class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes):
+class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes):
     """Every handler of the table, as methods named by ``RouteDefinition.handler_name``."""
 
 
