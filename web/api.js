@@ -204,6 +204,8 @@ export function createApi(transport, { askToken = null } = {}) {
     importProfiles: (data) => call("importProfiles", { body: data }),
 
     composeCheck: (data) => call("composeCheck", { body: data }),
+    merge: (data) => call("merge", { body: data }),
+    mergeStatus: (job) => call("mergeStatus", { params: { job_id: job } }),
   };
   return api;
 }
