@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .errors import LorawbError
-from .inspect import LoraReport, inspect_file
+from .inspection import LoraReport, inspect_file
 from .layouts import get_layout, list_layouts
 from .reader import read_structure
 

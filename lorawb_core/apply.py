@@ -3,7 +3,8 @@
 Host-agnostic: the host (ComfyUI's ``comfy.lora.load_lora``) produces patches keyed by the *model weight key they land
 on* (a string, or ``(key, offset…)`` for a slice of a fused weight); the layout registry maps that key to a block; the
 block's weight multiplies the strength. Strength for a module is ``strength × weight(block of that module)``: alpha is
-never touched, so a block weight of 0.5 gives exactly ``W + s·0.5·ΔW``.
+never touched, so a block weight of 0.5 gives exactly ``W + s·0.5·ΔW``. Keys outside every block (``time_embed``,
+``conv_in`` …) take the weight of the ``REST`` entry.
 
 >>> w = resolve_weights(None, "sd15_unet_17")                     # no profile: every block 1
 >>> plan = plan_patches(["diffusion_model.input_blocks.4.1.proj_in.weight"], "sd15_unet_17", w.weights)
@@ -17,26 +18,24 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .layouts import block_of_target, get_layout
+from .layouts import REST, block_of_target, get_layout
 
 if TYPE_CHECKING:  # pragma: no cover
     from .profiles import Profile
-
-UNMAPPED = "(outside every block)"
-
 
 @dataclass
 class ResolvedWeights:
     """A weight for every block of a LoRA's full layout, and where it came from."""
 
     layout_id: str  # the LoRA's full layout (every block it can touch)
-    weights: dict[str, float]
+    weights: dict[str, float]  # every block, then REST
     source: str  # "uniform" | the profile's label
     notes: list[str] = field(default_factory=list)
 
     def text(self, layout_id: str | None = None) -> str:
-        """``BLOCK=v, …`` over ``layout_id`` (default: the full layout) — the typed-text form the nodes accept back."""
-        ids = get_layout(layout_id).block_ids if layout_id else list(self.weights)
+        """``BLOCK=v, …, REST=v`` over ``layout_id`` (default: the full layout) — the typed-text form the nodes accept
+        back."""
+        ids = [*get_layout(layout_id).block_ids, REST] if layout_id else list(self.weights)
         return ", ".join(f"{b}={_num(self.weights[b])}" for b in ids if b in self.weights)
 
 
@@ -53,7 +52,7 @@ def resolve_weights(profile: Profile | None, lora_layout_id: str, touched: Itera
     """
     full = get_layout(get_layout(lora_layout_id).full)
     if profile is None:
-        return ResolvedWeights(full.id, dict.fromkeys(full.block_ids, 1.0), "uniform")
+        return ResolvedWeights(full.id, {**dict.fromkeys(full.block_ids, 1.0), REST: 1.0}, "uniform")
     from .profiles import convert_profile
 
     conv = convert_profile(profile, full.id)
@@ -70,7 +69,7 @@ def resolve_weights(profile: Profile | None, lora_layout_id: str, touched: Itera
 class PatchGroup:
     """Patch keys that share one block, hence one multiplier."""
 
-    block: str | None  # None: the key maps to no block of the layout
+    block: str | None  # None: the key maps to no block of the layout (it takes REST's weight)
     weight: float
     keys: list[Any] = field(default_factory=list)  # the host's patch keys, untouched
 
@@ -79,7 +78,7 @@ class PatchGroup:
 class BlockPlan:
     layout_id: str
     groups: list[PatchGroup]
-    unmapped: list[str]  # target keys outside every block (applied with ``unmapped_weight``)
+    unmapped: list[str]  # target keys outside every block (applied at REST's weight)
     muted: list[str]  # blocks whose weight is 0: their patches are not added at all
 
     @property
@@ -96,14 +95,16 @@ def plan_patches(keys: Iterable[Any], layout_id: str | None, weights: Mapping[st
                  unmapped_weight: float = 1.0) -> BlockPlan:
     """Group ``keys`` by block through the registry; each group carries its block's weight.
 
-    Fused q/k/v slices land on one target, so they share a block. Blocks missing from ``weights`` count as 0.
-    Groups with weight 0 are left out (listed in ``muted``) so the host adds nothing for them. Without a layout
-    (a LoRA of unknown family) every key goes into one group at ``unmapped_weight``.
+    Fused q/k/v slices land on one target, so they share a block. Blocks missing from ``weights`` count as 0; keys
+    outside every block take ``weights[REST]`` (``unmapped_weight`` when absent). Groups with weight 0 are left out
+    (listed in ``muted``) so the host adds nothing for them. Without a layout (a uniform load) every key goes into
+    one group at ``unmapped_weight`` and nothing is "outside" a block.
     """
     if layout_id is None:
         keys = list(keys)
-        return BlockPlan("", [PatchGroup(None, unmapped_weight, keys)] if unmapped_weight else [],
-                         sorted({patch_target(k) for k in keys}), [] if unmapped_weight else [UNMAPPED])
+        return BlockPlan("", [PatchGroup(None, unmapped_weight, keys)] if unmapped_weight else [], [],
+                         [] if unmapped_weight else ["(all)"])
+    rest = float(weights.get(REST, unmapped_weight))
     by_block: dict[str | None, PatchGroup] = {}
     unmapped: list[str] = []
     for key in keys:
@@ -111,7 +112,7 @@ def plan_patches(keys: Iterable[Any], layout_id: str | None, weights: Mapping[st
         block = block_of_target(layout_id, target)
         if block is None:
             unmapped.append(target)
-            weight = unmapped_weight
+            weight = rest
         else:
             weight = float(weights.get(block, 0.0))
         group = by_block.get(block)
@@ -120,5 +121,5 @@ def plan_patches(keys: Iterable[Any], layout_id: str | None, weights: Mapping[st
         group.keys.append(key)
     order = {b: i for i, b in enumerate(get_layout(get_layout(layout_id).full).block_ids)}
     groups = sorted(by_block.values(), key=lambda g: order.get(g.block, len(order)))
-    muted = [g.block or UNMAPPED for g in groups if g.weight == 0.0]
+    muted = [g.block or REST for g in groups if g.weight == 0.0]
     return BlockPlan(layout_id, [g for g in groups if g.weight != 0.0], sorted(set(unmapped)), muted)

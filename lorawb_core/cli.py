@@ -108,7 +108,7 @@ def render_report(report, out: Output, *, blocks: bool) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
-    from .inspect import inspect_file
+    from .inspection import inspect_file
 
     if args.blocks:
         require_torch("lorawb inspect --blocks", "without it, leave out --blocks for the header report")
@@ -121,10 +121,16 @@ def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
     for path in paths:
         try:
             report = inspect_file(path, blocks=args.blocks, hashes=args.hash)
-        except LorawbError as exc:
-            failures.append({"path": os.fsdecode(path), "kind": type(exc).__name__, "error": str(exc)})
+        except LorawbError as exc:  # unreadable, or readable but not applicable (BrokenLora: NaN/Inf, shapes, …)
+            failure = {"path": os.fsdecode(path), "kind": type(exc).__name__, "error": str(exc)}
+            broken = getattr(exc, "report", None)
+            if broken is not None:
+                failure["problems"] = list(broken.problems)
+            failures.append(failure)
             if not args.json:
                 out.error(f"error: {exc}")
+                for p in (broken.problems if broken is not None and len(broken.problems) > 3 else []):
+                    out.error(f"  problem    {p}")
         else:
             results.append(report)
             if not args.json:

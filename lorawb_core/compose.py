@@ -163,7 +163,7 @@ def _weights(rep: EntryReport, entry: StackEntry, touched: set[str]) -> None:
         if isinstance(profile, tuple) and profile and profile[0] == "text":
             from .profiles import parse_weights
 
-            parsed = parse_weights(profile[1], family=rep.family, layout_id=rep.layout_id)
+            parsed = parse_weights(profile[1], family=rep.family, layout_id=rep.layout_id, convert=False)
             profile = parsed.profile
             rep.notes.extend(parsed.notes)
         resolved = resolve_weights(profile, rep.full_layout_id, touched)
@@ -224,15 +224,19 @@ def check_stack(db, entries: Sequence[StackEntry | Mapping[str, Any]], *, model_
 
 
 def _analyses(reports: list[EntryReport]) -> dict[EntryReport, Any]:
-    from .inspect import inspect_structure, measure_blocks
+    from .inspection import broken_reason, inspect_structure, measure_blocks
 
     out = {}
     for r in reports:
         try:
             an = inspect_structure(r.path)
-            measure_blocks(an, spectra=False)
+            if not an.report.problems:
+                measure_blocks(an, spectra=False)
         except LorawbError as exc:
             r.problems.append(f"the file cannot be read: {exc}")
+            continue
+        if an.report.problems:  # indexed as usable, but the file is broken now (NaN/Inf, shapes): rescan it
+            r.problems.append(broken_reason(an.report.problems))
             continue
         out[r] = an
     return out

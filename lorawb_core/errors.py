@@ -78,3 +78,13 @@ class LoraMissing(LorawbError, FileNotFoundError):
 
 class IncompatibleStack(LorawbError, ValueError):
     """LoRAs (or a LoRA and a model) that cannot be applied together; the message lists every reason."""
+
+
+class BrokenLora(LorawbError, ValueError):
+    """A file that reads but cannot be applied: NaN/Inf values, factors whose shapes do not multiply, rank-0
+    factors, or no LoRA modules at all. ``report`` is the inspection report when there is one (its ``problems``
+    list every reason)."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -1,266 +1,146 @@
-"""Base-model family detection with evidence: shapes first, then metadata; never a silent guess."""
+"""The family registry: one record per base-model family, and the only place a family's facts are listed.
+
+A :class:`Family` holds the family's code and title, the three-letter code its stable IDs start with, its
+architecture (the layout registry builds the family's blocks from it and key naming converts diffusers names by it),
+its layouts, the ComfyUI text encoder each text-encoder component targets, its built-in preset set and the ComfyUI
+model config classes it loads as. Detection (:mod:`.family_detect`), :mod:`.layouts`, :mod:`.key_targets`, stable IDs
+(:mod:`.library.stable_ids`), the presets (:mod:`.profiles.presets`) and the nodes read these records: adding a family is one
+record here, plus a builder in :mod:`.layouts` when its architecture is a new kind.
+
+>>> FAMILIES["sdxl"].id_code, FAMILIES["sdxl"].layouts, FAMILIES["sdxl"].views
+('SDX', ('sdxl_unet_20',), ('sdxl_unet_12',))
+>>> family_of_comfy_class("FluxSchnell")
+'flux'
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .naming import RawPath
-
-FAMILIES = ("sd15", "sd2", "sdxl", "sdxl_refiner", "sd3", "flux", "wan", "hunyuan_video", "unknown")
-FAMILY_TITLES = {"sd15": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl_refiner": "SDXL refiner",
-                 "sd3": "SD3 / SD3.5", "flux": "Flux.1", "wan": "WAN 2.x", "hunyuan_video": "HunyuanVideo",
-                 "unknown": "unknown"}
+UNKNOWN = "unknown"  # what detection answers when no family fits
+UNKNOWN_ID_CODE = "UNK"
 
 
 @dataclass(frozen=True)
-class ModuleShape:
-    raw: RawPath
-    out_features: int
-    in_features: int
+class SdUnet:
+    """A Stable Diffusion UNet in ldm names: BASE (text encoder), IN00…, M00, OUT00….
+
+    The blocks that hold attention form four LBW groups (shallow and deep input, deep and shallow output blocks, by
+    index); together they are the LBW view (17 / 12 blocks), and they define the LBW preset set.
+    """
+
+    inputs: int
+    outputs: int
+    shallow_in: tuple[int, ...]
+    deep_in: tuple[int, ...]
+    deep_out: tuple[int, ...]
+    shallow_out: tuple[int, ...]
+
+    @property
+    def attention_in(self) -> tuple[int, ...]:
+        return tuple(sorted(self.shallow_in + self.deep_in))
+
+    @property
+    def attention_out(self) -> tuple[int, ...]:
+        return tuple(sorted(self.deep_out + self.shallow_out))
+
+    @property
+    def up_attention_levels(self) -> frozenset[int]:
+        """Levels of the diffusers UNet whose up block has attention (3 output blocks per level): they decide where
+        the upsampler sits in ``output_blocks``."""
+        return frozenset(i // 3 for i in self.attention_out)
 
 
-@dataclass
-class FamilyGuess:
-    family: str
-    variant: str | None = None
-    confidence: str = "none"  # high | medium | low | none
-    evidence: list[str] = field(default_factory=list)
-    conflicts: list[str] = field(default_factory=list)
-    reason: str | None = None  # why it is unknown
-    depth: int | None = None  # SD3 joint blocks / WAN blocks
+@dataclass(frozen=True)
+class DoubleSingleDiT:
+    """A Flux-style DiT: text-encoder blocks (if any), IN, D00… double-stream, S00… single-stream blocks, OUT."""
 
-    def to_dict(self) -> dict:
-        return {"family": self.family, "title": FAMILY_TITLES.get(self.family, self.family), "variant": self.variant,
-                "confidence": self.confidence, "evidence": self.evidence, "conflicts": self.conflicts,
-                "reason": self.reason, "depth": self.depth}
+    double: int
+    single: int
+    text_blocks: tuple[tuple[str, str, str], ...] = ()  # (block id, label, ComfyUI encoder) per encoder with a block
+    embedders: str = "Input embedders"  # the label of IN
 
 
-def _idx(pattern: str, paths: Sequence[str]) -> list[int]:
-    rx = re.compile(pattern)
-    return [int(m[1]) for p in paths if (m := rx.match(p))]
+@dataclass(frozen=True)
+class MMDiT:
+    """SD3's MMDiT: CLIP, T5, IN, J00… joint blocks, OUT; one layout per model size (depth, title)."""
+
+    sizes: tuple[tuple[int, str], ...]
 
 
-def _width(mods: Sequence[ModuleShape], pattern: str, side: str = "in") -> int | None:
-    rx = re.compile(pattern)
-    for m in mods:
-        if rx.search(m.raw.path):
-            return m.in_features if side == "in" else m.out_features
-    return None
+@dataclass(frozen=True)
+class WanDiT:
+    """WAN's DiT: IN, B00… blocks, OUT; one layout per depth."""
+
+    depths: tuple[int, ...]
 
 
-def from_shapes(mods: Sequence[ModuleShape]) -> FamilyGuess | None:
-    unet = [m for m in mods if m.raw.component == "unet"]
-    paths = [m.raw.path for m in unet]
-    dit = [p for p in paths if re.match(r"(double_blocks|single_blocks|single_transformer_blocks)\.", p)]
-    if dit or any(re.match(r"transformer_blocks\.\d+\.", p) for p in paths):
-        guess = _dit_family(unet, paths)
-        if guess:
-            return guess
-    if any(p.startswith("joint_blocks.") for p in paths):
-        return _sd3(unet, paths)
-    if any(re.match(r"blocks\.\d+\.(self_attn|cross_attn|ffn|attn1|attn2)\.", p) for p in paths):
-        return _wan(unet, paths)
-    unet_like = [p for p in paths if re.match(r"(input_blocks|middle_block|output_blocks|down_blocks|mid_block|up_blocks)", p)]
-    if unet_like:
-        guess = _sd_unet(unet, mods)
-        if guess:
-            return guess
-    return _from_text_encoders(mods)
+Architecture = SdUnet | DoubleSingleDiT | MMDiT | WanDiT
+PRESET_SETS = ("lbw", "flux", "thirds")  # see lorawb_core.profiles.presets
 
 
-def _dit_family(unet: Sequence[ModuleShape], paths: Sequence[str]) -> FamilyGuess | None:
-    double = _idx(r"(?:double_blocks|transformer_blocks)\.(\d+)\.", paths)
-    single = _idx(r"(?:single_blocks|single_transformer_blocks)\.(\d+)\.", paths)
-    hidden = (_width(unet, r"(img_attn[._]qkv|attn\.to_q|linear1|processor\.qkv_lora1)$")
-              or _width(unet, r"(img_attn[._]proj|attn\.to_out\.0|linear2)$", side="out"))
-    spelling = [p for p in paths if re.search(r"(img|txt)_mlp\.fc[12]$|_mod\.linear$|modulation\.linear$|token_refiner", p)]
-    ev = []
-    if hidden and hidden not in (3072,) and not single and not spelling:
-        if hidden in (1536, 2432):  # diffusers SD3 names use transformer_blocks too
-            return _sd3(unet, paths)
-        return None
-    if (double and max(double) >= 19) or (single and max(single) >= 38) or spelling:
-        if spelling:
-            ev.append(f"HunyuanVideo spellings ({spelling[0]})")
-        if double and max(double) >= 19:
-            ev.append(f"double block index {max(double)} (Flux has 0–18)")
-        if single and max(single) >= 38:
-            ev.append(f"single block index {max(single)} (Flux has 0–37)")
-        return FamilyGuess("hunyuan_video", confidence="high", evidence=ev)
-    ev.append(f"double/single transformer blocks (double ≤ {max(double) if double else '-'}, "
-              f"single ≤ {max(single) if single else '-'})")
-    if hidden == 3072:
-        ev.append("hidden width 3072")
-        return FamilyGuess("flux", confidence="high", evidence=ev)
-    return FamilyGuess("flux", confidence="medium", evidence=ev + ["hidden width not measurable from these modules"])
+@dataclass(frozen=True)
+class Family:
+    code: str  # lorawb's family code, e.g. "sdxl"
+    title: str  # shown to people, e.g. "SDXL"
+    id_code: str  # the first part of a stable ID, e.g. "SDX" in SDX-CHR-001
+    architecture: Architecture
+    layouts: tuple[str, ...]  # the full layouts, one per model size
+    views: tuple[str, ...] = ()  # LBW-compact views of a full layout (the attention blocks)
+    text_encoders: Mapping[str, str] = field(default_factory=dict, hash=False)  # te/te1/te2/te3 → ComfyUI encoder
+    presets: str = "thirds"  # the built-in preset set (PRESET_SETS)
+    comfy_classes: tuple[str, ...] = ()  # ComfyUI model config classes (comfy.supported_models) of this family
+
+    @property
+    def backbone(self) -> str:
+        """``unet`` or ``dit``."""
+        return "unet" if isinstance(self.architecture, SdUnet) else "dit"
 
 
-def _sd3(unet: Sequence[ModuleShape], paths: Sequence[str]) -> FamilyGuess:
-    hidden = (_width(unet, r"(x_block\.attn\.qkv|x_block\.mlp\.fc1|transformer_blocks\.\d+\.attn\.to_q)$")
-              or _width(unet, r"(x_block\.attn\.proj|transformer_blocks\.\d+\.attn\.to_out\.0)$", side="out"))
-    blocks = _idx(r"(?:joint_blocks|transformer_blocks)\.(\d+)\.", paths)
-    ev = [f"joint blocks 0–{max(blocks) if blocks else '?'}"]
-    depth = hidden // 64 if hidden else (38 if blocks and max(blocks) >= 24 else None)
-    if hidden:
-        ev.append(f"hidden width {hidden} (depth {hidden // 64})")
-    variant = None
-    if any("attn2" in p for p in paths):
-        variant = "3.5-medium"
-        ev.append("x_block.attn2 (dual attention) ⇒ SD3.5 Medium")
-    elif depth == 38:
-        variant = "3.5-large"
-    elif depth == 24:
-        variant = "medium"
-    conf = "high" if hidden else "medium"
-    return FamilyGuess("sd3", variant=variant, confidence=conf, evidence=ev, depth=depth or 24)
+_SD1_UNET = SdUnet(12, 12, shallow_in=(1, 2, 4), deep_in=(5, 7, 8), deep_out=(3, 4, 5, 6), shallow_out=(7, 8, 9, 10, 11))
+_REGISTRY = (
+    Family("sd15", "SD 1.x", "SD1", _SD1_UNET, ("sd15_unet_26",), ("sd15_unet_17",),
+           {"te": "clip_l", "te1": "clip_l"}, "lbw", ("SD15", "SD15_instructpix2pix")),
+    Family("sd2", "SD 2.x", "SD2", _SD1_UNET, ("sd2_unet_26",), ("sd2_unet_17",),
+           {"te": "clip_h", "te1": "clip_h"}, "lbw", ("SD20", "SD21UnclipL", "SD21UnclipH")),
+    Family("sdxl", "SDXL", "SDX", SdUnet(9, 9, shallow_in=(4, 5), deep_in=(7, 8), deep_out=(0, 1, 2),
+                                          shallow_out=(3, 4, 5)),
+           ("sdxl_unet_20",), ("sdxl_unet_12",), {"te": "clip_l", "te1": "clip_l", "te2": "clip_g"}, "lbw",
+           ("SDXL", "SDXL_instructpix2pix")),
+    Family("sdxl_refiner", "SDXL refiner", "SDR", SdUnet(12, 12, shallow_in=(4, 5), deep_in=(7, 8),
+                                                         deep_out=(3, 4, 5), shallow_out=(6, 7, 8)),
+           ("sdxl_refiner_unet_26",), ("sdxl_refiner_unet_12",), {"te": "clip_g", "te1": "clip_g", "te2": "clip_g"},
+           "lbw", ("SDXLRefiner",)),
+    Family("sd3", "SD3 / SD3.5", "SD3", MMDiT(((24, "SD3/3.5 Medium"), (38, "SD3.5 Large"))),
+           ("sd3_mmdit_28", "sd3_mmdit_42"), (), {"te": "clip_l", "te1": "clip_l", "te2": "clip_g", "te3": "t5xxl"},
+           "thirds", ("SD3",)),
+    Family("flux", "Flux.1", "FLX", DoubleSingleDiT(19, 38, (("CLIP", "CLIP-L", "clip_l"), ("T5", "T5-XXL", "t5xxl"))),
+           ("flux_dit_61",), (), {"te": "clip_l", "te1": "clip_l", "te2": "t5xxl", "te3": "t5xxl"}, "flux",
+           ("Flux", "FluxSchnell", "FluxInpaint")),
+    Family("wan", "WAN 2.x", "WAN", WanDiT((30, 40)), ("wan_dit_32", "wan_dit_42"), (), {}, "thirds",
+           ("WAN21_T2V", "WAN21_I2V", "WAN21_FunControl2V", "WAN21_Vace", "WAN21_Camera", "WAN22_T2V", "WAN22_S2V",
+            "WAN22_Animate", "WAN21_FlowRVS")),
+    Family("hunyuan_video", "HunyuanVideo", "HYV", DoubleSingleDiT(20, 40, embedders="Input embedders + token refiner"),
+           ("hunyuan_video_dit_62",), (), {"te": "clip_l", "te1": "clip_l", "te2": "llama"}, "thirds",
+           ("HunyuanVideo", "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V")),
+)
+FAMILIES: dict[str, Family] = {f.code: f for f in _REGISTRY}
+COMFY_CLASSES: dict[str, str] = {cls: f.code for f in _REGISTRY for cls in f.comfy_classes}
 
 
-_WAN_SIZES = {1536: ("1.3b", 30), 3072: ("5b", 30), 5120: ("14b", 40)}
+def title_of(code: str | None) -> str:
+    """The family's title; an unregistered code (``unknown``) is its own title."""
+    fam = FAMILIES.get(code or UNKNOWN)
+    return fam.title if fam else (code or UNKNOWN)
 
 
-def _wan(unet: Sequence[ModuleShape], paths: Sequence[str]) -> FamilyGuess:
-    dim = _width(unet, r"(self_attn\.q|attn1\.to_q|self_attn\.o|attn1\.to_out\.0)$")
-    blocks = _idx(r"blocks\.(\d+)\.", paths)
-    ev = [f"WAN blocks 0–{max(blocks) if blocks else '?'} (self_attn/cross_attn/ffn)"]
-    variant, depth = None, (40 if blocks and max(blocks) >= 30 else 30)
-    if dim in _WAN_SIZES:
-        variant, depth = _WAN_SIZES[dim]
-        ev.append(f"model width {dim} ⇒ {variant.upper()}")
-    if any(re.search(r"k_img|v_img|add_k_proj", p) for p in paths):
-        variant = f"{variant or '14b'}-i2v"
-        ev.append("image cross-attention (k_img/v_img) ⇒ I2V/FLF")
-    return FamilyGuess("wan", variant=variant, confidence="high" if dim else "medium", evidence=ev, depth=depth)
+def id_code_of(code: str | None) -> str:
+    """The stable-ID code of a family (``UNK`` for an unknown or unregistered one)."""
+    fam = FAMILIES.get(code or UNKNOWN)
+    return fam.id_code if fam else UNKNOWN_ID_CODE
 
 
-_CONTEXT = {768: "sd15", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}
-
-
-def _sd_unet(unet: Sequence[ModuleShape], mods: Sequence[ModuleShape]) -> FamilyGuess | None:
-    ctx = _width(unet, r"attn2\.to_k$")
-    if ctx in _CONTEXT:
-        fam = _CONTEXT[ctx]
-        return FamilyGuess(fam, confidence="high", evidence=[f"cross-attention context width {ctx} (attn2.to_k)"])
-    # No cross-attention input width (e.g. (IA)³/OFT vectors, conv-only LoCon): fall back on the UNet's structure.
-    paths = [m.raw.path for m in unet]
-    te = _from_text_encoders(mods)
-    sd12 = [p for p in paths if re.match(r"(down_blocks\.0\.attentions|input_blocks\.[12]\.1\.|up_blocks\.3\.attentions|"
-                                         r"output_blocks\.(9|10|11)\.1\.|down_blocks\.3\.|input_blocks\.(9|10|11)\.)", p)]
-    if sd12:
-        if te and te.family in ("sd15", "sd2"):
-            return FamilyGuess(te.family, confidence="medium", evidence=[f"SD1/SD2 UNet structure ({sd12[0]})", *te.evidence])
-        return FamilyGuess("sd15", confidence="low",
-                           evidence=[f"SD1/SD2 UNet structure ({sd12[0]}); SD1 vs SD2 not decidable from these tensors"])
-    if any(re.search(r"transformer_blocks\.([2-9])\.", p) for p in paths):
-        return FamilyGuess("sdxl", confidence="medium", evidence=["more than 2 transformer blocks per attention (SDXL)"])
-    if te:
-        return te
-    if any(re.match(r"(input_blocks|output_blocks)\.", p) for p in paths):
-        return FamilyGuess("sdxl", confidence="low", evidence=["ldm-style UNet names (kohya uses them for SDXL)"])
-    return None
-
-
-def _from_text_encoders(mods: Sequence[ModuleShape]) -> FamilyGuess | None:
-    te = [m for m in mods if m.raw.component != "unet"]
-    if not te:
-        return None
-    comps = {m.raw.component for m in te}
-    widths = {m.raw.component: m.in_features or m.out_features for m in te
-              if re.search(r"(q_proj|k_proj|v_proj|out_proj)$", m.raw.path)}
-    if "te3" in comps:
-        return FamilyGuess("sd3" if "te2" in comps and widths.get("te2") == 1280 else "flux", confidence="low",
-                           evidence=["text encoders only, with a T5 (te3)"])
-    if {"te1", "te2"} <= comps and widths.get("te2") == 1280:
-        return FamilyGuess("sdxl", confidence="high", evidence=["text encoders only: CLIP-L + CLIP-G (1280 wide)"])
-    w = widths.get("te") or widths.get("te1")
-    if w == 768:
-        return FamilyGuess("sd15", confidence="medium", evidence=["text encoder only: CLIP-L 768 wide"])
-    if w == 1024:
-        return FamilyGuess("sd2", confidence="high", evidence=["text encoder only: OpenCLIP-H 1024 wide"])
-    if w == 1280:
-        return FamilyGuess("sdxl_refiner", confidence="medium", evidence=["single 1280-wide text encoder (CLIP-G)"])
-    return None
-
-
-# ---- metadata ------------------------------------------------------------------------------------------------
-_ARCH = [(r"^stable-diffusion-v1", "sd15", None), (r"^stable-diffusion-v2-768-v", "sd2", "768-v"),
-         (r"^stable-diffusion-v2", "sd2", None), (r"^stable-diffusion-xl-v1-refiner", "sdxl_refiner", None),
-         (r"^stable-diffusion-xl", "sdxl", None), (r"^stable-diffusion-3\.?5?-?(medium|large)?", "sd3", None),
-         (r"^stable-diffusion-3", "sd3", None), (r"^flux-1-dev", "flux", "dev"), (r"^flux-1-schnell", "flux", "schnell"),
-         (r"^flux", "flux", None), (r"^chroma", "flux", "chroma"), (r"^wan", "wan", None),
-         (r"^hunyuan-?video", "hunyuan_video", None)]
-_BASE_VERSION = [(r"^sd_v1", "sd15", None), (r"^sd_v2_v", "sd2", "768-v"), (r"^sd_v2", "sd2", None),
-                 (r"^sdxl", "sdxl", None), (r"^(medium|5-medium|5-large|large|sd3)", "sd3", None),
-                 (r"^flux", "flux", None), (r"^chroma", "flux", "chroma"), (r"^wan", "wan", None),
-                 (r"^hunyuan", "hunyuan_video", None)]
-_DERIVATIVES = [("pony", "pony"), ("illustrious", "illustrious"), ("noob", "noobai"), ("animagine", "animagine")]
-
-
-def from_metadata(meta: dict[str, str]) -> tuple[str | None, str | None, list[str]]:
-    """(family, variant, evidence) from kohya ``ss_*`` / SAI ``modelspec.*`` metadata."""
-    ev: list[str] = []
-    family = variant = None
-    arch = meta.get("modelspec.architecture", "").lower()
-    for pattern, fam, var in _ARCH:
-        if arch and re.match(pattern, arch):
-            family, variant = fam, var
-            ev.append(f"modelspec.architecture = {arch}")
-            break
-    base = meta.get("ss_base_model_version", "").lower()
-    if base:
-        for pattern, fam, var in _BASE_VERSION:
-            if re.match(pattern, base):
-                if family is None:
-                    family, variant = fam, var
-                ev.append(f"ss_base_model_version = {base}")
-                break
-    if family is None and meta.get("ss_v2", "").lower() == "true":
-        family = "sd2"
-        ev.append("ss_v2 = True")
-    model_name = meta.get("ss_sd_model_name", "").lower()
-    for needle, name in _DERIVATIVES:
-        if needle in model_name:
-            variant = variant or name
-            ev.append(f"ss_sd_model_name = {meta['ss_sd_model_name']}")
-            break
-    return family, variant, ev
-
-
-def _copy_guess(guess: FamilyGuess | None) -> FamilyGuess | None:
-    """A deep copy of a guess (its only mutable parts are the two lists of strings)."""
-    if guess is None:
-        return None
-    return FamilyGuess(guess.family, guess.variant, guess.confidence, list(guess.evidence), list(guess.conflicts),
-                       guess.reason, guess.depth)
-
-
-def detect_family(mods: Sequence[ModuleShape], meta: dict[str, str],
-                  shape_guess: FamilyGuess | None | bool = False) -> FamilyGuess:
-    """Family from shapes (``shape_guess``: a precomputed ``from_shapes`` result, copied before use), then metadata."""
-    guess = from_shapes(mods) if shape_guess is False else _copy_guess(shape_guess)
-    mfam, mvar, mev = from_metadata(meta)
-    if guess is None:
-        if mfam:
-            return FamilyGuess(mfam, variant=mvar, confidence="medium", evidence=mev + ["no decisive shapes"])
-        if not mods:
-            reason = "the file has no LoRA modules"
-        else:
-            reason = "no known module names or shapes, and no base-model metadata"
-        return FamilyGuess("unknown", confidence="none", reason=reason)
-    if mfam and mfam != guess.family:
-        if guess.confidence == "low":
-            return FamilyGuess(mfam, variant=mvar, confidence="medium", evidence=mev,
-                               conflicts=[f"weak shape evidence said {guess.family}: {'; '.join(guess.evidence)}"])
-        guess.conflicts.append(f"metadata says {mfam} ({'; '.join(mev)}), shapes say {guess.family}")
-        guess.confidence = "medium"
-    elif mfam:
-        guess.evidence.extend(mev)
-        if guess.confidence == "low":
-            guess.confidence = "medium"
-        if mvar and guess.variant is None:
-            guess.variant = mvar
-    elif mvar and guess.variant is None:
-        guess.variant = mvar
-        guess.evidence.extend(mev)
-    return guess
+def family_of_comfy_class(class_name: str) -> str | None:
+    """The family of a ComfyUI model config class name, or None when the class is not a registered one."""
+    return COMFY_CLASSES.get(class_name)

@@ -13,8 +13,11 @@ import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-_JSON_KEYS = ("ss_tag_frequency", "ss_dataset_dirs", "ss_datasets", "ss_network_args", "ss_bucket_info",
-              "lora_adapter_metadata", "ss_reg_dataset_dirs")
+_JSON_KEYS = ("ss_tag_frequency", "ss_network_args", "lora_adapter_metadata")  # the JSON values we use, no others
+MAX_JSON_CHARS = 1 << 20  # a JSON value above this is not decoded whole (one file must stay cheap to index) …
+TAG_SCAN_CHARS = 1 << 18  # … a huge ss_tag_frequency is read from its first TAG_SCAN_CHARS characters only
+_TAG_COUNT = re.compile(r'"((?:[^"\\]|\\.){1,200})"\s*:\s*(\d{1,9})\s*[,}]')
+_FOLDER = re.compile(r'"((?:[^"\\]|\\.){1,300})"\s*:\s*\{')
 _INT_KEYS = {"ss_steps": "steps", "ss_epoch": "epoch", "ss_num_epochs": "epochs", "ss_max_train_steps": "max_steps",
              "ss_num_train_images": "images", "ss_clip_skip": "clip_skip", "ss_seed": "seed",
              "ss_num_reg_images": "reg_images", "ss_batch_size_per_device": "batch_size"}
@@ -125,11 +128,21 @@ def parse_metadata(meta: dict[str, str]) -> LoraMetadata:
     out = LoraMetadata(raw=dict(meta))
     parsed: dict[str, Any] = {}
     for key in _JSON_KEYS:
-        if key in meta and meta[key] not in ("", "None", "null"):
-            try:
-                parsed[key] = json.loads(meta[key])
-            except ValueError as exc:
-                out.parse_errors.append(f"{key}: not valid JSON ({exc.msg})")
+        value = meta.get(key)
+        if value in (None, "", "None", "null"):
+            continue
+        if len(value) > MAX_JSON_CHARS:
+            if key == "ss_tag_frequency":
+                parsed[key] = _tag_frequency_head(value)
+                out.parse_errors.append(f"{key}: {len(value):,} characters; trigger words come from its first "
+                                        f"{TAG_SCAN_CHARS:,}")
+            else:
+                out.parse_errors.append(f"{key}: {len(value):,} characters, over the {MAX_JSON_CHARS:,} read")
+            continue
+        try:
+            parsed[key] = json.loads(value)
+        except ValueError as exc:
+            out.parse_errors.append(f"{key}: not valid JSON ({exc.msg})")
     t = out.training
     for key, attr in _INT_KEYS.items():
         if key in meta:
@@ -155,6 +168,32 @@ def parse_metadata(meta: dict[str, str]) -> LoraMetadata:
             out.embedded_hashes[key] = meta[key]
     out.trigger_words = trigger_candidates(meta, parsed.get("ss_tag_frequency"), t.images)
     return out
+
+
+def _tag_frequency_head(text: str) -> dict[str, dict[str, int]]:
+    """``{folder: {tag: count}}`` from the first ``TAG_SCAN_CHARS`` characters of a huge ``ss_tag_frequency``
+    (a bounded scan, no full decode): each ``"tag": count`` pair belongs to the folder opened last before it."""
+    head = text[:TAG_SCAN_CHARS]
+    folders = [(m.start(), _unescape(m[1])) for m in _FOLDER.finditer(head)]
+    out: dict[str, dict[str, int]] = {}
+    i = -1
+    for m in _TAG_COUNT.finditer(head):
+        while i + 1 < len(folders) and folders[i + 1][0] < m.start():
+            i += 1
+        if i >= 0:
+            tags = out.setdefault(folders[i][1], {})
+            tag = _unescape(m[1])
+            tags[tag] = tags.get(tag, 0) + int(m[2])
+    return out
+
+
+def _unescape(s: str) -> str:
+    if "\\" not in s:
+        return s
+    try:
+        return json.loads(f'"{s}"')
+    except ValueError:
+        return s
 
 
 def trigger_candidates(meta: dict[str, str], tag_frequency: Any, images: int | None, limit: int = 12) -> list[TriggerWord]:

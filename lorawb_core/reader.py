@@ -1,49 +1,32 @@
-"""Reading LoRA files: structure from the safetensors header, tensors only when math needs them.
+"""Reading a LoRA file's structure from its safetensors header (tensor data: :mod:`.tensors`).
 
-The header is parsed by the ``safetensors`` library itself (never by hand); this module adds the cheap
-pre-checks that turn a failure into a sentence a user can act on (a pickle, a Git LFS pointer, an HTML
-page saved as ``.safetensors``, a truncated download) and never unpickles anything.
+A new header is validated by the ``safetensors`` library (or, above ``SAFE_OPEN_HEADER_BYTES``, by the same checks
+here over the tensor index alone, so that one huge metadata value costs one decode); this module adds the cheap
+pre-checks that turn a failure into a sentence a user can act on (a pickle, a Git LFS pointer, an HTML page saved as
+``.safetensors``, a truncated download, a key written twice, an absurd tensor count) and never unpickles anything.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import stat
 import struct
 import threading
-import warnings
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CorruptFile, InvalidTensor, UnreadableFile, UnsupportedFormat
+from .errors import CorruptFile, UnreadableFile, UnsupportedFormat
+from .header_index import DTYPE_BYTES, KnownIndex, TensorInfo, known_index, remember_index, split_metadata
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_TENSORS = 12_000  # real LoRAs hold < 6,000 (full-layer LyCORIS on SDXL with both text encoders, DoRA)
+SAFE_OPEN_HEADER_BYTES = 8 << 20  # larger headers are validated by _validated_index (bounded memory)
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One tensor as the header describes it: no data is read."""
-
-    key: str
-    dtype: str
-    shape: tuple[int, ...]
-    start: int = 0  # byte offsets relative to the start of the data region (as in the header)
-    end: int = 0
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
 
 
 @dataclass
@@ -168,158 +151,50 @@ def _check_head(shown: str, head: bytes, size: int) -> int:
     return n
 
 
-@dataclass(frozen=True)
-class _Index:
-    tensors: dict[str, TensorInfo]
-    data_end: int
-    prefix: bytes  # the header before its metadata ...
-    suffix: bytes  # ... and after it, without trailing padding: compared byte for byte with a new file's
-    digest: bytes  # digest of prefix + suffix: identifies the index (the analysis cache key)
-
-
-# Tensor indexes seen before, by digest; ``_CANDIDATES`` finds them by where the metadata sits and the length of
-# the rest, so a known index costs two ``memcmp`` of the header instead of a digest, a parse or a copy.
-_INDEX_CACHE: OrderedDict[bytes, _Index] = OrderedDict()
-_CANDIDATES: dict[tuple[int, int], list[bytes]] = {}
-_INDEX_CACHE_SIZE = 256
-_cache_lock = threading.Lock()
-_META_KEY = b'"__metadata__"'
-_JSON_SPACE = b" \t\r\n"
-
-
-@dataclass
-class _Split:
-    """A header split around its ``__metadata__`` value: ``buf[:pos]`` + ``buf[end:tail]`` is the tensor index
-    (``tail`` drops trailing JSON whitespace: writers pad the header to 8 bytes, so files of one structure differ
-    there by the length of their metadata). ``meta`` is None when the split cannot be trusted."""
-
-    meta: dict[str, str] | None
-    pos: int
-    end: int
-    tail: int
-
-
-def _split_metadata(buf: bytearray | bytes, n: int) -> _Split:
-    """Find and decode the ``__metadata__`` object of the header ``buf[:n]`` without copying the header."""
-    tail = n
-    while tail > 0 and buf[tail - 1] in _JSON_SPACE:
-        tail -= 1
-    pos = _metadata_position(buf, n)
-    if pos < 0:
-        return _Split({}, tail, tail, tail)
-    colon = buf.find(b":", pos + 14, n)
-    if colon < 0 or not _valid_utf8(buf[pos:colon]):
-        return _Split(None, pos, pos, tail)
-    start = colon + 1
-    while start < n and buf[start] in _JSON_SPACE:
-        start += 1
-    decoded = _decode_object(memoryview(buf)[start:n])
-    if decoded is None:
-        return _Split(None, pos, pos, tail)
-    obj, length = decoded
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
-        return _Split(None, pos, pos, tail)
-    return _Split(obj, pos, min(start + length, tail), tail)
-
-
-def _metadata_position(buf: bytearray | bytes, n: int) -> int:
-    """Where ``"__metadata__"`` first occurs in ``buf[:n]`` (-1: nowhere). safetensors writes it first; other
-    writers put it where the known files of their structure have it: if the header starts with such a file's
-    bytes before it (a ``memcmp``), no earlier occurrence is possible, and the whole-header search is skipped."""
-    if buf.startswith(b'{"__metadata__"', 0, n):
-        return 1
-    with _cache_lock:
-        for (pos, _), digests in _CANDIDATES.items():
-            if pos > 1 and buf.startswith(_META_KEY, pos, n) and any(
-                    d in _INDEX_CACHE and buf.startswith(_INDEX_CACHE[d].prefix) for d in digests):
-                return pos
-    return buf.find(_META_KEY, 0, n)
-
-
-def _decode_object(data: memoryview, window: int = 1 << 16) -> tuple[Any, int] | None:
-    """The JSON value at the start of ``data`` and its length in bytes, decoding only as much as it needs (a
-    growing window: a value cut by the window end fails to parse and is retried with more)."""
-    import codecs
-
-    try:
-        while True:
-            whole = window >= len(data)
-            text, _ = codecs.utf_8_decode(data[:window], "strict", whole)
-            try:
-                obj, end = json.JSONDecoder().raw_decode(text)
-            except ValueError:
-                if whole:
-                    return None
-                window *= 4
-                continue
-            return obj, (end if text.isascii() else len(text[:end].encode("utf-8")))
-    except UnicodeDecodeError:
-        return None
-    finally:
-        data.release()
-
-
-def _valid_utf8(b: bytes | bytearray) -> bool:
-    try:
-        b.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _known_index(buf: bytearray | bytes, split: _Split) -> _Index | None:
-    key = (split.pos, split.pos + split.tail - split.end)
-    with _cache_lock:
-        for digest in _CANDIDATES.get(key, ()):
-            known = _INDEX_CACHE.get(digest)  # None: the cache was cleared from outside
-            if known is not None and buf.startswith(known.prefix) and \
-                    buf.startswith(known.suffix, split.end, split.tail):
-                _INDEX_CACHE.move_to_end(digest)
-                return known
-    return None
-
-
-def _remember_index(index: _Index) -> None:
-    key = (len(index.prefix), len(index.prefix) + len(index.suffix))
-    with _cache_lock:
-        if index.digest in _INDEX_CACHE:
-            return
-        _INDEX_CACHE[index.digest] = index
-        digests = _CANDIDATES.setdefault(key, [])
-        if index.digest not in digests:
-            digests.append(index.digest)
-        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
-            _, old = _INDEX_CACHE.popitem(last=False)
-            old_key = (len(old.prefix), len(old.prefix) + len(old.suffix))
-            digests = _CANDIDATES.get(old_key, [])
-            if old.digest in digests:
-                digests.remove(old.digest)
-            if not digests:
-                _CANDIDATES.pop(old_key, None)
 
 
 def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int,
                  size: int) -> tuple[dict[str, TensorInfo], dict[str, str], bytes]:
     """Index the JSON header ``buf[:got]`` (``n`` bytes long by the file's own count). A tensor index seen before
     (same keys, shapes, dtypes, offsets: one trainer's files) is reused after checking the file size; a new one is
-    validated by the safetensors library first."""
-    split = _split_metadata(buf, got)
-    known = _known_index(buf, split) if split.meta is not None else None
+    validated by the safetensors library (headers up to ``SAFE_OPEN_HEADER_BYTES``) or, for larger headers, by
+    :func:`_validated_index` over the tensor index alone, so a huge metadata value is decoded once, not four times.
+    Duplicated keys and more than ``MAX_TENSORS`` tensors are refused."""
+    split = split_metadata(buf, got)
+    known = known_index(buf, split) if split.meta is not None else None
     if known is not None and size == 8 + n + known.data_end:
         return known.tensors, split.meta, known.digest
-    raw = bytes(buf[:got])
-    prefix, suffix = raw[:split.pos], raw[split.end:split.tail]
+    count = buf.count(b'"data_offsets"', 0, split.pos) + buf.count(b'"data_offsets"', split.end, got)  # ≥ tensors
+    if count > MAX_TENSORS:
+        raise CorruptFile(f"{shown}: the header lists about {count:,} tensors (limit {MAX_TENSORS:,}); no LoRA has "
+                          "that many, so this file is damaged or not a LoRA. Replace it with the real file.")
+    prefix, suffix = bytes(buf[:split.pos]), bytes(buf[split.end:split.tail])
     digest = known.digest if known is not None else hashlib.blake2b(prefix + suffix, digest_size=16).digest()
+    if n > SAFE_OPEN_HEADER_BYTES:
+        if split.meta is not None:  # the header with its metadata value left out
+            index = _loads_header(shown, prefix + (b'"__metadata__":{}' if split.end > split.pos else b"") + suffix)
+            meta = split.meta
+        else:
+            index = _loads_header(shown, bytes(buf[:got]))
+            meta = index.get("__metadata__", {})
+            if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+                raise CorruptFile(f"{shown}: damaged safetensors header: __metadata__ must map names to strings "
+                                  "(the file is damaged or not safetensors).")
+        tensors, data_end = _validated_index(shown, index, size - 8 - n)
+        if split.meta is not None:
+            remember_index(KnownIndex(tensors, data_end, prefix, suffix, digest))
+        return tensors, meta, digest
+    raw = bytes(buf[:got])
     from safetensors import SafetensorError, safe_open
 
     try:
         with utf8_path(p) as usable, safe_open(usable, framework="np") as f:
             checked_meta = f.metadata() or {}
-        header = json.loads(raw)
     except SafetensorError as exc:
         raise CorruptFile(f"{shown}: damaged safetensors header: {_explain(str(exc))}") from None
     except (OSError, ValueError) as exc:
         raise UnreadableFile(f"{shown}: cannot read the file ({exc}).") from None
+    header = _loads_header(shown, raw)
     tensors = {}
     data_end = 0
     for key, entry in header.items():
@@ -332,37 +207,71 @@ def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int,
         tensors[key] = TensorInfo(key, entry["dtype"], tuple(map(int, entry["shape"])), start, end)
     checked = {str(k): str(v) for k, v in checked_meta.items()}
     if split.meta == checked:  # the split was exact: later files with this index can skip the full parse
-        _remember_index(_Index(tensors, data_end, prefix, suffix, digest))
+        remember_index(KnownIndex(tensors, data_end, prefix, suffix, digest))
     return tensors, checked, digest
 
 
-def read_scalars(structure: FileStructure, keys: list[str]) -> dict[str, float]:
-    """Values of one-element tensors (``alpha``, ``on_input``) read straight from their bytes: no torch needed."""
-    out: dict[str, float] = {}
-    if not keys:
-        return out
-    base = structure.header_bytes
-    fd = os.open(structure.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    try:  # one positioned read per scalar: no map to fault in across a (possibly large or sparse) file
-        for key in keys:
-            info = structure.tensors[key]
-            out[key] = _decode_scalar(info.dtype, os.pread(fd, info.end - info.start, base + info.start))
-    finally:
-        os.close(fd)
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
     return out
 
 
-def _decode_scalar(dtype: str, raw: bytes) -> float:
-    if dtype == "BF16":
-        return struct.unpack("<f", b"\x00\x00" + raw[:2])[0]
-    fmt = _SCALAR_FORMATS.get(dtype)
-    if fmt is None or len(raw) < struct.calcsize(fmt):
-        return float("nan")
-    return float(struct.unpack(fmt, raw[: struct.calcsize(fmt)])[0])
+def _loads_header(shown: str, raw: bytes) -> dict[str, Any]:
+    """The header JSON (a memory-bounded part of it, see _open_header), refusing a key written twice: Python's json
+    keeps the last one silently, so the file would mean one thing to us and maybe another to its next reader."""
+    try:
+        header = json.loads(raw, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as exc:
+        raise CorruptFile(f"{shown}: the header holds the key {str(exc)[:200]!r} twice; readers disagree on which one "
+                          "counts, so the file is refused. Re-save it from its source.") from None
+    except (ValueError, RecursionError) as exc:
+        raise CorruptFile(f"{shown}: damaged safetensors header: {_explain(f'invalid JSON ({exc})')}") from None
+    if not isinstance(header, dict):
+        raise CorruptFile(f"{shown}: damaged safetensors header: {_explain('invalid JSON: not an object')}")
+    return header
 
 
-_SCALAR_FORMATS = {"F16": "<e", "F32": "<f", "F64": "<d", "I8": "<b", "U8": "<B", "I16": "<h", "U16": "<H",
-                   "I32": "<i", "U32": "<I", "I64": "<q", "U64": "<Q", "BOOL": "<?"}
+def _validated_index(shown: str, header: dict[str, Any], data_len: int) -> tuple[dict[str, TensorInfo], int]:
+    """The checks the safetensors library makes (known dtypes, byte lengths that fit dtype × shape, offsets that
+    tile the data region exactly), for headers too large to hand to it whole."""
+    def damaged(why: str) -> CorruptFile:
+        return CorruptFile(f"{shown}: damaged safetensors header: {why}")
+
+    tensors: dict[str, TensorInfo] = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            ok = isinstance(dtype, str) and all(type(v) is int and v >= 0 for v in (*shape, start, end))
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise damaged(f"tensor {key[:200]!r} is not described by dtype, shape and data_offsets "
+                          "(the file is damaged or not safetensors).")
+        if dtype not in DTYPE_BYTES:
+            raise damaged(_explain(f"unknown variant {dtype[:40]!r} for tensor {key[:200]!r}"))
+        info = TensorInfo(key, dtype, tuple(shape), start, end)
+        if end < start or info.numel * DTYPE_BYTES[dtype] != end - start:
+            raise damaged(f"tensor {key[:200]!r}: {dtype} {list(shape)} does not fit its {end - start:,} bytes "
+                          "(the file is damaged).")
+        tensors[key] = info
+    at = 0
+    for info in sorted(tensors.values(), key=lambda t: (t.start, t.end)):
+        if info.start != at:
+            raise damaged(_explain(f"invalid offset for tensor {info.key[:200]!r}"))
+        at = info.end
+    if at != data_len:
+        raise damaged(_explain(f"metadata incomplete buffer: the tensors end at {at:,} of {data_len:,} data bytes"))
+    return tensors, at
+
 
 
 def _explain(msg: str) -> str:
@@ -376,91 +285,6 @@ def _explain(msg: str) -> str:
     if "invalid json" in low or "utf" in low:
         return f"{msg} (the header is not a JSON object; the file is damaged or not safetensors)."
     return msg
-
-
-_TORCH_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64", "I8": "int8",
-                 "U8": "uint8", "I16": "int16", "I32": "int32", "I64": "int64", "BOOL": "bool",
-                 "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
-
-
-class TensorLoader:
-    """Zero-copy torch views of a file's tensors over a private memory map; torch is imported only here.
-
-    Offsets come from a header the safetensors library already validated (``read_structure``). The map is
-    read-only: the views must never be written to (every consumer converts or multiplies them into new tensors).
-    """
-
-    def __init__(self, structure: FileStructure):
-        self.structure = structure
-        self._fh: Any = None
-        self._map: mmap.mmap | None = None
-        self._bytes: Any = None  # the map as a numpy uint8 array (mapped_bytes)
-        self._tensor: Any = None  # the map as a torch uint8 tensor (mapped_tensor)
-
-    def __enter__(self) -> TensorLoader:
-        self._fh = open(self.structure.path, "rb")  # noqa: SIM115 - closed in __exit__
-        # read-only shared map of the page cache, pre-faulted in one call where the OS can (every byte is read)
-        if hasattr(mmap, "MAP_SHARED"):
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            self._map = mmap.mmap(self._fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
-        else:  # Windows
-            self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._bytes = self._tensor = None
-        if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:  # a view escaped the context; the map closes when it is collected
-                pass
-        if self._fh is not None:
-            self._fh.close()
-        self._map = self._fh = None
-
-    def _torch_dtype(self, key: str, info: TensorInfo):
-        import torch
-
-        name = _TORCH_DTYPES.get(info.dtype)
-        if name is None or not hasattr(torch, name):
-            raise InvalidTensor(f"tensor {key}: dtype {info.dtype} cannot be used for LoRA math.")
-        return getattr(torch, name)
-
-    def check_dtype(self, key: str) -> None:
-        """Raise the :class:`InvalidTensor` that :meth:`get` raises for a tensor whose dtype torch cannot use."""
-        self._torch_dtype(key, self.structure.tensors[key])
-
-    def mapped_bytes(self):
-        """The whole mapped file as a numpy uint8 array (valid inside the context): tensor ``k`` is
-        ``[header_bytes + start, header_bytes + end)``. Slicing numpy is far cheaper than a torch view per tensor."""
-        import numpy as np
-
-        if self._bytes is None:
-            self._bytes = np.frombuffer(self._map, dtype=np.uint8)
-        return self._bytes
-
-    def mapped_tensor(self):
-        """The whole mapped file as one torch uint8 tensor (read-only, valid inside the context)."""
-        import torch
-
-        if self._tensor is None:
-            with warnings.catch_warnings():  # the map is read-only on purpose: nothing may write to a user's file
-                warnings.simplefilter("ignore", UserWarning)
-                self._tensor = torch.frombuffer(self._map, dtype=torch.uint8)
-        return self._tensor
-
-    def get(self, key: str):
-        """The tensor ``key`` in its stored dtype, as a view of the mapped file (valid inside the context)."""
-        import torch
-
-        info = self.structure.tensors[key]
-        dtype = self._torch_dtype(key, info)
-        if info.numel == 0:
-            return torch.zeros(info.shape, dtype=dtype)
-        with warnings.catch_warnings():  # the map is read-only on purpose: nothing may write to a user's file
-            warnings.simplefilter("ignore", UserWarning)
-            t = torch.frombuffer(self._map, dtype=dtype, count=info.numel, offset=self.structure.header_bytes + info.start)
-        return t.view(info.shape)
 
 
 @contextmanager
@@ -482,9 +306,3 @@ def utf8_path(path: Path) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
-
-
-@contextmanager
-def open_tensors(structure: FileStructure) -> Iterator[TensorLoader]:
-    with TensorLoader(structure) as loader:
-        yield loader

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import LoraMissing, NotInLibrary
-from .library.ids import parse_id
+from .errors import BrokenLora, LoraMissing, NotInLibrary
+from .library.stable_ids import parse_id
 
 SEP = " · "
 EMPTY_CHOICE = "(library empty: add LoRAs to a loras folder, then rescan)"
@@ -73,3 +73,33 @@ def resolve_entry(db, value: str):
 def ref_from_entry(entry) -> LoraRef:
     return LoraRef(stable_id=entry.stable_id, name=entry.name or entry.file_name or entry.stable_id, path=entry.path,
                    family=entry.family, layout_id=entry.layout_id, full_layout_id=entry.full_layout_id)
+
+
+def check_usable(entry) -> None:
+    """Refuse a library entry that cannot be applied, with the stored reason: an ``error`` row (except a readable
+    LoRA of a family without a block layout, which still loads at a uniform strength), or a file changed since it
+    was indexed whose header now shows a problem (one header read; NaN/Inf needs the tensors and is found when the
+    library measures the file again).
+
+    Raises:
+        BrokenLora: the entry or its changed file cannot be applied.
+    """
+    label = choice_label(entry.stable_id, entry.name)
+    from .library.file_tasks import NO_LAYOUT
+
+    usable_without_blocks = not entry.problems and (entry.error or "").startswith(NO_LAYOUT)
+    if entry.scan_state == "error" and not usable_without_blocks:
+        raise BrokenLora(f"LoRA {label} cannot be used: {entry.error or 'the library could not read it'} "
+                         f"({entry.path}; fix or replace the file, then rescan).")
+    try:
+        st = os.stat(entry.path)
+    except OSError:
+        return  # resolve_entry reports missing files
+    if (st.st_size, st.st_mtime_ns) == (entry.size, entry.mtime_ns):
+        return
+    from .inspection import broken_reason, summarize_structure
+
+    summary = summarize_structure(entry.path)
+    if summary.problems:
+        raise BrokenLora(f"LoRA {label} cannot be used: its file changed since it was indexed and now "
+                         f"{broken_reason(summary.problems)} ({entry.path}; then rescan).")

@@ -63,7 +63,7 @@ def pairwise_inner(analyses: list[Any]) -> list[PairInner]:
 
     Modules are paired by their canonical target (ComfyUI weight key, incl. the row slice of a fused weight).
     """
-    from .reader import open_tensors
+    from .tensors import open_tensors
 
     out: list[PairInner] = []
     with ExitStack() as stack:

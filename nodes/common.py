@@ -7,7 +7,15 @@ import os
 from typing import Any
 
 from lorawb_core.errors import IncompatibleStack, LorawbError
-from lorawb_core.refs import EMPTY_CHOICE, LoraRef, lora_choices, parse_choice, ref_from_entry, resolve_entry
+from lorawb_core.refs import (
+    EMPTY_CHOICE,
+    LoraRef,
+    check_usable,
+    lora_choices,
+    parse_choice,
+    ref_from_entry,
+    resolve_entry,
+)
 
 from . import host
 
@@ -52,10 +60,13 @@ def validate_lora(value: str) -> bool | str:
 
 
 def resolve_lora(value: str, ref: LoraRef | None = None) -> LoraRef:
-    """A linked reference wins over the chooser."""
+    """A linked reference wins over the chooser. A LoRA the library could not read, or whose file changed into one
+    that cannot be applied, is refused with the reason (:func:`~lorawb_core.refs.check_usable`)."""
     if ref is not None:
         return ref
-    return ref_from_entry(host.with_db(resolve_entry, value))
+    entry = host.with_db(resolve_entry, value)
+    check_usable(entry)
+    return ref_from_entry(entry)
 
 
 def check_family(ref: LoraRef, model: Any) -> None:
@@ -78,10 +89,12 @@ def resolve_block_weights(ref: LoraRef, weights: Any = None, weights_text: str =
     notes: list[str] = []
     profile = weights
     if profile is None and weights_text and weights_text.strip():
-        from lorawb_core.profiles import parse_weights
+        from lorawb_core.profiles import list_profiles, parse_weights
 
+        # read in the layout the text was written for (the LoRA's, or a sibling), converted once below
         parsed = host.with_db(lambda db: parse_weights(weights_text, family=ref.family, layout_id=ref.layout_id,
-                                                       db=db))
+                                                       known=lambda: list_profiles(db, builtins=False),
+                                                       convert=False))
         profile, notes = parsed.profile, list(parsed.notes)
     elif profile is not None and weights_text and weights_text.strip():
         notes.append("the linked profile is used; the typed weights are ignored")

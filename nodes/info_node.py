@@ -34,7 +34,7 @@ def _bars(entry):
         groups = {b.id: b.group for b in get_layout(entry.layout_id).blocks}
         shown = [b for b in entry.blocks if b.block_id in groups]
         return [Bar(b.block_id, groups[b.block_id], b.share or 0.0, b.exact) for b in shown], False
-    from lorawb_core.inspect import inspect_file
+    from lorawb_core.inspection import inspect_file
 
     report = inspect_file(entry.path, blocks=True, spectra=False)
     if not report.blocks:

@@ -63,14 +63,15 @@ class LoadLoraById(LoraChooser):
                     "result": (model, clip, ref)}
         new_model, new_clip, report = apply_file(
             model, clip, ref.path, layout_id=None, weights={}, strength_model=strength_model,
-            strength_clip=strength_clip, stable_id=ref.stable_id, name=ref.name)
+            strength_clip=strength_clip, stable_id=ref.stable_id, name=ref.name, lora_layout=ref.layout_id or "")
         return {"ui": {"text": [report.text()]}, "result": (new_model, new_clip, ref)}
 
 
 class BlockWeightApply(LoraChooser):
     DESCRIPTION = ("Apply a LoRA with a weight per block (from Profile Select, or typed in any supported dialect: "
-                   "LBW vector, preset name, BLOCK=value list, JSON). Each module gets strength × its block's weight; "
-                   "BASE/CLIP/T5 drive the text encoder. Blocks are named, never positional.")
+                   "LBW vector, preset name, BLOCK=value list, JSON). Each module gets strength × its block's weight "
+                   "(strength_model on the diffusion model, strength_clip on the text encoder, whose blocks are BASE "
+                   "or CLIP/T5); keys outside every block take REST's weight. Blocks are named, never positional.")
     CATEGORY = CATEGORY
     FUNCTION = "apply"
     RETURN_TYPES = ("MODEL", "CLIP", "STRING", "STRING")
@@ -87,10 +88,13 @@ class BlockWeightApply(LoraChooser):
                 "lora": lora_combo(),
                 "weights_text": ("STRING", {"default": "", "multiline": True, "tooltip": (
                     "Block weights when no profile is linked: an LBW vector (17 values for SD1, 12 for SDXL, 61 for "
-                    "Flux …), a preset name (INS, OUTD, ALL0.5 …), BLOCK=value pairs (IN04-OUT05=0.5, default=1) or "
-                    "JSON. Empty = every block 1.")}),
-                "strength": ("FLOAT", {**STRENGTH, "tooltip": "Overall strength; each module gets strength × the "
-                                       "weight of its block."}),
+                    "Flux …; Inspire's 27/21/58-value vectors too), a preset name (INS, OUTD, ALL0.5 …), BLOCK=value "
+                    "pairs (IN04-OUT05=0.5, default=1, REST=0 for the keys outside every block) or JSON. Empty = "
+                    "every block 1.")}),
+                "strength_model": ("FLOAT", {**STRENGTH, "tooltip": "Strength on the diffusion model; each module "
+                                             "gets strength_model × the weight of its block (0 skips the model)."}),
+                "strength_clip": ("FLOAT", {**STRENGTH, "tooltip": "Strength on the text encoder; each module gets "
+                                            "strength_clip × the weight of its block (BASE, or CLIP/T5)."}),
             },
             "optional": {
                 "clip": ("CLIP", {"tooltip": "The text encoder (driven by the BASE, or CLIP/T5, block weights)."}),
@@ -99,7 +103,7 @@ class BlockWeightApply(LoraChooser):
             },
         }
 
-    def apply(self, model, lora, weights_text, strength, clip=None, **kwargs):
+    def apply(self, model, lora, weights_text, strength_model=1.0, strength_clip=1.0, clip=None, **kwargs):
         if "lora_ref" in kwargs and kwargs["lora_ref"] is None:
             raise LoraMissing("The linked LoRA reference is empty (its loader passed a missing LoRA through); fix "
                               "the loader or unlink lora_ref.")
@@ -108,8 +112,8 @@ class BlockWeightApply(LoraChooser):
         resolved, notes = resolve_block_weights(ref, kwargs.get("weights"), weights_text)
         new_model, new_clip, report = apply_file(
             model, clip, ref.path, layout_id=ref.full_layout_id, weights=resolved.weights,
-            strength_model=strength, strength_clip=strength, stable_id=ref.stable_id, name=ref.name,
-            weights_text=resolved.text())
+            strength_model=strength_model, strength_clip=strength_clip, stable_id=ref.stable_id, name=ref.name,
+            weights_text=resolved.text(), lora_layout=ref.layout_id or ref.full_layout_id)
         report.notes.extend(notes)
         text = report.text()
         return {"ui": {"text": [text]}, "result": (new_model, new_clip, resolved.text(ref.layout_id), text)}
@@ -144,7 +148,7 @@ class ProfileSelect:
             p = _get_profile(profile)
         except Exception:  # noqa: BLE001
             return float("nan")
-        return f"{p.layout_id}:{p.updated}:{p.vector()}"
+        return f"{p.layout_id}:{p.updated}:{list(p.weights.items())}"  # REST included
 
     def select(self, profile):
         p = _get_profile(profile)

@@ -49,16 +49,26 @@ def comfyui_dir() -> tuple[Path | None, str]:
     return (p, "") if (p / "comfy" / "lora.py").is_file() else (None, f"{p} holds no ComfyUI")
 
 
+def import_comfy(path: Path):
+    """ComfyUI's ``comfy`` package from ``path`` with ``--cpu --fp32-text-enc`` (once per process; the node tests and
+    the key-map cross-check share it)."""
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    from comfy.cli_args import args
+
+    args.cpu = True
+    args.fp32_text_enc = True  # --fp32-text-enc: the text encoder math is then checked to 1e-6 like the UNet
+    import comfy
+
+    return comfy
+
+
 class Comfy:
     """ComfyUI imported in-process, with ``--cpu``, its server and our pack loaded by its own loader."""
 
     def __init__(self, path: Path, workdir: Path) -> None:
         self.path = path
-        sys.path.insert(0, str(path))
-        from comfy.cli_args import args
-
-        args.cpu = True
-        args.fp32_text_enc = True  # --fp32-text-enc: the text encoder math is then checked to 1e-6 like the UNet
+        import_comfy(path)
         import comfy.lora
         import comfy.model_management
         import comfy.model_patcher
@@ -162,23 +172,14 @@ def write_tiny_sd15_lora(path: Path, *, rank: int = 4, alpha: float = 2.0, seed:
                          metadata: dict | None = None) -> Path:
     """A kohya-named LoRA for the tiny SD1.5 model: real diffusers/transformers modules, peft LoRA layers (B made
     non-zero), converted by diffusers' ``convert_state_dict_to_kohya``, saved with safetensors."""
-    from diffusers import UNet2DConditionModel
     from diffusers.utils import convert_state_dict_to_kohya
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
     from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=tuple(UNET_CHANNELS * m for m in (1, 2, 4, 4)), cross_attention_dim=CONTEXT,
-        attention_head_dim=8, norm_num_groups=32,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-    parts = [("unet", unet, ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2"])]
+    parts = [("unet", _tiny_diffusers_unet(), ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2"])]
     if te:
-        te_model = CLIPTextModel(CLIPTextConfig(**TINY_CLIP, vocab_size=49408, max_position_embeddings=77))
-        parts.append(("text_encoder", te_model, ["q_proj", "k_proj", "v_proj", "out_proj"]))
+        parts.append(("text_encoder", _tiny_clip_text_model(), ["q_proj", "k_proj", "v_proj", "out_proj"]))
     state: dict[str, torch.Tensor] = {}
     for prefix, module, targets in parts:
         inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets), module)
@@ -197,6 +198,53 @@ def write_tiny_sd15_lora(path: Path, *, rank: int = 4, alpha: float = 2.0, seed:
     meta = {"ss_network_dim": str(rank), "ss_network_alpha": str(alpha), "ss_base_model_version": "sd_v1",
             **(metadata or {})}
     save_file(kohya, str(path), metadata=meta)
+    return path
+
+
+def _tiny_diffusers_unet():
+    """The diffusers twin of the tiny SD1.5 UNet (same module tree, so kohya names map onto it)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=tuple(UNET_CHANNELS * m for m in (1, 2, 4, 4)), cross_attention_dim=CONTEXT,
+        attention_head_dim=8, norm_num_groups=32,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+
+
+def _tiny_clip_text_model():
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(**TINY_CLIP, vocab_size=49408, max_position_embeddings=77))
+
+
+def write_tiny_sd15_lycoris(path: Path, algo: str, preset: dict, *, seed: int = 0, rank: int = 4,
+                            dora: bool = False) -> Path:
+    """A LyCORIS file (``lycoris.kohya.create_network``, the call sd-scripts makes, then ``save_weights`` in float32)
+    for the tiny SD1.5 model and its text encoder, adapter tensors replaced by seeded random values; ``dora`` adds
+    the DoRA magnitude (``dora_wd``)."""
+    import tempfile
+
+    import lycoris.kohya as lycoris_kohya
+    import toml
+    from real_writers import _lycoris_class_state, _TextModelWrapper
+
+    torch.manual_seed(seed)
+    unet, te = _tiny_diffusers_unet(), _tiny_clip_text_model()
+    if not hasattr(te, "text_model"):  # transformers 5 drops the text_model level that sd-scripts' tree has
+        te = _TextModelWrapper(te)
+    with tempfile.TemporaryDirectory() as tmp, _lycoris_class_state():
+        preset_file = Path(tmp) / "preset.toml"
+        preset_file.write_text(toml.dumps(preset))
+        network = lycoris_kohya.create_network(1.0, rank, 1.0, None, te, unet, preset=str(preset_file),
+                                               warn_on_unmatched=False, algo=algo, **({"dora_wd": True} if dora else {}))
+        network.apply_to(te, unet, apply_text_encoder=True, apply_unet=True)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for _, p in network.named_parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+        network.save_weights(str(path), torch.float32, {"ss_base_model_version": "sd_v1"})
     return path
 
 

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from skip_policy import (  # noqa: F401 - the skip policy's hooks, registered by being here
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # appended: the pack's ``nodes`` package must never shadow ComfyUI's ``nodes``
@@ -40,3 +45,4 @@ async def client(aiohttp_client, service):
     app = web.Application()
     register_routes(app, service, security=Security())
     return await aiohttp_client(app)
+

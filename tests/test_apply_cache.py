@@ -53,13 +53,24 @@ def test_without_a_layout_everything_goes_at_full_strength():
     assert len(plan.groups) == 1 and plan.groups[0].weight == 1.0 and plan.key_count == len(SD15_KEYS)
 
 
+def test_keys_outside_every_block_take_rests_weight():
+    keys = ["diffusion_model.time_embed.0.weight", "diffusion_model.out.2.weight",
+            "diffusion_model.input_blocks.4.1.proj_in.weight"]
+    plan = plan_patches(keys, "sd15_unet_26", {"IN04": 0.5, "REST": 0.25})
+    assert {g.block: g.weight for g in plan.groups} == {"IN04": 0.5, None: 0.25}
+    assert plan.unmapped == ["diffusion_model.out.2.weight", "diffusion_model.time_embed.0.weight"]
+    muted = plan_patches(keys, "sd15_unet_26", {"IN04": 1.0, "REST": 0.0})
+    assert [g.block for g in muted.groups] == ["IN04"] and muted.muted == ["REST"]
+    assert {g.block: g.weight for g in plan_patches(keys, "sd15_unet_26", {"IN04": 1.0}).groups}[None] == 1.0
+
+
 def test_resolve_weights_converts_views_and_refuses_other_families():
     ins = next(p for p in builtin_profiles("sd15_unet_17") if p.name == "INS")
     r = resolve_weights(ins, "sd15_unet_17", touched={"IN00", "IN01"})
     assert r.layout_id == "sd15_unet_26" and r.weights["IN04"] == 1.0 and r.weights["IN05"] == 0.0
     assert r.weights["IN00"] == 0.0 and "IN00" in r.notes[0] and "LBW rule" in r.notes[0]
     uniform = resolve_weights(None, "flux_dit_61")
-    assert uniform.source == "uniform" and set(uniform.weights.values()) == {1.0} and len(uniform.weights) == 61
+    assert uniform.source == "uniform" and set(uniform.weights.values()) == {1.0} and len(uniform.weights) == 61 + 1  # + REST
     xl = next(p for p in builtin_profiles("sdxl_unet_12") if p.name == "ALL")
     with pytest.raises(ProfileMismatch) as err:
         resolve_weights(xl, "sd15_unet_17")

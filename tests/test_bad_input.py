@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
 import os
 import pickle
@@ -12,7 +14,7 @@ import torch
 
 from lorawb_core import inspect_file, read_structure
 from lorawb_core.cli import main
-from lorawb_core.errors import CorruptFile, LorawbError, UnreadableFile, UnsupportedFormat
+from lorawb_core.errors import BrokenLora, CorruptFile, LorawbError, UnreadableFile, UnsupportedFormat
 
 KEY = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
 
@@ -103,25 +105,31 @@ def test_unknown_dtype(tmp_path, good):
         inspect_file(_with_header(tmp_path, "dtype.safetensors", header, body))
 
 
-def test_nan_module_flagged_not_fatal(write):
+def test_nan_module_makes_the_file_failed_and_is_flagged(write):
     up = torch.randn(640, 4)
     up[3, 1] = float("nan")
     k2 = KEY.replace("to_q", "to_k")
     p = write("nan.safetensors", {f"{KEY}.lora_up.weight": up, f"{KEY}.lora_down.weight": torch.randn(4, 640),
                                    f"{k2}.lora_up.weight": torch.randn(640, 4),
                                    f"{k2}.lora_down.weight": torch.ones(4, 640)})
-    report = inspect_file(p)
+    assert inspect_file(p, blocks=False).problems == []  # NaN/Inf needs the tensors
+    with pytest.raises(BrokenLora, match="NaN/Inf values") as info:
+        inspect_file(p)
+    report = info.value.report
     bad = [m for m in report.modules if m.nonfinite]
     assert [m.key for m in bad] == [KEY]
     assert "NaN/Inf" in report.problems[0]
     good_mod = [m for m in report.modules if m.key == k2][0]
     assert good_mod.norm is not None and good_mod.norm > 0
+    assert inspect_file(p, check=False).problems == report.problems
 
 
 def test_shape_mismatch_reported(write):
     p = write("mismatch.safetensors", {f"{KEY}.lora_up.weight": torch.randn(640, 8),
                                         f"{KEY}.lora_down.weight": torch.randn(4, 640)})
-    report = inspect_file(p)
+    with pytest.raises(BrokenLora, match="rank is 4"):  # visible from the header alone
+        inspect_file(p, blocks=False)
+    report = inspect_file(p, check=False)
     (m,) = report.modules
     assert any("rank is 4" in prob for prob in m.problems)
     assert m.norm is None
@@ -138,17 +146,33 @@ def test_unknown_keys_listed_not_dropped(write):
 
 
 def test_no_modules(write):
-    report = inspect_file(write("empty.safetensors", {"a": torch.zeros(2)}))
+    with pytest.raises(BrokenLora, match="no LoRA modules found") as info:
+        inspect_file(write("empty.safetensors", {"a": torch.zeros(2)}), blocks=False)
+    report = info.value.report
     assert report.family.family == "unknown" and report.family.reason
     assert report.problems
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_permissions(good):
+def test_unreadable_permissions(good, monkeypatch, capsys):
+    """chmod 0 denies a normal user; root (CI) reads any file, so ``open`` and ``os.open`` answer for this path as the
+    kernel answers a user without read permission (EACCES) — the test runs the same way under both."""
+    denied = os.fsdecode(good)
+
+    def guard(real):
+        def opener(file, *args, **kwargs):
+            if isinstance(file, (str, bytes, os.PathLike)) and os.path.abspath(os.fsdecode(file)) == denied:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), denied)
+            return real(file, *args, **kwargs)
+        return opener
+
+    monkeypatch.setattr(builtins, "open", guard(builtins.open))
+    monkeypatch.setattr(os, "open", guard(os.open))
     good.chmod(0)
     try:
-        with pytest.raises(UnreadableFile, match="permission denied"):
+        with pytest.raises(UnreadableFile, match="permission denied; make the file readable"):
             inspect_file(good)
+        assert main(["inspect", denied]) == 1  # the command lists it as failed with the reason
+        assert "permission denied" in capsys.readouterr().err
     finally:
         good.chmod(0o644)
 

@@ -11,12 +11,12 @@ from library_helpers import HOUR_AGO_NS, quick_scan
 from safetensors.numpy import load_file, save_file
 
 from lorawb_core.compose import StackEntry, check_stack
-from lorawb_core.inspect import inspect_structure
+from lorawb_core.inspection import inspect_structure
 from lorawb_core.library import open_library
 from lorawb_core.profiles import builtin_profiles
-from lorawb_core.reader import open_tensors
 from lorawb_core.samples import write_lora
 from lorawb_core.similarity import module_inner
+from lorawb_core.tensors import open_tensors
 
 MODS = ("*down_blocks_1_*attn2_to_k", "*up_blocks_1_*attn1_to_q", "*mid_block_*attn2_to_v")
 

@@ -218,3 +218,36 @@ def test_a_queued_workflow_runs_our_node_through_comfyuis_executor(comfyui):
     prompt["1"]["inputs"]["lora"] = "not an id at all"
     status, body = _run_prompt(url, prompt)
     assert status == 400 and "stable ID" in json.dumps(body["node_errors"])  # refused by validation, not run
+
+
+def test_a_block_weight_apply_saved_with_one_strength_loads_it_into_both(comfyui, tmp_path):
+    """A workflow saved when Block Weight Apply had one `strength` widget: the frontend fills widgets by position, so
+    strength_model takes it, and our extension gives strength_clip the same value (the old meaning)."""
+    from playwright.sync_api import sync_playwright
+
+    url = comfyui["url"]
+    wait_scan(url)
+    if "LoraWB_BlockWeightApply" not in http_json(url + "/object_info")[1]:
+        pytest.skip("the pack's nodes are not installed in this ComfyUI")
+    _, page_data = http_json(url + "/api/lorawb/loras?q=e2e_character")
+    label = f"{page_data['items'][0]['stable_id']} · e2e_character"
+
+    def node(node_id, values):
+        return {"id": node_id, "type": "LoraWB_BlockWeightApply", "pos": [100, 100 + 300 * node_id],
+                "size": [400, 200], "flags": {}, "order": node_id, "mode": 0, "inputs": [], "outputs": [],
+                "properties": {}, "widgets_values": values}
+
+    workflow = {"last_node_id": 2, "last_link_id": 0, "links": [], "groups": [], "config": {}, "extra": {},
+                "version": 0.4, "nodes": [node(1, [label, "INS", 0.7]), node(2, [label, "INS", 0.6, 0.2])]}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url)
+        page.wait_for_function("() => window.lorawb?.session && window.comfyAPI?.app?.app?.graph", timeout=120_000)
+        got = page.evaluate("""async (wf) => { const app = window.comfyAPI.app.app;
+            await app.loadGraphData(wf);
+            const value = (n, name) => n.widgets.find(w => w.name === name)?.value;
+            return app.graph._nodes.map(n => [n.id, value(n, 'strength_model'), value(n, 'strength_clip')])
+                .sort((a, b) => a[0] - b[0]); }""", workflow)
+        browser.close()
+    assert got == [[1, 0.7, 0.7], [2, 0.6, 0.2]], got

@@ -16,7 +16,7 @@ from library_helpers import quick_scan, tiny, tiny_library
 
 from lorawb_core.library import run_checks
 from lorawb_core.library.db import open_library
-from lorawb_core.library.ids import LEDGER_NAME
+from lorawb_core.library.stable_ids import LEDGER_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and process groups are POSIX")

@@ -9,7 +9,7 @@ from library_helpers import db_at, ids_by_name, quick_scan, tiny, tiny_library
 
 from lorawb_core.errors import UsageError
 from lorawb_core.library.check import run_checks
-from lorawb_core.library.ids import (
+from lorawb_core.library.stable_ids import (
     FAMILY_CODES,
     LEDGER_NAME,
     category_for,

@@ -146,11 +146,11 @@ def test_bad_files_are_recorded_with_a_reason_and_retried_on_change(tmp_path):
     save_file({"foo.bar": np.zeros((2, 2), np.float16)}, str(lib / "not_a_lora.safetensors"))
     db = db_at(tmp_path / "db.sqlite3")
     s = quick_scan(db, [lib])
-    reasons = {os.path.basename(e.path): e.reason for e in s.errors}
+    reasons = {os.path.basename(e.item): e.reason for e in s.errors}
     assert "empty (0 bytes)" in reasons["empty.safetensors"]
     assert "HTML" in reasons["page.safetensors"]
     assert "truncated" in reasons["truncated.safetensors"]
-    assert reasons["not_a_lora.safetensors"].startswith("no block layout")
+    assert reasons["not_a_lora.safetensors"].startswith("cannot be applied: no LoRA modules found")
     rows = {r["file_name"]: r for r in db.query("SELECT * FROM loras")}
     assert rows["empty.safetensors"]["scan_state"] == "error" and rows["empty.safetensors"]["stable_id"] is None
     assert rows["not_a_lora.safetensors"]["stable_id"] == "UNK-GEN-001"  # readable, but no layout

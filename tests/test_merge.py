@@ -16,9 +16,10 @@ pytest.importorskip("lycoris")
 
 from lorawb_core.errors import IncompatibleStack, InvalidTensor, LorawbError, UsageError  # noqa: E402
 from lorawb_core.hashes import hash_file  # noqa: E402
-from lorawb_core.inspect import inspect_structure  # noqa: E402
+from lorawb_core.inspection import inspect_structure  # noqa: E402
 from lorawb_core.merge import MergeInput, OutputExists, RankRule, merge_loras  # noqa: E402
-from lorawb_core.reader import open_tensors, read_structure  # noqa: E402
+from lorawb_core.reader import read_structure  # noqa: E402
+from lorawb_core.tensors import open_tensors  # noqa: E402
 
 try:
     from tests import real_writers as rw

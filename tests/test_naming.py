@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from lorawb_core.key_targets import canonical_target, normalise_native_dit, parse_module_key, redot
 from lorawb_core.layouts import family_map
-from lorawb_core.naming import canonical_target, normalise_native_dit, parse_module_key, redot
 
 CASES = [
     # (family, module key as in the file, canonical target, block)

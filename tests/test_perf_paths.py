@@ -23,15 +23,16 @@ from conftest import save
 from library_helpers import quick_scan
 from safetensors import safe_open
 
-from lorawb_core import reader
+from lorawb_core import header_index, reader
 from lorawb_core.adapters.grams import SMALL_RANK
-from lorawb_core.inspect import _batch_pairs, inspect_structure, summarize_structure
+from lorawb_core.inspection import inspect_structure, summarize_structure
+from lorawb_core.inspection.measure import _batch_pairs
 from lorawb_core.library import open_library
+from lorawb_core.library.file_tasks import analyse, measure, structure_fields
 from lorawb_core.library.scan import DETAIL_COLUMNS
-from lorawb_core.library.work import analyse, measure, structure_fields
-from lorawb_core.reader import open_tensors
 from lorawb_core.samples import build_sample_library, write_lora
 from lorawb_core.strict_json import finite, finite_json
+from lorawb_core.tensors import open_tensors
 
 
 def _job(p: Path) -> tuple[str, int, int, int]:
@@ -108,6 +109,8 @@ def test_alpha_problems_and_files_without_layout(tmp_path):
     assert "alpha is nan" in full["problems"] and "alpha" not in fast["problems"]
     measured = measure(_job(nan_alpha))  # phase (b) writes the problem
     assert measured["problems"] == full["problems"]
+    assert measured["scan_state"] == "error" and "alpha is nan" in measured["error"]  # failed, never a strength
+    assert measured["total_norm"] is None and "blocks" not in measured
     unknown = save(tmp_path / "unknown.safetensors", {"some.weight": torch.ones(3), "x.alpha": torch.tensor(2.0)})
     _same_fields(unknown)
     assert analyse(_job(unknown))["scan_state"] == "error"
@@ -135,19 +138,16 @@ def _reference_report(path):
     from collections import Counter
 
     from lorawb_core.adapters import probe_module
-    from lorawb_core.families import ModuleShape, detect_family
-    from lorawb_core.inspect import (
-        LoraReport,
-        ModuleReport,
-        _format_of,
-        _peft_alpha,
-        _shape_for_detection,
-    )
-    from lorawb_core.keys import group_keys
+    from lorawb_core.family_detect import ModuleShape, detect_family
+    from lorawb_core.inspection import LoraReport, ModuleReport
+    from lorawb_core.inspection.formats import format_of
+    from lorawb_core.inspection.structure import _peft_alpha, _shape_for_detection
+    from lorawb_core.key_groups import group_keys
+    from lorawb_core.key_targets import RawPath, canonical_target, normalise_native_dit, parse_module_key
     from lorawb_core.layouts import family_map
     from lorawb_core.metadata import parse_metadata
-    from lorawb_core.naming import RawPath, canonical_target, normalise_native_dit, parse_module_key
-    from lorawb_core.reader import read_scalars, read_structure
+    from lorawb_core.reader import read_structure
+    from lorawb_core.tensors import read_scalars
 
     structure = read_structure(path)
     meta = parse_metadata(structure.metadata)
@@ -185,7 +185,7 @@ def _reference_report(path):
         m[2] = canonical_target(m[1], family.family, out_rows, in_cols)
         m[3] = fm.block_of(m[2].key) if fm else None
     layout = fm.choose({m[3] for m in mods if m[3]}) if fm else None
-    formats = Counter(_format_of(a.module, a) for a, *_ in mods)
+    formats = Counter(format_of(a.module, a) for a, *_ in mods)
     algos = Counter(a.algorithm for a, *_ in mods)
     ranks = Counter(a.rank for a, *_ in mods if a.rank)
     alphas = Counter(a.alpha if a.alpha is not None else a.alpha_override for a, *_ in mods)
@@ -198,7 +198,7 @@ def _reference_report(path):
                      "‖scale·ΔW‖_F before DoRA re-normalisation (needs the base weight)", problems=list(a.problems))
         for a, raw, target, block in mods]
     if not mods:
-        problems.append("no LoRA modules found: every key is unknown" if unknown else "the file holds no tensors")
+        problems.append("no LoRA modules found: " + ("every key is unknown" if unknown else "the file holds no tensors"))
     report = LoraReport(
         path=os.fsdecode(structure.path), file_name=structure.path.name, size=structure.size,
         mtime_ns=structure.mtime_ns, header_bytes=structure.header_bytes,
@@ -331,7 +331,7 @@ def test_reader_survives_caches_cleared_from_outside(tmp_path):
     index, data = _index(8)
     p = _write_header(tmp_path / "a.safetensors", {**index, "__metadata__": {"a": "1"}}, metadata_at="end", data=data)
     first = reader.read_structure(p)
-    reader._INDEX_CACHE.clear()  # as bench_inspect's cold pass does
+    header_index._INDEX_CACHE.clear()  # as bench_inspect's cold pass does
     again = reader.read_structure(p)
     assert again.index_digest == first.index_digest and again.tensors == first.tensors
     assert reader.read_structure(p).metadata == {"a": "1"}
@@ -395,7 +395,7 @@ def _save_in_order(path: Path, tensors: dict) -> Path:
 
 def _dense_norms(path: Path) -> dict[str, float]:
     """‖scale·ΔW‖_F of every module from the dense float64 reconstruction (the adapters' own delta())."""
-    from lorawb_core.reader import open_tensors
+    from lorawb_core.tensors import open_tensors
 
     analysis = inspect_structure(path)
     out = {}

@@ -33,7 +33,7 @@ def test_list_and_show_builtins(capsys, dbp):
     rc, out, _ = run(capsys, "profiles", "show", "OUTD", "--layout", "sd15_unet_17", "--json", "--db", dbp)
     shown = json.loads(out)
     assert rc == 0 and shown["schema"] == 1 and shown["label"] == "OUTD · sd15_unet_17"
-    assert [b for b, v in shown["weights"].items() if v] == ["BASE", "OUT03", "OUT04", "OUT05", "OUT06"]
+    assert [b for b, v in shown["weights"].items() if v] == ["BASE", "OUT03", "OUT04", "OUT05", "OUT06", "REST"]
     rc, out, _ = run(capsys, "profiles", "show", "OUTD", "--layout", "sd15_unet_17", "--db", dbp)
     lines = out.splitlines()
     assert lines[0] == "OUTD · sd15_unet_17  (builtin)" and "  OUT03       1  " + "█" * 24 in lines

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lorawb_core.errors import ProfileError
-from lorawb_core.layouts import get_layout
+from lorawb_core.layouts import REST, get_layout
 from lorawb_core.profiles import (
     DIALECTS,
     ImportReport,
@@ -100,11 +100,11 @@ def test_inspire_import_maps_positions_to_block_ids():
     assert list(got) == ["SD-OUTD", "SDXL-OUTALL", "SD-LyC-MID", "SDXL-LyC-IN", "FLUX-ALL", "FLUX-DBL-TAIL6",
                          "FLUX-DBL-FRONT7"]
     mid = got["SD-LyC-MID"]
-    assert mid.layout_id == "sd15_unet_26" and [b for b, v in mid.weights.items() if v] == ["M00"]
+    assert mid.layout_id == "sd15_unet_26" and [b for b, v in mid.weights.items() if v] == ["M00", REST]
     xl = got["SDXL-LyC-IN"]
     assert xl.layout_id == "sdxl_unet_20"
     assert [b for b, v in xl.weights.items() if v] == ["BASE", "IN01", "IN02", "IN03", "IN04", "IN05", "IN06",
-                                                       "IN07", "IN08"]  # IN00 has no position: 0
+                                                       "IN07", "IN08", REST]  # IN00 has no position: 0
     flux = got["FLUX-ALL"].weights
     assert flux["CLIP"] == flux["T5"] == flux["IN"] == flux["OUT"] == 0.5 and flux["D00"] == flux["S37"] == 1
     tail = got["FLUX-DBL-TAIL6"].weights
@@ -112,13 +112,15 @@ def test_inspire_import_maps_positions_to_block_ids():
     front = got["FLUX-DBL-FRONT7"].weights
     assert front["D06"] == 1 and front["D07"] == 0 and front["S00"] == 0
     why = {s.item.split(":")[0]: s.reason for s in r.skipped}
-    assert why["SD-LyC-SPLIT"] == ("middle_block 0/1/2 have different values (1, 0.5, 1); lorawb has one middle "
-                                   "block M00, so it cannot keep them apart.")
+    assert why["SD-LyC-SPLIT"] == ("Inspire's 27-value LyCORIS vector: middle_block 0/1/2 have different values "
+                                   "(1, 0.5, 1); lorawb has one middle block M00, so it cannot keep them apart. Give "
+                                   "the three middle values alike.")
     assert why["SD-AOUT"].startswith("not importable: 'A': A is an Inspire node input")
     assert why["SD-ROUT"].startswith("not importable: 'R': R is random")
     assert why["SD-SUB"].startswith("'1 0 0.5' holds sub-values")
     assert why["@SD-FULL-TEST"].startswith("Inspire XY generator line")
-    assert why["ODD"].startswith("14 values; lorawb reads Inspire vectors of 12, 17, 20 (Flux doubles), 21, 27 or 58")
+    assert why["ODD"].startswith("14 values; lorawb reads Inspire vectors of 12, 17, 20 (Flux doubles), 21, 22, 27, 28 "
+                                 "or 58")
     notes = " ".join(r.notes)
     assert "IN00 (conv_in) has no position" in notes and "CLIP, T5, IN and OUT took the BASE value" in notes
     assert "the single blocks S00–S37 took the last value (D18's), as Inspire does" in notes
@@ -249,7 +251,7 @@ def test_json_and_csv_export_shapes():
     assert doc["profiles"][0]["weights"]["IN05"] == 1.0 and doc["profiles"][0]["description"] == p.description
     rows = export_profiles([p], "csv").splitlines()
     assert rows[:3] == ["name,layout,block,weight", "INS,sdxl_unet_12,BASE,1", "INS,sdxl_unet_12,IN04,1"]
-    assert len(rows) == 13
+    assert len(rows) == 14 and rows[-1] == "INS,sdxl_unet_12,REST,1"  # REST travels with the profile
 
 
 def _inspire_refuses(p: Profile) -> bool:

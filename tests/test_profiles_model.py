@@ -8,7 +8,7 @@ import math
 import pytest
 
 from lorawb_core.errors import LorawbError, ProfileError, ProfileMismatch
-from lorawb_core.layouts import get_layout, list_layouts
+from lorawb_core.layouts import REST, get_layout, list_layouts
 from lorawb_core.profiles import (
     WEIGHT_MAX,
     WEIGHT_MIN,
@@ -52,7 +52,8 @@ def test_validate_orders_by_layout_and_converts_ints():
 def test_validate_names_the_unknown_block_and_lists_the_layout():
     with pytest.raises(ProfileError) as exc:
         validate_weights("sd15_unet_17", {"IN03": 1.0}, complete=False)  # IN03 is only in the 26-block layout
-    assert str(exc.value) == ("block 'IN03' is not in layout sd15_unet_17; its blocks are " + ", ".join(SD17) + ".")
+    assert str(exc.value) == ("block 'IN03' is not in layout sd15_unet_17; its blocks are " + ", ".join(SD17)
+                              + " (and REST for the keys outside every block).")
     assert isinstance(exc.value, LorawbError) and isinstance(exc.value, ValueError)
 
 
@@ -123,28 +124,28 @@ def test_lbw_builtins_for_sd1_17_are_lbws_exact_vectors():
         assert got == {name: [float(v) for v in vec] for name, vec in LBW.items()}
     ins = builtin("sd15_unet_17", "INS")
     assert ins.source == "builtin" and ins.id is None and ins.builtin
-    assert [b for b, v in ins.weights.items() if v] == ["BASE", "IN01", "IN02", "IN04"]
-    assert [b for b, v in builtin("sd15_unet_17", "OUTD").weights.items() if v] == ["BASE", "OUT03", "OUT04",
+    assert [b for b, v in ins.weights.items() if v and b != REST] == ["BASE", "IN01", "IN02", "IN04"]
+    assert [b for b, v in builtin("sd15_unet_17", "OUTD").weights.items() if v and b != REST] == ["BASE", "OUT03", "OUT04",
                                                                                     "OUT05", "OUT06"]
 
 
 def test_26_block_builtins_are_the_17_set_expanded_with_zero():
     outd = builtin("sd15_unet_26", "OUTD")
-    assert [b for b, v in outd.weights.items() if v] == ["BASE", "OUT03", "OUT04", "OUT05", "OUT06"]
-    assert outd.weights["IN00"] == 0.0 and outd.weights["OUT00"] == 0.0 and len(outd.weights) == 26
+    assert [b for b, v in outd.weights.items() if v and b != REST] == ["BASE", "OUT03", "OUT04", "OUT05", "OUT06"]
+    assert outd.weights["IN00"] == 0.0 and outd.weights["OUT00"] == 0.0 and len(outd.vector()) == 26
     assert "outside the 17-block view at 0" in outd.description
     assert builtin("sd15_unet_26", "ALL").vector() == [1.0] * 26  # ALL means every block, not the expanded view
 
 
 def test_sdxl_builtins():
-    got = {p.name: [b for b, v in p.weights.items() if v] for p in builtin_profiles("sdxl_unet_12")}
+    got = {p.name: [b for b, v in p.weights.items() if v and b != REST] for p in builtin_profiles("sdxl_unet_12")}
     assert got["INALL"] == ["BASE", "IN04", "IN05", "IN07", "IN08"]  # = Inspire SDXL-INALL
     assert got["OUTALL"] == ["BASE", "OUT00", "OUT01", "OUT02", "OUT03", "OUT04", "OUT05"]  # = Inspire SDXL-OUTALL
     assert got["INS"] == ["BASE", "IN04", "IN05"] and got["IND"] == ["BASE", "IN07", "IN08"]
     assert got["MIDD"] == ["BASE", "IN07", "IN08", "M00", "OUT00", "OUT01", "OUT02"]
     assert got["OUTD"] == ["BASE", "OUT00", "OUT01", "OUT02"] and got["OUTS"] == ["BASE", "OUT03", "OUT04", "OUT05"]
     mid20 = builtin("sdxl_unet_20", "MIDD")
-    assert [b for b, v in mid20.weights.items() if v] == got["MIDD"] and len(mid20.weights) == 20
+    assert [b for b, v in mid20.weights.items() if v and b != REST] == got["MIDD"] and len(mid20.vector()) == 20
 
 
 def test_flux_builtins():
@@ -152,10 +153,10 @@ def test_flux_builtins():
     assert names == ["ALL", "NONE", "ALL0.5", "DOUBLE", "SINGLE", "DBL-FRONT7", "DBL-MID6", "DBL-TAIL6",
                      "SGL-00-09", "SGL-10-19", "SGL-20-29", "SGL-30-37"]
     front = builtin("flux_dit_61", "DBL-FRONT7")
-    assert [b for b, v in front.weights.items() if v] == ["CLIP", "T5", "IN", "D00", "D01", "D02", "D03", "D04",
+    assert [b for b, v in front.weights.items() if v and b != REST] == ["CLIP", "T5", "IN", "D00", "D01", "D02", "D03", "D04",
                                                           "D05", "D06", "OUT"]
     single = builtin("flux_dit_61", "SINGLE").weights
-    assert sum(single.values()) == 38 + 4 and single["D18"] == 0.0 and single["S37"] == 1.0
+    assert sum(single.values()) == 38 + 4 + 1 and single["D18"] == 0.0 and single["S37"] == 1.0
     tail = builtin("flux_dit_61", "SGL-30-37")
     assert [b for b, v in tail.weights.items() if v and b.startswith("S")] == [f"S{i}" for i in range(30, 38)]
     assert "CLIP, T5, IN and OUT at 1" in tail.description
@@ -163,11 +164,11 @@ def test_flux_builtins():
 
 def test_other_layouts_get_thirds_of_their_numbered_blocks():
     sd3 = {p.name: p.weights for p in builtin_profiles("sd3_mmdit_42")}  # 38 joint blocks: 13 / 13 / 12
-    assert [b for b, v in sd3["FRONT"].items() if v] == ["CLIP", "T5", "IN", *[f"J{i:02d}" for i in range(13)],
+    assert [b for b, v in sd3["FRONT"].items() if v and b != REST] == ["CLIP", "T5", "IN", *[f"J{i:02d}" for i in range(13)],
                                                          "OUT"]
     assert [b for b, v in sd3["TAIL"].items() if v and b.startswith("J")] == [f"J{i}" for i in range(26, 38)]
     wan = {p.name: p for p in builtin_profiles("wan_dit_32")}
-    assert [b for b, v in wan["MIDDLE"].weights.items() if v] == ["IN", *[f"B{i}" for i in range(10, 20)], "OUT"]
+    assert [b for b, v in wan["MIDDLE"].weights.items() if v and b != REST] == ["IN", *[f"B{i}" for i in range(10, 20)], "OUT"]
     assert wan["MIDDLE"].description == ("MIDDLE: the middle third of the numbered blocks (B10–B19) at 1, the other "
                                          "numbered blocks 0; IN, OUT at 1.")
 
@@ -179,7 +180,7 @@ def test_every_layout_has_builtins_with_descriptions():
         assert len(profiles) >= 6
         for p in profiles:
             assert p.description and "\n" not in p.description
-            assert p.layout_id == layout.id and len(p.weights) == len(layout.blocks)
+            assert p.layout_id == layout.id and len(p.vector()) == len(layout.blocks)
     a = builtin_profiles("sd15_unet_17")[0]
     a.weights["BASE"] = 5.0  # callers get copies
     assert builtin_profiles("sd15_unet_17")[0].weights["BASE"] == 1.0

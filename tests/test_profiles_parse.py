@@ -7,14 +7,14 @@ import json
 import pytest
 
 from lorawb_core.errors import ProfileError, ProfileMismatch
-from lorawb_core.layouts import get_layout
+from lorawb_core.layouts import REST, get_layout
 from lorawb_core.profiles import ParsedWeights, builtin_profiles, parse_weights
 
 OUTD17 = "1,0,0,0,0,0,0,0,1,1,1,1,0,0,0,0,0"
 
 
 def ones(weights: dict[str, float]) -> list[str]:
-    return [b for b, v in weights.items() if v == 1.0]
+    return [b for b, v in weights.items() if v == 1.0 and b != REST]
 
 
 def test_bare_vector_with_family_picks_the_view():
@@ -118,7 +118,9 @@ def test_assignments_with_ranges_and_default():
     assert [b for b, v in w.items() if v == 0.5] == ["IN04", "IN05", "IN06", "IN07", "IN08", "IN09", "IN10", "IN11",
                                                      "M00", "OUT00", "OUT01", "OUT02", "OUT03", "OUT04", "OUT05"]
     assert r.notes == ["10 block(s) not named take default=0: IN00, IN01, IN02, IN03, OUT06, OUT07, OUT08, OUT09, "
-                       "OUT10, OUT11."]
+                       "OUT10, OUT11.", "REST (the keys outside every block: time_embed, conv_in/conv_out …) is not "
+                       "covered by default and stays 1; write REST=0 to weight them too."]
+    assert w[REST] == 1.0
 
 
 def test_assignments_default_is_one_and_later_wins():
@@ -194,3 +196,64 @@ def test_everything_else_is_a_clear_error(text, fragment):
 def test_unknown_family():
     with pytest.raises(ProfileError, match="unknown family 'sd4'; known families: sd15, sd2, sdxl"):
         parse_weights("INS", family="sd4")
+
+
+def test_rest_is_a_named_entry_outside_the_blocks():
+    r = parse_weights("REST=0, IN04=0.5", layout_id="sd15_unet_26")
+    assert r.profile.weights[REST] == 0.0 and r.profile.weights["IN04"] == 0.5 and r.profile.rest == 0.0
+    assert list(r.profile.weights)[-1] == REST and len(r.profile.vector()) == 26  # vectors never count REST
+    assert parse_weights("IN04=0.5", layout_id="sd15_unet_26").profile.rest == 1.0  # LBW's rule: 1 unless named
+    assert parse_weights('{"IN04": 1, "REST": 0.5}', layout_id="sd15_unet_26").profile.rest == 0.5
+    assert parse_weights("NONE", layout_id="sd15_unet_17").profile.rest == 0.0
+    assert parse_weights("ALL", layout_id="sd15_unet_17").profile.rest == 1.0
+    assert parse_weights("ALL0.5", layout_id="sd15_unet_17").profile.rest == 1.0
+    assert parse_weights(OUTD17, family="sd15").profile.rest == 1.0
+    assert parse_weights("REST=0.25, IN04=1", family="sd15").profile.layout_id == "sd15_unet_17"  # REST picks none
+    with pytest.raises(ProfileError, match="REST .* cannot end a range; write REST=value on its own"):
+        parse_weights("IN04-REST=0", layout_id="sd15_unet_26")
+    with pytest.raises(ProfileError, match="block REST: weight 11 is outside the range"):
+        parse_weights("REST=11", layout_id="sd15_unet_26")
+
+
+def test_a_view_profile_converted_keeps_its_rest():
+    p = parse_weights("REST=0, default=1", layout_id="sd15_unet_17").profile
+    assert parse_weights("REST=0, default=1", layout_id="sd15_unet_17").profile.rest == 0.0
+    from lorawb_core.profiles import convert_profile
+
+    assert convert_profile(p, "sd15_unet_26").profile.rest == 0.0
+
+
+def test_convert_false_keeps_the_layout_the_text_was_written_for():
+    r = parse_weights(OUTD17, layout_id="sd15_unet_26", convert=False)
+    assert r.profile.layout_id == "sd15_unet_17" and r.notes == ["17 values read as layout sd15_unet_17 (SD 1.x — 17 "
+                                                                  "attention blocks)."]
+    r = parse_weights(",".join(["1"] * 26), layout_id="sd15_unet_26", convert=False)
+    assert r.profile.layout_id == "sd15_unet_26" and r.notes == []
+    converted = parse_weights(OUTD17, layout_id="sd15_unet_26")
+    assert converted.profile.layout_id == "sd15_unet_26" and converted.notes[-1].startswith("Converted")
+
+
+@pytest.mark.parametrize(("count", "family", "layout_id", "in00"), [
+    (27, "sd15", "sd15_unet_26", 0.0), (28, "sd15", "sd15_unet_26", 0.5), (27, "sd2", "sd2_unet_26", 0.0),
+    (21, "sdxl", "sdxl_unet_20", 0.0), (22, "sdxl", "sdxl_unet_20", 0.5)])
+def test_inspire_lycoris_vectors_are_read_by_their_positions(count, family, layout_id, in00):
+    ids = get_layout(layout_id).block_ids
+    n_in = sum(b.startswith("IN") for b in ids) - (count == len(ids) + 1)
+    values = [0.25] + [0.5] * n_in + [0.75] * 3 + [1.0] * (count - 4 - n_in)
+    r = parse_weights(", ".join(map(str, values)), family=family)
+    w = r.profile.weights
+    assert r.profile.layout_id == layout_id and w["BASE"] == 0.25 and w["IN00"] == in00 and w["IN01"] == 0.5
+    assert w["M00"] == 0.75 and w["OUT00"] == 1.0 and w[REST] == 1.0
+    assert r.notes[0].startswith(f"{count} values read as Inspire Pack's vector for layout {layout_id}")
+    values[n_in + 2] = 0.0  # middle_block 1 differs
+    with pytest.raises(ProfileError, match=f"Inspire's {count}-value LyCORIS vector: middle_block 0/1/2 have"):
+        parse_weights(", ".join(map(str, values)), family=family)
+
+
+def test_inspire_flux_vector_and_counts_that_fit_nothing():
+    r = parse_weights(",".join(["0.5"] + ["1"] * 57), family="flux")
+    assert r.profile.layout_id == "flux_dit_61" and r.profile.weights["IN"] == 0.5 and r.profile.weights["S37"] == 1
+    with pytest.raises(ProfileError, match="27 values fit no layout of family flux"):
+        parse_weights(",".join(["1"] * 27), family="flux")
+    with pytest.raises(ProfileError, match="23 values fit no layout of family sd15"):
+        parse_weights(",".join(["1"] * 23), family="sd15")

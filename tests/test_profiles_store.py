@@ -49,7 +49,7 @@ def test_create_get_and_row_contents(db):
     assert p.id is not None and p.name == "soft" and p.source == "user" and p.created == p.updated
     row = db["profiles"].get(p.id)
     assert row["layout_id"] == "sd15_unet_17" and row["description"] == "half strength" and row["lora_id"] is None
-    assert json.loads(row["weights"]) == half()
+    assert json.loads(row["weights"]) == {**half(), "REST": 1.0}  # REST (keys outside every block) stored too
     assert get_profile(db, "soft") == p == get_profile_by_id(db, p.id)
     assert get_profile(db, "soft", "sd15_unet_17").vector() == [0.5] * 17
 
@@ -176,12 +176,20 @@ def test_save_imported_profiles_skips_taken_names(db):
 
 def test_parse_weights_finds_library_profiles(db):
     mine = create_profile(db, "mine", "sd15_unet_17", half())
-    r = parse_weights("mine", layout_id="sd15_unet_17", db=db)
-    assert r.dialect == "profile" and r.profile.id == mine.id and r.profile.vector() == [0.5] * 17
-    r = parse_weights("mine", layout_id="sd15_unet_26", db=db)  # a sibling layout's profile is converted
+    calls = []
+
+    def known():
+        calls.append(1)
+        return list_profiles(db, builtins=False)
+
+    assert parse_weights(",".join(["0.5"] * 17), layout_id="sd15_unet_17", known=known).dialect == "vector"
+    assert not calls  # a vector never asks for the library's profiles
+    r = parse_weights("mine", layout_id="sd15_unet_17", known=known)
+    assert r.dialect == "profile" and r.profile.id == mine.id and r.profile.vector() == [0.5] * 17 and calls
+    r = parse_weights("mine", layout_id="sd15_unet_26", known=known)  # a sibling layout's profile is converted
     assert r.profile.layout_id == "sd15_unet_26" and r.profile.weights["IN00"] == 0 and r.profile.weights["IN01"] == 0.5
     with pytest.raises(ProfileError, match="'mine' is not a vector, assignments or a profile known"):
-        parse_weights("mine", layout_id="sd15_unet_17")  # without the db only built-ins are known
+        parse_weights("mine", layout_id="sd15_unet_17")  # without known profiles only built-ins are known
 
 
 def test_damaged_row_is_reported_with_what_to_do(db):
@@ -190,3 +198,12 @@ def test_damaged_row_is_reported_with_what_to_do(db):
     with pytest.raises(ProfileError, match=f"profile id {p.id} \\('ok'\\) in the library cannot be read .* "
                                            f"`lorawb profiles delete {p.id}`"):
         list_profiles(db)
+
+
+def test_rest_is_stored_and_survives_a_partial_update(db):
+    p = create_profile(db, "no-rest", "sd15_unet_17", {**half(), "REST": 0})
+    assert get_profile_by_id(db, p.id).rest == 0.0
+    updated = update_profile(db, p.id, weights={"IN01": 1})
+    assert updated.rest == 0.0 and get_profile_by_id(db, p.id).weights["IN01"] == 1.0
+    assert update_profile(db, p.id, weights={"REST": 0.5}).rest == 0.5
+    assert create_profile(db, "default-rest", "sd15_unet_17", half()).rest == 1.0

@@ -18,8 +18,8 @@ import torch  # noqa: E402
 from real_writers import ALL_WRITERS  # noqa: E402
 
 from lorawb_core import inspect_file  # noqa: E402
-from lorawb_core.inspect import inspect_structure  # noqa: E402
-from lorawb_core.reader import open_tensors  # noqa: E402
+from lorawb_core.inspection import inspect_structure  # noqa: E402
+from lorawb_core.tensors import open_tensors  # noqa: E402
 
 FAMILY = {"sd1": "sd15"}
 ALGO = {"dora": {"dora", "lokr+dora"}, "locon": {"locon", "lora"}, "lokr": {"lokr"}, "loha": {"loha"},

@@ -44,7 +44,7 @@ async def test_list_profiles(client):
     data = await call(client, "GET", f"/lorawb/profiles?layout={L17}", 200)
     builtins = [p for p in data["profiles"] if p["builtin"]]
     assert [p["name"] for p in builtins] == [p.name for p in builtin_profiles(L17)]
-    assert all(p["id"] is None and p["layout_id"] == L17 and len(p["weights"]) == 17 for p in builtins)
+    assert all(p["id"] is None and p["layout_id"] == L17 and len(p["weights"]) == 17 + 1 for p in builtins)  # + REST
     assert data["dialects"][0] == "ours" and {"lbw", "inspire"} <= set(data["dialects"])
     only_stored = await call(client, "GET", f"/lorawb/profiles?layout={L17}&builtins=0", 200)
     assert all(not p["builtin"] for p in only_stored["profiles"])
@@ -58,7 +58,7 @@ async def test_create_read_update_delete(client):
                                                                    "weights": weights, "description": "test"})
     pid = created["id"]
     assert isinstance(pid, int) and created["source"] == "user" and created["stats"]["mean"] == 1.0
-    assert (await call(client, "GET", f"/lorawb/profiles/{pid}", 200))["weights"] == weights
+    assert (await call(client, "GET", f"/lorawb/profiles/{pid}", 200))["weights"] == {**weights, "REST": 1.0}
 
     updated = await call(client, "PUT", f"/lorawb/profiles/{pid}", 200, {"weights": {"IN01": 0.25}})
     assert updated["weights"]["IN01"] == 0.25 and updated["weights"]["IN02"] == 1.0  # partial update
@@ -81,7 +81,7 @@ async def test_create_read_update_delete(client):
 async def test_create_as_a_vector_and_name_conflicts(client):
     vec = [0.5] * 17
     created = await call(client, "POST", "/lorawb/profiles", 201, {"name": "half", "layout_id": L17, "weights": vec})
-    assert list(created["weights"].values()) == vec and list(created["weights"]) == IDS17
+    assert list(created["weights"].values()) == [*vec, 1.0] and list(created["weights"]) == [*IDS17, "REST"]
     error(await call(client, "POST", "/lorawb/profiles", 409, {"name": "HALF", "layout_id": L17, "weights": vec}),
           "Conflict", "name")
     error(await call(client, "POST", "/lorawb/profiles", 409, {"name": "ALL", "layout_id": L17, "weights": vec}),

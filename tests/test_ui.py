@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from library_helpers import tiny
+from library_helpers import HOUR_AGO_NS, tiny
 from ui_helpers import CHROMIUM, CHROMIUM_ARGS, ServeProcess, http_json
 
 from lorawb_core.layouts import get_layout
@@ -211,6 +211,36 @@ def test_rescan_shows_progress_and_a_pending_lora_differs(page, sample):
     assert page.locator(".lwb-graph .lwb-bar-fill").count() == len(layout.blocks)
 
 
+def test_an_unusable_lora_shows_its_reason_and_never_a_strength(page, sample):
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    path = sample["base"] / "lib" / "broken" / "nan_weights.safetensors"
+    tiny(path, "sd15", 6)
+    tensors = load_file(str(path))
+    up = next(k for k in tensors if k.endswith("lora_up.weight"))
+    tensors[up][0, 0] = np.nan
+    save_file(tensors, str(path))
+    os.utime(path, ns=(HOUR_AGO_NS, HOUR_AGO_NS))
+    status, body = http_json(sample["url"] + "/lorawb/scan", "POST", {})
+    assert status in (200, 202), body
+    sample["server"].wait_scan()
+    try:
+        open_panel(page, sample)
+        show_only(page, "nan_weights")
+        row = page.locator(".lwb-row.is-error", has_text="nan_weights").first
+        assert "NaN/Inf" in row.get_attribute("title")
+        assert row.locator(".lwb-spark-bars").count() == 0 and row.locator(".lwb-row-state").inner_text().lower() == "error"
+        row.click()
+        page.wait_for_selector(".lwb-detail-name")
+        assert "NaN/Inf" in page.locator(".lwb-alert").inner_text()
+        assert page.locator(".lwb-graph .lwb-bar-fill").count() == 0
+    finally:  # the file goes again: later tests count the sample library as it was
+        path.unlink()
+        status, _ = http_json(sample["url"] + "/lorawb/scan", "POST", {"structure_only": True})
+        sample["server"].wait_scan()
+
+
 def add_synthetic_rows(db_path: Path, n: int) -> None:
     """Copies of the real rows with new names, paths and IDs (list load tests; serve them with --no-scan)."""
     conn = sqlite3.connect(db_path)
@@ -220,7 +250,7 @@ def add_synthetic_rows(db_path: Path, n: int) -> None:
     for i in range(n):
         r = dict(zip(cols, real[i % len(real)], strict=True))
         r.update(name=f"synthetic lora {i:05d}", sort_key=f"synthetic lora {i:05d}", path=f"/synthetic/{i}.safetensors",
-                 file_name=f"{i}.safetensors", stable_id=f"SYN-TST-{i:05d}", addnet=None, scan_state="pending",
+                 file_name=f"{i}.safetensors", stable_id=f"SYN-TST-{i:05d}", addnet=None, scan_state="pending", missing=0,
                  trigger_words=json.dumps([]))
         rows.append(tuple(r[c] for c in cols))
     conn.executemany(f"INSERT INTO loras ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
@@ -291,7 +321,9 @@ def make_profile(page, sample, name):
 
 def test_editing_marks_unsaved_and_saving_persists(page, sample, tmp_path):
     open_editor(page, sample)
-    assert page.locator(".lwb-editor-row").count() == 17
+    assert page.locator(".lwb-editor-row").count() == 17 + 1  # the blocks, then REST
+    assert page.locator(".lwb-editor-row").last.get_attribute("data-block") == "REST"
+    assert weight_box(page, "REST").input_value() == "1"
     assert page.locator(".lwb-profile-select").input_value().startswith("builtin:")
     profile = make_profile(page, sample, "ui-edit")
     assert not page.locator(".lwb-dirty").is_visible()
@@ -301,6 +333,7 @@ def test_editing_marks_unsaved_and_saving_persists(page, sample, tmp_path):
     slider = page.locator(".lwb-editor-row[data-block=IN01] .lwb-slider")
     assert float(slider.input_value()) == 0.25  # the number box moves the slider
     set_slider(page, "OUT03", 1.5)
+    weight_box(page, "REST").fill("0")
     assert weight_box(page, "OUT03").input_value() == "1.5"  # and the slider the number box
     stats = page.locator(".lwb-editor-stats").inner_text()
     assert stats.startswith("mean ") and "variance" in stats
@@ -312,6 +345,7 @@ def test_editing_marks_unsaved_and_saving_persists(page, sample, tmp_path):
     page.wait_for_selector(".lwb-dirty", state="hidden")
     saved = api(sample, f"/lorawb/profiles/{profile['id']}")
     assert saved["weights"]["IN01"] == 0.25 and saved["weights"]["OUT03"] == 1.5 and saved["weights"]["IN02"] == 1.0
+    assert saved["weights"]["REST"] == 0.0
 
 
 def test_reset_restores_the_saved_values(page, sample):
@@ -355,7 +389,7 @@ def test_switching_with_unsaved_changes_asks_first(page, sample):
     page.locator(".lwb-row", has_text="Portrait Flux").click()
     page.wait_for_function("() => document.querySelector('.lwb-detail-name')?.textContent === 'Portrait Flux'")
     page.wait_for_selector(".lwb-editor-row[data-block=D00]")
-    assert page.locator(".lwb-editor-row").count() == 61 and not page.locator(".lwb-dirty").is_visible()
+    assert page.locator(".lwb-editor-row").count() == 61 + 1 and not page.locator(".lwb-dirty").is_visible()
     assert stored(sample, "ui-switch")["weights"]["IN07"] == 1.0  # discarded, not saved
 
 

@@ -77,11 +77,25 @@ def test_relative_imports_resolve_to_exported_names(path):
                 f"{path.name} imports {name} from {target}, which does not export it"
 
 
+MAX_CORE_LINES = 400
+# core modules over MAX_CORE_LINES, each with its reason; remove an entry when its module is split
+CORE_EXCEPTIONS = {
+    "library/scan.py": 520,  # the two scan phases and their entry points; split planned (issue 8 item 7)
+}
+
+
 def test_no_god_files():
-    server = Path(__file__).resolve().parents[1] / "lorawb_core" / "server"
-    for path in [*JS, *server.glob("*.py"), server.parent / "service.py"]:
+    for path in JS:
         lines = len(path.read_text().splitlines())
         assert lines < MAX_LINES, f"{path.name} has {lines} lines (keep modules under {MAX_LINES})"
+    core = Path(__file__).resolve().parents[1] / "lorawb_core"
+    for path in sorted(core.rglob("*.py")):
+        rel = path.relative_to(core).as_posix()
+        lines = len(path.read_text().splitlines())
+        limit = CORE_EXCEPTIONS.get(rel, MAX_CORE_LINES)
+        assert lines <= limit, f"lorawb_core/{rel} has {lines} lines (keep modules at most {limit})"
+    for rel in CORE_EXCEPTIONS:
+        assert (core / rel).is_file(), f"lorawb_core/{rel} is gone: remove it from CORE_EXCEPTIONS"
 
 
 def test_standalone_page_references_exist():

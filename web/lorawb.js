@@ -4,8 +4,9 @@
 import { api as comfyApi } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { comfyTransport, createApi } from "./api.js";
+import { legacyWidgetsExtension } from "./node_compat.js";
 import { nodeReportsExtension } from "./node_text.js";
-import { createGraphBridge } from "./panel/graph.js";
+import { createGraphBridge } from "./panel/canvas.js";
 import { mountPanel } from "./panel/panel.js";
 import { createSession } from "./panel/session.js";
 import { SETTINGS, comfySettings } from "./panel/settings.js";
@@ -42,6 +43,7 @@ function addStyles() {
 }
 
 app.registerExtension(nodeReportsExtension(app));
+app.registerExtension(legacyWidgetsExtension());
 
 app.registerExtension({
   name: "lorawb.sidebar",

@@ -64,7 +64,16 @@ class Adapter:
         consumed = cls.consumed()
         own = {k: v for k, v in params.items() if k in consumed or k in COMMON_EXTRAS}
         adapter = cls(module=module, params=own)
-        adapter.inspect_shapes()
+        try:
+            adapter.inspect_shapes()
+        except (IndexError, ValueError):  # a factor with fewer dimensions than the algorithm reads
+            shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in own.items() if k != "alpha")
+            adapter.problems.append(f"the {cls.name} factors cannot be multiplied ({shapes})")
+        empty = [k for k, v in own.items() if k not in ("alpha", "scale") and 0 in v.shape]
+        if adapter.rank == 0 or empty:
+            adapter.problems.append("rank-0 factors (" + ", ".join(
+                f"{k} {list(own[k].shape)}" for k in empty or [k for k in own if k != "alpha"]) +
+                "): the module changes nothing and cannot be applied")
         return adapter
 
     def inspect_shapes(self) -> None:

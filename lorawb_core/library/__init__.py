@@ -24,9 +24,9 @@ if not hasattr(_sqlite_utils, "Migrations"):  # 3.x: no migrations, no Database.
 from .check import CheckResult, run_checks
 from .config import default_db_path, resolve_roots
 from .db import open_library
-from .ids import export_ids, import_ids
 from .scan import ScanProgress, ScanSummary, measure_pending, reindex, scan
 from .search import LoraEntry, SearchPage, SearchQuery, duplicates, get_lora, search
+from .stable_ids import export_ids, import_ids
 
 __all__ = ["CheckResult", "LoraEntry", "ScanProgress", "ScanSummary", "SearchPage", "SearchQuery", "default_db_path",
            "duplicates", "export_ids", "get_lora", "import_ids", "measure_pending", "open_library", "reindex",

@@ -10,7 +10,7 @@ from sqlite_utils import Database
 
 from ..errors import UnknownLayout
 from ..layouts import get_layout
-from .ids import parse_id
+from .stable_ids import parse_id
 
 
 @dataclass

@@ -58,7 +58,7 @@ def _print_summary(s, out) -> None:
     for w in s.warnings:
         out.error(f"warning: {w}")
     for e in s.errors:
-        out.error(f"unreadable: {e.reason}" if e.path in e.reason else f"unreadable: {e.path}: {e.reason}")
+        out.error(f"unreadable: {e.reason}" if e.item in e.reason else f"unreadable: {e.item}: {e.reason}")
     if s.cancelled:
         out.line("stopped early; run the same command again to resume")
     out.line(f"done in {s.seconds:.1f} s")
@@ -195,7 +195,7 @@ def cmd_check(args: argparse.Namespace, out) -> int:
 
 
 def cmd_ids(args: argparse.Namespace, out) -> int:
-    from .ids import export_ids, import_ids
+    from .stable_ids import export_ids, import_ids
 
     with open_library(args.db) as db:
         if args.action == "export":

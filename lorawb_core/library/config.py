@@ -14,7 +14,7 @@ The config file is JSON: ``LORAWB_CONFIG``, else ``config.json`` next to the def
 
     {"roots": ["/data/loras"], "categories": {"outfits": "CLT", "sdxl": ""}, "ledger": true}
 
-``categories`` extends :data:`lorawb_core.library.ids.DEFAULT_CATEGORIES` (see there for the rule); ``ledger: false``
+``categories`` extends :data:`lorawb_core.library.stable_ids.DEFAULT_CATEGORIES` (see there for the rule); ``ledger: false``
 stops lorawb from writing ``.lorawb-ids.json`` into the library roots.
 """
 

@@ -24,8 +24,8 @@ Tables after the last migration:
     one row per (LoRA, block of its layout) once phase (b) is done: ``position``, ``norm``, ``share``,
     ``module_count``, ``exact``.
 ``profiles``
-    named block-weight vectors (schema only for now): ``name``, ``layout_id``, ``weights`` (JSON), ``source``,
-    ``lora_id`` (optional owner), ``created``/``updated``.
+    named block-weight vectors (read and written by :mod:`lorawb_core.profiles.store`): ``name``, ``layout_id``,
+    ``weights`` (JSON), ``source``, ``description``, ``lora_id`` (optional owner), ``created``/``updated``.
 ``id_sequences`` / ``known_ids``
     the last number used per ``<FAM>-<CAT>`` prefix, and IDs known from ledgers/imports not bound to a row yet.
 ``loras_fts``
@@ -142,7 +142,7 @@ def _number_blocks(db: Database, lora_id: int, layout_id: str) -> None:
 
 @_migration
 def m003_profiles(db: Database) -> None:
-    """Block-weight profiles (schema only; the nodes issue fills them)."""
+    """Block-weight profiles (the ``profiles`` table of :mod:`lorawb_core.profiles.store`)."""
     db["profiles"].create({
         "id": int, "name": str, "layout_id": str, "weights": str, "source": str, "lora_id": int,
         "created": str, "updated": str,

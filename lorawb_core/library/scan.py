@@ -27,11 +27,13 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..errors import LorawbError, NotInLibrary, UsageError
+from ..skipped import Skipped
 from ..torch_check import NO_TORCH_SCAN, torch_available
-from . import work
+from . import file_tasks
 from .db import immediate, utcnow
-from .identity import find_moved, reconcile, relocate
-from .ids import (
+from .file_moves import find_moved, reconcile, relocate
+from .listing import FileStat, RootListing, list_root, normalise_roots, settle, stat_file
+from .stable_ids import (
     LEDGER_NAME,
     IdAllocator,
     category_for,
@@ -42,7 +44,6 @@ from .ids import (
     read_ledger,
     write_ledger,
 )
-from .walk import FileStat, RootListing, list_root, normalise_roots, settle, stat_file
 
 
 @dataclass
@@ -53,12 +54,6 @@ class ScanProgress:
     done: int
     total: int
     path: str | None = None
-
-
-@dataclass
-class FileProblem:
-    path: str
-    reason: str
 
 
 @dataclass
@@ -79,7 +74,7 @@ class ScanSummary:
     duplicates: int = 0  # groups of present files with the same addnet hash
     unstable: list[str] = field(default_factory=list)  # skipped: still being written
     partial: list[str] = field(default_factory=list)  # downloads in progress (.part, .crdownload, …)
-    errors: list[FileProblem] = field(default_factory=list)  # unreadable files met in this scan, with the reason
+    errors: list[Skipped] = field(default_factory=list)  # unreadable files met in this scan (item: the path)
     warnings: list[str] = field(default_factory=list)
     ledgers: list[str] = field(default_factory=list)  # ledger files written
     cancelled: bool = False
@@ -113,16 +108,16 @@ def _cancelled(cancel: threading.Event | None) -> bool:
     return cancel is not None and cancel.is_set()
 
 
-def _run(fn: Callable[[work.Job], dict[str, Any]], jobs: list[work.Job], workers: int | None,
+def _run(fn: Callable[[file_tasks.Job], dict[str, Any]], jobs: list[file_tasks.Job], workers: int | None,
          cancel: threading.Event | None, chunk: int) -> Iterator[dict[str, Any]]:
-    n = work.default_workers(len(jobs)) if workers is None else workers
+    n = file_tasks.default_workers(len(jobs)) if workers is None else workers
     if n <= 0 or len(jobs) < 2:
         for job in jobs:
             if _cancelled(cancel):
                 return
             yield fn(job)
         return
-    pool = work.make_pool(min(n, len(jobs)))
+    pool = file_tasks.make_pool(min(n, len(jobs)))
     try:
         chunksize = max(1, min(chunk, len(jobs) // (n * 4)))
         for result in pool.map(fn, jobs, chunksize=chunksize):
@@ -133,7 +128,7 @@ def _run(fn: Callable[[work.Job], dict[str, Any]], jobs: list[work.Job], workers
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _job(f: FileStat) -> work.Job:
+def _job(f: FileStat) -> file_tasks.Job:
     return (f.path, f.size, f.mtime_ns, f.inode)
 
 
@@ -225,7 +220,7 @@ def _write_structure(db: Database, items: list[tuple[FileStat, dict[str, Any]]],
                      "last_seen": now}
             readable = "family" in res
             if res["scan_state"] == "error":
-                summary.errors.append(FileProblem(f.path, res["error"]))
+                summary.errors.append(Skipped(f.path, res["error"]))
             row = db.execute("SELECT id, size, mtime_ns, inode, stable_id FROM loras WHERE path = ?",
                              [f.path]).fetchone()
             if row is None:
@@ -312,7 +307,7 @@ def _structure_phase(db: Database, listings: list[RootListing], *, full: bool, m
         _apply_presence(db, plan, moves, mapping, summary)
     reporter = _Reporter(progress, "structure", len(analyse))
     batch: list[tuple[FileStat, dict[str, Any]]] = []
-    for f, res in zip(analyse, _run(work.analyse, [_job(f) for f in analyse], workers, cancel, 64), strict=False):
+    for f, res in zip(analyse, _run(file_tasks.analyse, [_job(f) for f in analyse], workers, cancel, 64), strict=False):
         batch.append((f, res))
         reporter.step(f.path)
         if len(batch) >= batch_size:
@@ -345,7 +340,7 @@ def _write_measured(db: Database, items: list[tuple[tuple, dict[str, Any]]], sum
             db["loras"].update(row_id, values)
             _save_details(db, {row_id: detail} if detail else {})
             if res["scan_state"] == "error":
-                summary.errors.append(FileProblem(path, res["error"]))
+                summary.errors.append(Skipped(path, res["error"]))
             else:
                 summary.measured += 1
             if res.get("addnet") and not cur[5]:
@@ -377,8 +372,8 @@ def measure_pending(db: Database, *, roots: Sequence[str] | None = None, workers
     rows = db.execute(f"SELECT id, path, size, mtime_ns, inode, root FROM loras WHERE {where} "
                       "ORDER BY root, rel_path, id" + (f" LIMIT {int(limit)}" if limit else ""), args).fetchall()
     reporter = _Reporter(progress, "tensors", len(rows))
-    n = work.default_workers(len(rows)) if workers is None else workers
-    pool = work.make_pool(min(n, len(rows))) if n > 0 and len(rows) > 1 else None
+    n = file_tasks.default_workers(len(rows)) if workers is None else workers
+    pool = file_tasks.make_pool(min(n, len(rows))) if n > 0 and len(rows) > 1 else None
     step = 8 * max(1, n)
     batch: list[tuple[tuple, dict[str, Any]]] = []
     last_flush = last_ledger = time.monotonic()
@@ -389,7 +384,7 @@ def measure_pending(db: Database, *, roots: Sequence[str] | None = None, workers
                 break
             part = _still_pending(db, rows[start:start + step])  # another scanner may have done some
             jobs = [(r[1], r[2], r[3], r[4] or 0) for r in part]
-            results = pool.map(work.measure, jobs) if pool is not None else map(work.measure, jobs)
+            results = pool.map(file_tasks.measure, jobs) if pool is not None else map(file_tasks.measure, jobs)
             for row, job, res in zip(part, jobs, results, strict=True):
                 batch.append(((row[0], *job), res))
                 if row[5]:
@@ -437,7 +432,7 @@ def scan(db: Database, roots: Sequence[str], *, full: bool = False, structure_on
         workers: worker processes; None = automatic (inline for small batches, else up to 2), 0 = inline.
         progress: called with :class:`ScanProgress` (throttled to ~10 calls/s per phase).
         cancel: set it to stop after the current batch (everything done so far is kept).
-        categories: extra folder → category code mapping for new stable IDs (see :mod:`.ids`).
+        categories: extra folder → category code mapping for new stable IDs (see :mod:`.stable_ids`).
         ledger: read and write ``.lorawb-ids.json`` in each root.
         settle_window / settle_wait: files modified within ``settle_window`` seconds get a second look after
             ``settle_wait`` seconds and are skipped if they changed.
@@ -504,9 +499,9 @@ def reindex(db: Database, stable_id: str, *, structure_only: bool = False,
     if not structure_only and not torch_available():
         structure_only = True
         summary.warnings.append(NO_TORCH_SCAN)
-    _write_structure(db, [(f, work.analyse(_job(f)))], category_mapping(categories), True, summary)
+    _write_structure(db, [(f, file_tasks.analyse(_job(f)))], category_mapping(categories), True, summary)
     if not structure_only:
-        _write_measured(db, [((row_id, *_job(f)), work.measure(_job(f)))], summary)
+        _write_measured(db, [((row_id, *_job(f)), file_tasks.measure(_job(f)))], summary)
     if ledger:
         _write_ledgers(db, [root], summary)
     _finish(db, summary)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -115,6 +116,9 @@ def entry_from_row(row: dict[str, Any]) -> LoraEntry:
                   trigger_words=_loads(row.get("trigger_words"), []), problems=_loads(row.get("problems"), []),
                   missing=bool(row.get("missing")), scan_state=row.get("scan_state") or "pending",
                   row_id=row.get("id") or 0)
+    if not values["name"]:  # an unreadable file has no name from its header: show its file name
+        file_name = values["file_name"] or os.path.basename(values["path"] or "")
+        values["name"] = os.path.splitext(file_name)[0] or file_name or None
     return LoraEntry(**values)
 
 

@@ -20,7 +20,7 @@ def index_new_file(db, path: str | os.PathLike[str]) -> str:
     import importlib
 
     scan_mod = importlib.import_module("..library.scan", __package__)  # the package's `scan` is the function
-    from ..library.walk import stat_file
+    from ..library.listing import stat_file
 
     p = os.path.abspath(os.fspath(path))
     root = _root_for(db, p)
@@ -30,12 +30,12 @@ def index_new_file(db, path: str | os.PathLike[str]) -> str:
     summary = scan_mod.ScanSummary(roots=[root])
     summary.files = 1
     job = scan_mod._job(f)
-    scan_mod._write_structure(db, [(f, scan_mod.work.analyse(job))], scan_mod.category_mapping(None), True, summary)
+    scan_mod._write_structure(db, [(f, scan_mod.file_tasks.analyse(job))], scan_mod.category_mapping(None), True, summary)
     row = db.execute("SELECT id, stable_id FROM loras WHERE path = ?", [p]).fetchone()
     if row is None or not row[1]:
         why = "; ".join(summary.warnings) or "no library row"
         raise LibraryError(f"{Path(p).name} was written but could not be indexed ({why}); run lorawb index.")
-    scan_mod._write_measured(db, [((row[0], *job), scan_mod.work.measure(job))], summary)
+    scan_mod._write_measured(db, [((row[0], *job), scan_mod.file_tasks.measure(job))], summary)
     scan_mod._write_ledgers(db, [root], summary)
     scan_mod._finish(db, summary)
     return row[1]

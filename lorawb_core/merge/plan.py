@@ -106,7 +106,7 @@ class ModuleGroup:
 
 def _resolve(db, item: MergeInput, index: int) -> tuple[str, str | None, str, str | None]:
     """(path, stable_id, display name, sha256) of one input."""
-    from ..library.ids import parse_id
+    from ..library.stable_ids import parse_id
 
     value = str(item.lora or "").strip()
     if not value:
@@ -152,7 +152,7 @@ def _block_weights(src: Source, db) -> None:
 
 def load_sources(db, items: list[MergeInput]) -> list[Source]:
     """Resolve and analyse every input (headers only) and apply the compose gate; raise with every reason."""
-    from ..inspect import inspect_structure
+    from ..inspection import inspect_structure
 
     if not items:
         raise UsageError("nothing to merge: give at least one LoRA (a stable ID or a file).")

@@ -137,7 +137,7 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
     tensors: dict[str, Any] = {}
     modules: list[ModuleMerge] = []
     alphas: set[float] = set()
-    from ..reader import open_tensors
+    from ..tensors import open_tensors
 
     with ExitStack() as stack, torch.no_grad(), _one_thread():
         loaders = {s.index: stack.enter_context(open_tensors(s.analysis.structure)) for s in sources}

@@ -12,10 +12,11 @@ layout), blocks the source lacks taking ``fill`` (0, the LBW rule). Importing th
 from __future__ import annotations
 
 from ..errors import ProfileError, ProfileMismatch, ProfileNotFound
-from .dialects import ImportReport, Skipped
-from .exchange import DIALECTS, export_profiles, import_profiles
+from ..skipped import Skipped
+from .import_export import DIALECTS, export_profiles, import_profiles
 from .model import WEIGHT_MAX, WEIGHT_MIN, Conversion, Profile, ProfileStats, convert_profile, validate_weights
 from .parse import ParsedWeights, parse_weights
+from .positional import ImportReport
 from .presets import builtin_profiles
 from .store import (
     create_profile,

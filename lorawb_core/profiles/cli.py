@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ProfileError
 from ..library.db import open_library
-from .exchange import DIALECTS, export_profiles, import_profiles
+from .import_export import DIALECTS, export_profiles, import_profiles
 from .model import Profile, family_layouts, fmt_weight, layout_of
 from .parse import apply_assignments, parse_weights, read_assignments
 from .store import (
@@ -88,7 +88,8 @@ def _notes(notes: list[str], out) -> None:
 
 def cmd_create(args: argparse.Namespace, out) -> int:
     with open_library(args.db) as db:
-        parsed = parse_weights(args.weights, family=args.family, layout_id=args.layout, db=db)
+        parsed = parse_weights(args.weights, family=args.family, layout_id=args.layout,
+                               known=lambda: list_profiles(db, builtins=False))
         profile = create_profile(db, args.name, parsed.profile.layout_id, parsed.profile.weights,
                                  description=args.description or "")
     _notes(parsed.notes, out)
@@ -105,7 +106,8 @@ def cmd_edit(args: argparse.Namespace, out) -> int:
         weights = None
         notes: list[str] = []
         if args.weights is not None:
-            parsed = parse_weights(args.weights, layout_id=current.layout_id, db=db)
+            parsed = parse_weights(args.weights, layout_id=current.layout_id,
+                                   known=lambda: list_profiles(db, builtins=False))
             weights, notes = dict(parsed.profile.weights), parsed.notes
         if args.set is not None:
             items, default = read_assignments(args.set)

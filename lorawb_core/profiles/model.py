@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import ProfileError, ProfileMismatch, UnknownLayout
-from ..layouts import Layout, get_layout, list_layouts
+from ..layouts import REST, Layout, get_layout, list_layouts
 
 WEIGHT_MIN = -10.0
 WEIGHT_MAX = 10.0
@@ -97,23 +97,26 @@ def validate_weights(layout_id: str, weights: Mapping[str, float], *, complete: 
     """``weights`` checked against the layout and returned as a dict in layout order.
 
     Unknown block ids are refused by name (the message lists the layout's ids), values must be finite numbers in
-    [WEIGHT_MIN, WEIGHT_MAX], and with ``complete`` every block of the layout needs a weight.
+    [WEIGHT_MIN, WEIGHT_MAX], and with ``complete`` every block of the layout needs a weight. :data:`REST` (the keys
+    outside every block) is accepted beside the blocks and kept last; it is never required.
     """
     layout = layout_of(layout_id)
     ids = layout.block_ids
     if not isinstance(weights, Mapping):
         raise ProfileError(f"weights for layout {layout_id} must be a mapping block id → number, "
                            f"not {type(weights).__name__}.")
-    unknown = [k for k in weights if k not in ids]
+    unknown = [k for k in weights if k not in ids and k != REST]
     if unknown:
         shown = ", ".join(repr(k) for k in unknown[:8]) + (" …" if len(unknown) > 8 else "")
         raise ProfileError(f"block {shown} {'is' if len(unknown) == 1 else 'are'} not in layout {layout_id}; "
-                           f"its blocks are {', '.join(ids)}.")
+                           f"its blocks are {', '.join(ids)} (and {REST} for the keys outside every block).")
     checked = {b: check_weight(b, weights[b]) for b in ids if b in weights}
     if complete and len(checked) < len(ids):
         missing = [b for b in ids if b not in checked]
         raise ProfileError(f"layout {layout_id} needs a weight for every block; missing {', '.join(missing)}. "
                            "Give them, or write the weights as assignments with a default (e.g. 'default=1').")
+    if REST in weights:
+        checked[REST] = check_weight(REST, weights[REST])
     return checked
 
 
@@ -132,7 +135,8 @@ class ProfileStats:
 
 @dataclass
 class Profile:
-    """A named block-weight map for one layout; ``weights`` holds every block of the layout, in layout order."""
+    """A named block-weight map for one layout; ``weights`` holds every block of the layout, in layout order, then
+    :data:`REST` (the keys outside every block; 1 when not given, LBW's rule)."""
 
     name: str
     layout_id: str
@@ -147,7 +151,8 @@ class Profile:
         self.name = check_name(self.name)
         if self.source not in SOURCES:
             raise ProfileError(f"profile source {self.source!r} is not one of {', '.join(SOURCES)}.")
-        self.weights = validate_weights(self.layout_id, self.weights)
+        self.weights = {REST: 1.0, **validate_weights(self.layout_id, self.weights)}
+        self.weights[REST] = self.weights.pop(REST)  # last, after the blocks
         self.description = " ".join((self.description or "").split())
 
     @property
@@ -167,9 +172,14 @@ class Profile:
         """``"INS · sd15_unet_17"``: the name with its layout, unique among built-ins and a library's profiles."""
         return f"{self.name} · {self.layout_id}"
 
+    @property
+    def rest(self) -> float:
+        """The weight of the keys outside every block."""
+        return self.weights[REST]
+
     def vector(self) -> list[float]:
-        """The weights in layout order."""
-        return list(self.weights.values())
+        """The block weights in layout order (positional vectors have no place for :data:`REST`)."""
+        return [v for b, v in self.weights.items() if b != REST]
 
     def stats(self) -> ProfileStats:
         v = self.vector()
@@ -238,7 +248,7 @@ def convert_profile(profile: Profile, layout_id: str, *, fill: float = 0.0) -> C
     fill = check_weight("fill", fill)
     filled = [b for b in target.block_ids if b not in profile.weights]
     dropped = [b for b in source.block_ids if b not in target.block_ids]
-    weights = {b: profile.weights.get(b, fill) for b in target.block_ids}
+    weights = {**{b: profile.weights.get(b, fill) for b in target.block_ids}, REST: profile.rest}
     parts = [f"converted {profile.name!r} from {source.id} to {target.id}"]
     if filled:
         parts.append(f"{len(filled)} block(s) the source lacks take {fmt_weight(fill)}: {_ids(filled)}")

@@ -5,24 +5,32 @@ Accepted forms (whitespace and newlines anywhere, ``#`` starts a comment):
 1. a bare vector ``1,0,0.5,…`` (commas and/or whitespace); its count picks the layout (within the family or the
    layout's siblings when given; without them only when one layout of the registry has that count);
 2. LBW ``NAME:v,v,…`` (the same, named);
-3. a preset or profile name (``INS``, ``ALL0.5``; with ``db`` also the library's profiles);
+3. a preset or profile name (``INS``, ``ALL0.5``; with ``known`` also the caller's profiles, e.g. the library's);
 4. assignments ``BASE=1, IN04-OUT05=0.5, default=0`` (ranges inclusive along the layout's block order, later
-   assignments win, blocks not named take ``default``, itself 1 unless given);
+   assignments win, blocks not named take ``default``, itself 1 unless given); ``REST=0`` weights the keys outside
+   every block (``time_embed``, ``conv_in``/``conv_out`` …), which ``default`` does not cover (REST is 1 unless named);
 5. a JSON object: ``{block: value}`` (read like assignments), one profile ``{"name", "layout", "weights"}`` or an
    export document holding one profile.
 
-With ``layout_id``, the result is always in that layout: a vector or profile for a sibling layout of the same
-family is converted (missing blocks 0, the LBW rule) and the note says so.
+With ``layout_id``, the result is in that layout: a vector or profile for a sibling layout of the same family is
+converted (missing blocks 0, the LBW rule) and the note says so — unless ``convert=False``, which keeps it in the
+sibling layout it was written for (the caller converts once, e.g. to the blocks one LoRA really has). A vector whose
+count fits no layout of the family but is one of Inspire Pack's LyCORIS forms (27/28 values for SD 1.x/2.x, 21/22 for
+SDXL, 58 or 20 for Flux) is read the way ``lorawb profiles import --dialect inspire`` reads it, and the note says so.
+
+This reads text only: profiles beyond the built-ins come from the caller (``known``), never from a database here.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..errors import ProfileError, ProfileMismatch
-from ..layouts import Layout, list_layouts
+from ..layouts import REST, Layout, list_layouts
+from .inspire_vectors import inspire_weights
 from .model import (
     Profile,
     check_name,
@@ -88,8 +96,16 @@ def strip_comments(text: str) -> str:
     return "\n".join(line.split("#", 1)[0] for line in text.splitlines()).strip()
 
 
-def parse_weights(text: str, *, family: str | None = None, layout_id: str | None = None, db=None) -> ParsedWeights:
-    """Read ``text`` (see the module docstring for the forms) into a validated profile."""
+KnownProfiles = Callable[[], Iterable[Profile]]
+
+
+def parse_weights(text: str, *, family: str | None = None, layout_id: str | None = None,
+                  known: KnownProfiles | None = None, convert: bool = True) -> ParsedWeights:
+    """Read ``text`` (see the module docstring for the forms) into a validated profile.
+
+    ``known``: gives the profiles a name may refer to besides the built-ins (``lambda: list_profiles(db,
+    builtins=False)`` for the library's); it is called only when the text is a name.
+    """
     if not isinstance(text, str):
         raise ProfileError(f"weights must be given as text, not {type(text).__name__}.")
     if family is not None:
@@ -109,33 +125,34 @@ def parse_weights(text: str, *, family: str | None = None, layout_id: str | None
             except ValueError as exc:
                 raise ProfileError(f"the weights look like JSON but do not parse ({exc}); check the brackets, "
                                    "quotes and commas.") from None
-        return _from_json(data, family, layout_id)
+        return _convert(_from_json(data, family, layout_id), layout_id, convert)
     if not body:
         raise ProfileError("no weights given; type a vector (1,0,0.5,…), a preset name (INS, ALL0.5) or "
                            "assignments (BASE=1, IN04-OUT05=0.5, default=0).")
     m = _LBW_LINE.fullmatch(body)
     if m and "=" not in body:
         name = check_name(m[1])
-        return _from_vector(split_values(m[2]), name, "lbw", family, layout_id)
+        return _convert(_from_vector(split_values(m[2]), name, "lbw", family, layout_id), layout_id, convert)
     if "=" in body:
         return _from_assignments(body, family, layout_id)
     tokens = split_values(body)
     numbers = [t for t in tokens if _NUMBER.fullmatch(t)]
     if numbers and (len(numbers) == len(tokens) or "," in body or all(_is_special(t) for t in tokens
                                                                       if t not in numbers)):
-        return _from_vector(tokens, CUSTOM_NAME, "vector", family, layout_id)
+        return _convert(_from_vector(tokens, CUSTOM_NAME, "vector", family, layout_id), layout_id, convert)
     if "," not in body:
-        return _from_name(" ".join(tokens), family, layout_id, db)
+        return _convert(_from_name(" ".join(tokens), family, layout_id, known), layout_id, convert)
     raise ProfileError(f"cannot read {body[:60]!r}: it is not a vector of numbers, NAME:vector, a preset name, "
                        "BLOCK=value assignments or a JSON object.")
 
 
-def _into(profile: Profile, dialect: str, notes: list[str], layout_id: str | None) -> ParsedWeights:
-    if layout_id is not None and profile.layout_id != layout_id:
-        conv = convert_profile(profile, layout_id)
-        notes.append(conv.note[0].upper() + conv.note[1:])
-        profile = conv.profile
-    return ParsedWeights(profile, dialect, notes)
+def _convert(parsed: ParsedWeights, layout_id: str | None, convert: bool) -> ParsedWeights:
+    """``parsed`` carried into ``layout_id`` (a sibling of the layout it was read as), the note saying so."""
+    if convert and layout_id is not None and parsed.profile.layout_id != layout_id:
+        conv = convert_profile(parsed.profile, layout_id)
+        parsed.notes.append(conv.note[0].upper() + conv.note[1:])
+        parsed.profile = conv.profile
+    return parsed
 
 
 def _from_vector(tokens: list[str], name: str, dialect: str, family: str | None,
@@ -144,10 +161,32 @@ def _from_vector(tokens: list[str], name: str, dialect: str, family: str | None,
     if bad:
         raise ProfileError(f"the vector holds {len(bad)} value(s) that are not weights: {'; '.join(bad[:3])}. "
                            "Type plain numbers.")
-    layout = resolve_count(len(tokens), family=family, layout_id=layout_id)
+    try:
+        layout = resolve_count(len(tokens), family=family, layout_id=layout_id)
+    except ProfileError as exc:
+        inspire = _inspire_vector(tokens, family, layout_id)
+        if inspire is None:
+            raise exc from None
+        layout_id_read, weights, notes = inspire
+        return ParsedWeights(Profile(name, layout_id_read, weights, "user"), dialect, notes)
     weights = {b: read_number(t, b) for b, t in zip(layout.block_ids, tokens, strict=True)}
     notes = [] if layout_id == layout.id else [f"{len(tokens)} values read as layout {layout.id} ({layout.title})."]
-    return _into(Profile(name, layout.id, weights, "user"), dialect, notes, layout_id)
+    return ParsedWeights(Profile(name, layout.id, weights, "user"), dialect, notes)
+
+
+def _inspire_vector(tokens: list[str], family: str | None,
+                    layout_id: str | None) -> tuple[str, dict[str, float], list[str]] | None:
+    """An Inspire Pack LyCORIS/Flux vector read as import reads it, or ``None`` when the count is not one of them."""
+
+    fam = layout_of(layout_id).family if layout_id is not None else family
+    values = [read_number(t, f"value {i}") for i, t in enumerate(tokens, 1)]
+    read = inspire_weights(values, fam)
+    if read is None:
+        return None
+    lid, weights, notes = read
+    if layout_id is not None and layout_of(lid).full != layout_of(layout_id).full:
+        return None
+    return lid, weights, [f"{len(tokens)} values read as Inspire Pack's vector for layout {lid}: {' '.join(notes)}"]
 
 
 @dataclass(frozen=True)
@@ -186,7 +225,14 @@ def apply_assignments(layout: Layout, items: list[Assignment]) -> dict[str, floa
     """The blocks the assignments name, with their values (later items win), in layout order."""
     ids = layout.block_ids
     named: dict[str, float] = {}
+    rest = None
     for a in items:
+        if REST in (a.first, a.last):
+            if a.first != a.last:
+                raise ProfileError(f"{a.first}-{a.last}: {REST} (the keys outside every block) is not a block of the "
+                                   f"layout's order, so it cannot end a range; write {REST}=value on its own.")
+            rest = a.value
+            continue
         for end in (a.first, a.last):
             if end not in ids:
                 raise ProfileError(f"block '{end}' is not in layout {layout.id}; its blocks are {', '.join(ids)}.")
@@ -196,7 +242,7 @@ def apply_assignments(layout: Layout, items: list[Assignment]) -> dict[str, floa
                                f"first); write {a.last}-{a.first}.")
         for b in ids[i:j + 1]:
             named[b] = a.value
-    return {b: named[b] for b in ids if b in named}
+    return {b: named[b] for b in ids if b in named} | ({} if rest is None else {REST: rest})
 
 
 def _layout_for_ids(named: set[str], family: str | None) -> Layout:
@@ -217,7 +263,7 @@ def _layout_for_ids(named: set[str], family: str | None) -> Layout:
 
 def _from_block_map(items: list[Assignment], default: float | None, name: str, dialect: str,
                     family: str | None, layout_id: str | None) -> ParsedWeights:
-    named_ids = {b for a in items for b in (a.first, a.last)}
+    named_ids = {b for a in items for b in (a.first, a.last)} - {REST}
     if layout_id is not None:
         layout = layout_of(layout_id)
     elif named_ids:
@@ -233,7 +279,10 @@ def _from_block_map(items: list[Assignment], default: float | None, name: str, d
             "the default 1 (write default=… to change it)"
         notes.append(f"{len(rest)} block(s) not named take {how}: {', '.join(rest[:10])}"
                      + (" …" if len(rest) > 10 else "") + ".")
-    weights = {b: named.get(b, value) for b in layout.block_ids}
+    if value != 1.0 and REST not in named:
+        notes.append(f"{REST} (the keys outside every block: time_embed, conv_in/conv_out …) is not covered by "
+                     f"default and stays 1; write {REST}={fmt_weight(value)} to weight them too.")
+    weights = {b: named.get(b, value) for b in layout.block_ids} | {REST: named.get(REST, 1.0)}
     return ParsedWeights(Profile(name, layout.id, weights, "user"), dialect, notes)
 
 
@@ -268,7 +317,7 @@ def _from_json(data: object, family: str | None, layout_id: str | None) -> Parse
         if family is not None and prof.family != family:
             raise ProfileMismatch(f"the profile {prof.name!r} is for layout {prof.layout_id} ({prof.family}), not "
                                   f"for family {family}; choose a profile of that family.")
-        return _into(prof, "json", [], layout_id)
+        return ParsedWeights(prof, "json", [])
     items, default = _json_items(data)
     return _from_block_map(items, default, CUSTOM_NAME, "json", family, layout_id)
 
@@ -286,18 +335,16 @@ def _json_items(data: dict) -> tuple[list[Assignment], float | None]:
     return items, default
 
 
-def _from_name(name: str, family: str | None, layout_id: str | None, db) -> ParsedWeights:
+def _from_name(name: str, family: str | None, layout_id: str | None, known: KnownProfiles | None) -> ParsedWeights:
     if layout_id is not None:
         target = layout_of(layout_id)
         pool = [target, *(lay for lay in siblings(target) if lay.id != target.id)]
     else:
         pool = family_layouts(family) if family is not None else list_layouts()
     order = {lay.id: i for i, lay in enumerate(pool)}
-    candidates = [p for p in builtin_profiles() if p.layout_id in order]
-    if db is not None:
-        from .store import list_profiles
-
-        candidates += [p for p in list_profiles(db, builtins=False) if p.layout_id in order]
+    candidates = [p for lay in pool for p in builtin_profiles(lay.id)]  # copies of this pool's built-ins only
+    if known is not None:
+        candidates += [p for p in known() if p.layout_id in order]
     matches = [p for p in candidates if p.name == name] or \
               [p for p in candidates if p.name.casefold() == name.casefold()]
     where = f"layout {layout_id}" if layout_id else f"family {family}" if family else "any layout"
@@ -315,4 +362,4 @@ def _from_name(name: str, family: str | None, layout_id: str | None, db) -> Pars
     notes = []
     if layout_id is None and len(layouts) > 1:
         notes.append(f"'{name}' exists for {', '.join(layouts)}; took the one for {chosen.layout_id}.")
-    return _into(chosen, "preset" if chosen.builtin else "profile", notes, layout_id)
+    return ParsedWeights(chosen, "preset" if chosen.builtin else "profile", notes)

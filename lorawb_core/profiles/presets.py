@@ -1,11 +1,12 @@
 """Built-in profiles (read-only, ``source="builtin"``, no id) for every layout of the registry.
 
-* Every layout: ``ALL`` (1), ``NONE`` (0), ``ALL0.5``.
-* SD 1.x / 2.x 17-block views: the classic LBW set with LBW's exact vectors (``lbwpresets.txt``); their 26-block
-  full layouts: the same set expanded the LBW way (blocks outside the view at 0).
-* SDXL 12 / 20 (and the SDXL refiner 12 / 26): the same meanings, BASE (text encoder) at 1 as in LBW.
-* Flux: double / single block groups, CLIP, T5, IN and OUT at 1 in each.
-* Other layouts (SD3, WAN, HunyuanVideo): ``FRONT``, ``MIDDLE``, ``TAIL`` thirds of the numbered blocks.
+* Every layout: ``ALL`` (1), ``NONE`` (0, REST too: nothing of the LoRA applied), ``ALL0.5`` (REST 1).
+* Families whose preset set is ``lbw`` (the SD UNets): the classic LBW set (INS, IND, INALL, MIDD, OUTD, OUTS,
+  OUTALL) on the LBW view, from the four groups of attention blocks in the family record (for SD 1.x / 2.x these
+  are LBW's exact vectors, ``lbwpresets.txt``), text encoder (BASE) at 1 as in LBW; on the full layout the same set
+  expanded the LBW way (blocks outside the view at 0).
+* ``flux``: double / single block groups, CLIP, T5, IN and OUT at 1 in each.
+* ``thirds`` (SD3, WAN, HunyuanVideo): ``FRONT``, ``MIDDLE``, ``TAIL`` thirds of the numbered blocks.
 """
 
 from __future__ import annotations
@@ -13,46 +14,9 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import lru_cache
 
-from ..layouts import Layout, list_layouts
+from ..families import FAMILIES, SdUnet
+from ..layouts import REST, Layout, list_layouts
 from .model import Profile, convert_profile, layout_of
-
-# LBW DEF_WEIGHT_PRESET, order BASE, IN01, IN02, IN04, IN05, IN07, IN08, M00, OUT03 … OUT11
-_LBW17: list[tuple[str, str, str]] = [
-    ("INS", "the shallow input blocks IN01, IN02, IN04", "1,1,1,1,0,0,0,0,0,0,0,0,0,0,0,0,0"),
-    ("IND", "the deep input blocks IN05, IN07, IN08", "1,0,0,0,1,1,1,0,0,0,0,0,0,0,0,0,0"),
-    ("INALL", "every input block IN01–IN08", "1,1,1,1,1,1,1,0,0,0,0,0,0,0,0,0,0"),
-    ("MIDD", "the deep input, middle and deep output blocks IN05–OUT06", "1,0,0,0,1,1,1,1,1,1,1,1,0,0,0,0,0"),
-    ("OUTD", "the deep output blocks OUT03–OUT06", "1,0,0,0,0,0,0,0,1,1,1,1,0,0,0,0,0"),
-    ("OUTS", "the shallow output blocks OUT07–OUT11", "1,0,0,0,0,0,0,0,0,0,0,0,1,1,1,1,1"),
-    ("OUTALL", "every output block OUT03–OUT11", "1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1"),
-]
-
-# The same meanings on SDXL's attention blocks (12-block view: IN04, IN05, IN07, IN08, M00, OUT00–OUT05). SDXL has
-# two attention levels: IN04/IN05 and OUT03–OUT05 are the shallow (64×64 latent) level, IN07/IN08 and OUT00–OUT02
-# the deep (32×32) level next to M00. So INS = IN04/IN05, IND = IN07/IN08, MIDD = deep in + mid + deep out,
-# OUTD = OUT00–OUT02, OUTS = OUT03–OUT05. INALL and OUTALL equal Inspire's SDXL-INALL / SDXL-OUTALL.
-_SDXL: list[tuple[str, str, tuple[str, ...]]] = [
-    ("INS", "the shallow input blocks IN04, IN05", ("IN04", "IN05")),
-    ("IND", "the deep input blocks IN07, IN08", ("IN07", "IN08")),
-    ("INALL", "every input block IN04–IN08", ("IN04", "IN05", "IN07", "IN08")),
-    ("MIDD", "the deep input, middle and deep output blocks IN07–OUT02",
-     ("IN07", "IN08", "M00", "OUT00", "OUT01", "OUT02")),
-    ("OUTD", "the deep output blocks OUT00–OUT02", ("OUT00", "OUT01", "OUT02")),
-    ("OUTS", "the shallow output blocks OUT03–OUT05", ("OUT03", "OUT04", "OUT05")),
-    ("OUTALL", "every output block OUT00–OUT05", ("OUT00", "OUT01", "OUT02", "OUT03", "OUT04", "OUT05")),
-]
-
-# The SDXL refiner's attention levels: IN04/IN05 + OUT06–OUT08 (shallow), IN07/IN08 + OUT03–OUT05 (deep).
-_REFINER: list[tuple[str, str, tuple[str, ...]]] = [
-    ("INS", "the shallow input blocks IN04, IN05", ("IN04", "IN05")),
-    ("IND", "the deep input blocks IN07, IN08", ("IN07", "IN08")),
-    ("INALL", "every input block IN04–IN08", ("IN04", "IN05", "IN07", "IN08")),
-    ("MIDD", "the deep input, middle and deep output blocks IN07–OUT05",
-     ("IN07", "IN08", "M00", "OUT03", "OUT04", "OUT05")),
-    ("OUTD", "the deep output blocks OUT03–OUT05", ("OUT03", "OUT04", "OUT05")),
-    ("OUTS", "the shallow output blocks OUT06–OUT08", ("OUT06", "OUT07", "OUT08")),
-    ("OUTALL", "every output block OUT03–OUT08", ("OUT03", "OUT04", "OUT05", "OUT06", "OUT07", "OUT08")),
-]
 
 
 def _range(prefix: str, start: int, stop: int) -> tuple[str, ...]:
@@ -72,34 +36,49 @@ _FLUX: list[tuple[str, str, tuple[str, ...]]] = [
     ("SGL-30-37", "single blocks S30–S37 at 1, other single and double blocks 0", _range("S", 30, 37)),
 ]
 _NUMBERED_GROUPS = {"DOUBLE", "SINGLE", "JOINT", "BLOCKS"}
-_TITLES = {"sdxl": "SDXL", "sdxl_refiner": "the SDXL refiner"}
 
 
 def _generic(layout: Layout) -> list[Profile]:
-    specs = [("ALL", 1.0, "every block at 1 (the LoRA as trained)."),
-             ("NONE", 0.0, "every block at 0 (the LoRA switched off)."),
-             ("ALL0.5", 0.5, "every block at 0.5 (the LoRA at half strength).")]
-    return [Profile(name, layout.id, dict.fromkeys(layout.block_ids, value), "builtin",
-                    description=f"{text[0].upper()}{text[1:]}") for name, value, text in specs]
+    specs = [("ALL", 1.0, 1.0, "every block and REST at 1 (the LoRA as trained)."),
+             ("NONE", 0.0, 0.0, "every block and REST (the keys outside every block) at 0 (the LoRA switched off)."),
+             ("ALL0.5", 0.5, 1.0, "every block at 0.5; REST (the keys outside every block) at 1.")]
+    return [Profile(name, layout.id, {**dict.fromkeys(layout.block_ids, value), REST: rest}, "builtin",
+                    description=f"{text[0].upper()}{text[1:]}") for name, value, rest, text in specs]
 
 
 def _ones(layout: Layout, on: set[str], *, keep_groups: frozenset[str] = frozenset()) -> dict[str, float]:
     return {b.id: 1.0 if b.id in on or b.group in keep_groups else 0.0 for b in layout.blocks}
 
 
+def _span(ids: list[str]) -> str:
+    """``IN01, IN02, IN04``; a run of three or more consecutive blocks as ``OUT03–OUT06``."""
+    nums = [int(b[-2:]) for b in ids]
+    if len(ids) >= 3 and nums == list(range(nums[0], nums[0] + len(nums))):
+        return f"{ids[0]}–{ids[-1]}"
+    return ", ".join(ids)
+
+
+def _lbw_groups(unet: SdUnet) -> list[tuple[str, str, list[str]]]:
+    """LBW's set (name, which blocks in words, the blocks at 1 besides BASE) from the UNet's attention groups."""
+    si, di = [f"IN{i:02d}" for i in unet.shallow_in], [f"IN{i:02d}" for i in unet.deep_in]
+    do, so = [f"OUT{i:02d}" for i in unet.deep_out], [f"OUT{i:02d}" for i in unet.shallow_out]
+    return [("INS", f"the shallow input blocks {_span(si)}", si),
+            ("IND", f"the deep input blocks {_span(di)}", di),
+            ("INALL", f"every input block {si[0]}–{di[-1]}", si + di),
+            ("MIDD", f"the deep input, middle and deep output blocks {di[0]}–{do[-1]}", [*di, "M00", *do]),
+            ("OUTD", f"the deep output blocks {_span(do)}", do),
+            ("OUTS", f"the shallow output blocks {_span(so)}", so),
+            ("OUTALL", f"every output block {do[0]}–{so[-1]}", do + so)]
+
+
 def _unet_set(layout: Layout) -> list[Profile]:
     """The LBW set on a 17/12-block view, or on a full layout by expanding the view's set with 0."""
+    fam = FAMILIES[layout.family]
     if layout.is_view:
-        if layout.family in ("sd15", "sd2"):
-            return [Profile(name, layout.id, dict(zip(layout.block_ids, (float(x) for x in vec.split(",")), strict=True)),
-                            "builtin", description=f"LBW {name}: text encoder (BASE) and {text} at 1, other "
-                                                   "blocks 0 (LBW's own vector).")
-                    for name, text, vec in _LBW17]
-        table = _REFINER if layout.family == "sdxl_refiner" else _SDXL
         return [Profile(name, layout.id, _ones(layout, {"BASE", *blocks}), "builtin",
-                        description=f"{name}: text encoder (BASE) and {text} at 1, other blocks 0 (LBW meaning "
-                                    f"on {_TITLES[layout.family]}'s attention blocks).")
-                for name, text, blocks in table]
+                        description=f"{name}: text encoder (BASE) and {text} at 1, other blocks 0 (LBW's {name} on "
+                                    f"the attention blocks of {fam.title}).")
+                for name, text, blocks in _lbw_groups(fam.architecture)]
     view = next((lay for lay in list_layouts() if lay.full == layout.id and lay.is_view), None)
     if view is None:
         return []
@@ -136,17 +115,14 @@ def _thirds(layout: Layout) -> list[Profile]:
     return out
 
 
+_SETS = {"lbw": _unet_set, "flux": _flux, "thirds": _thirds}  # a family record's preset set → its builder
+
+
 @lru_cache(maxsize=1)
 def _all_builtins() -> tuple[Profile, ...]:
     out: list[Profile] = []
     for layout in list_layouts():
-        out += _generic(layout)
-        if layout.family in ("sd15", "sd2", "sdxl", "sdxl_refiner"):
-            out += _unet_set(layout)
-        elif layout.family == "flux":
-            out += _flux(layout)
-        else:
-            out += _thirds(layout)
+        out += _generic(layout) + _SETS[FAMILIES[layout.family].presets](layout)
     return tuple(out)
 
 

@@ -17,7 +17,7 @@ from sqlite_utils.db import NotFoundError
 
 from ..errors import ProfileError, ProfileNotFound
 from ..library.db import immediate, utcnow
-from .dialects import Skipped
+from ..skipped import Skipped
 from .model import Profile, check_name, layout_of, validate_weights
 from .presets import builtin_profiles
 

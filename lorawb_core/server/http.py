@@ -12,7 +12,7 @@ bad query/body value (:class:`BadRequest`, ``field``)    400
 token missing / wrong (mutating routes, remote server)   401 / 403
 :class:`~lorawb_core.errors.NotInLibrary`,               404
 :class:`~lorawb_core.errors.UnknownLayout`,
-``ProfileNotFound``
+:class:`~lorawb_core.errors.ProfileNotFound`
 state conflict (blocks not measured yet)                 409
 body over the limit (Content-Length or while reading)    413
 :class:`~lorawb_core.errors.LibraryError`                503
@@ -36,7 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import LibraryError, LorawbError, NotInLibrary, UnknownLayout, UsageError
+from ..errors import LibraryError, LorawbError, NotInLibrary, ProfileNotFound, UnknownLayout, UsageError
 from ..strict_json import finite_json
 
 log = logging.getLogger("lorawb")
@@ -89,24 +89,14 @@ class PayloadTooLarge(HttpError):
     status = 413
 
 
-class Unavailable(HttpError):
-    """A feature whose module is not installed in this build."""
-
-    status = 503
-
-
 ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
-    (NotInLibrary, 404), (UnknownLayout, 404), (LibraryError, 503), (UsageError, 400), (LorawbError, 400))
-# errors of modules that may not be installed, matched by class name anywhere in the MRO
-NAMED_STATUS = {"ProfileNotFound": 404, "ProfileExists": 409, "ProfileError": 400, "ComposeError": 400}
+    (NotInLibrary, 404), (UnknownLayout, 404), (ProfileNotFound, 404), (LibraryError, 503), (UsageError, 400),
+    (LorawbError, 400))
 
 
 def status_for(exc: BaseException) -> int:
     if isinstance(exc, HttpError):
         return exc.status
-    for cls in type(exc).__mro__:
-        if cls.__name__ in NAMED_STATUS:
-            return NAMED_STATUS[cls.__name__]
     for cls, status in ERROR_STATUS:
         if isinstance(exc, cls):
             return status

@@ -16,13 +16,13 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from ..cache import default_cache
 from ..layouts import get_layout, list_layouts
 from ..service import LibraryService, summary_to_dict
 from .http import (
     SECURITY_KEY,
     BadRequest,
     Conflict,
-    Unavailable,
     body_bool,
     q_bool,
     q_choice,
@@ -105,9 +105,8 @@ def _layout_dict(layout_id: str | None) -> dict[str, Any] | None:
 class LibraryRoutes:
     """Library, scan, layouts, cache and info handlers over one :class:`~lorawb_core.service.LibraryService`."""
 
-    def __init__(self, service: LibraryService, features: dict[str, bool] | None = None) -> None:
+    def __init__(self, service: LibraryService) -> None:
         self.service = service
-        self.features = dict(features or {})
 
     async def run_db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(db, *args, **kwargs)`` in the service's executor, with that thread's connection."""
@@ -134,7 +133,6 @@ class LibraryRoutes:
         security = request[SECURITY_KEY]
         return {"version": __version__, "database": self.service.db_path.name, "roots": self.service.roots(),
                 "counts": await self.run_db(counts), "token_required": security.request_is_remote(request),
-                "features": self.features,
                 "scan": self.service.scan_status()}
 
     # ---- library ------------------------------------------------------------------------------------------------
@@ -269,19 +267,10 @@ class LibraryRoutes:
         return get_layout(layout_id).to_dict()
 
     # ---- cache --------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _cache() -> Any:
-        try:
-            from ..cache import default_cache
-        except ImportError:
-            raise Unavailable("The tensor cache is not part of this lorawb build.") from None
-        return default_cache()
-
     async def cache_stats(self, request: web.Request) -> dict[str, Any]:
-        cache = self._cache()
-        return (await self.run(cache.stats)).to_dict()
+        return (await self.run(default_cache().stats)).to_dict()
 
     async def cache_clear(self, request: web.Request) -> dict[str, Any]:
-        cache = self._cache()
+        cache = default_cache()
         await self.run(cache.clear)
         return {"cleared": True, "stats": (await self.run(cache.stats)).to_dict()}

@@ -1,5 +1,4 @@
-"""Handlers of the profile and compose routes (bound by :mod:`.routes` when :mod:`lorawb_core.profiles` and
-:mod:`lorawb_core.compose` are installed).
+"""Handlers of the profile and compose routes (bound by :mod:`.routes`).
 
 Profiles: built-ins are listed with ``id: null`` and are read-only; library profiles are addressed by their integer
 id. Weights travel as ``{block_id: number}`` (or a list in layout order). Export dialects: ``ours`` (``BLOCK=value``
@@ -9,11 +8,28 @@ assignments for every block: what the weights text box of the nodes reads) plus 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
 
+from ..compose import DEFAULT_OPPOSING, DEFAULT_THRESHOLD, StackEntry, check_stack
+from ..errors import LorawbError, ProfileError
+from ..profiles import (
+    DIALECTS,
+    Profile,
+    create_profile,
+    delete_profile,
+    duplicate_profile,
+    export_profiles,
+    get_profile_by_id,
+    import_profiles,
+    list_profiles,
+    update_profile,
+)
+from ..profiles.model import check_name, fmt_weight, layout_of, validate_weights
+from ..profiles.store import save_profiles
 from .http import BadRequest, Conflict, body_bool, body_str, json_response, q_bool, q_str, read_json
 
 OURS = "ours"
@@ -23,30 +39,20 @@ MAX_IMPORT_CHARS = 1_000_000
 
 def ours_text(profile: Any) -> str:
     """A profile as ``BASE=1, IN00=0.5, …``: every block named, readable by ``parse_weights``."""
-    from ..profiles.model import fmt_weight
-
     return ", ".join(f"{b}={fmt_weight(v)}" for b, v in profile.weights.items())
 
 
-def _profile_error(field: str):
-    from ..errors import ProfileError
-
-    class _Guard:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, kind, exc, tb):
-            if exc is not None and isinstance(exc, ProfileError):
-                raise BadRequest(str(exc), field=field) from None
-            return False
-
-    return _Guard()
+@contextmanager
+def _profile_error(field: str) -> Iterator[None]:
+    """A :class:`ProfileError` raised inside becomes a 400 naming ``field``."""
+    try:
+        yield
+    except ProfileError as exc:
+        raise BadRequest(str(exc), field=field) from None
 
 
 def _weights(layout_id: str, raw: Any, *, complete: bool) -> dict[str, float]:
     """Body weights (a map or a list in layout order) checked against the layout; errors name ``weights``."""
-    from ..profiles.model import layout_of, validate_weights
-
     with _profile_error("weights"):
         if isinstance(raw, list):
             ids = layout_of(layout_id).block_ids
@@ -69,8 +75,6 @@ def _profile_id(request: web.Request) -> int:
 
 
 def _layout_id(value: Any, field: str = "layout_id") -> str:
-    from ..profiles.model import layout_of
-
     if not isinstance(value, str) or not value:
         raise BadRequest(f"'{field}' is required (a layout id such as sdxl_unet_12).", field=field)
     with _profile_error(field):
@@ -78,8 +82,6 @@ def _layout_id(value: Any, field: str = "layout_id") -> str:
 
 
 def _conflict_on_name(fn, *args, **kwargs):
-    from ..errors import ProfileError
-
     try:
         return fn(*args, **kwargs)
     except ProfileError as exc:
@@ -90,8 +92,6 @@ class ProfileRoutes:
     """Profiles: list, create (or duplicate), read, update, delete, import, export."""
 
     async def list_profiles(self, request: web.Request) -> dict[str, Any]:
-        from ..profiles import DIALECTS, list_profiles
-
         layout = q_str(request, "layout")
         if layout is not None:
             layout = _layout_id(layout, "layout")
@@ -100,14 +100,9 @@ class ProfileRoutes:
         return {"profiles": [p.to_dict() for p in profiles], "dialects": [OURS, *DIALECTS]}
 
     async def get_profile(self, request: web.Request) -> dict[str, Any]:
-        from ..profiles import get_profile_by_id
-
         return (await self.run_db(get_profile_by_id, _profile_id(request))).to_dict()
 
     async def create_profile(self, request: web.Request) -> web.Response:
-        from ..profiles import create_profile, duplicate_profile, get_profile_by_id
-        from ..profiles.model import check_name
-
         body = await read_json(request, required=True)
         name = body_str(body, "name", required=True, max_len=200)
         with _profile_error("name"):
@@ -129,9 +124,6 @@ class ProfileRoutes:
         return json_response(created.to_dict(), 201)
 
     async def update_profile(self, request: web.Request) -> dict[str, Any]:
-        from ..profiles import get_profile_by_id, update_profile
-        from ..profiles.model import check_name
-
         pid = _profile_id(request)
         body = await read_json(request, required=True)
         name = body_str(body, "name", max_len=200)
@@ -149,16 +141,11 @@ class ProfileRoutes:
         return (await self.run_db(work)).to_dict()
 
     async def delete_profile(self, request: web.Request) -> dict[str, Any]:
-        from ..profiles import delete_profile
-
         pid = _profile_id(request)
         await self.run_db(delete_profile, pid)
         return {"deleted": pid}
 
     async def import_profiles(self, request: web.Request) -> dict[str, Any]:
-        from ..profiles import DIALECTS, import_profiles
-        from ..profiles.store import save_profiles
-
         body = await read_json(request, required=True)
         text = body_str(body, "text", required=True, max_len=MAX_IMPORT_CHARS)
         dialect = body_str(body, "dialect", default="auto")
@@ -179,8 +166,6 @@ class ProfileRoutes:
                 "created": created, "skipped": skipped, "saved": save and not dry_run}
 
     async def export_profiles(self, request: web.Request) -> dict[str, Any]:
-        from ..profiles import DIALECTS, Profile, export_profiles, get_profile_by_id, list_profiles
-
         body = await read_json(request, required=True)
         dialect = body_str(body, "dialect", required=True)
         if dialect not in (OURS, *DIALECTS):
@@ -216,9 +201,6 @@ class ComposeRoutes:
     """The compose gate: verdict, reasons, warnings and the combined per-block graph of a stack."""
 
     async def compose_check(self, request: web.Request) -> dict[str, Any]:
-        from ..compose import DEFAULT_OPPOSING, DEFAULT_THRESHOLD, StackEntry, check_stack
-        from ..errors import LorawbError
-
         body = await read_json(request, required=True)
         entries = body.get("entries")
         if not isinstance(entries, list) or not entries:

@@ -4,15 +4,11 @@
 >>> register_routes(PromptServer.instance.routes, service)                                # doctest: +SKIP
 >>> app = web.Application(); register_routes(app, service)           # standalone/tests  # doctest: +SKIP
 
-Paths are bare (``/lorawb/…``): current ComfyUI serves a copy of each under ``/api`` by itself. The profile and
-compose routes are part of the table only when their core modules are installed (``features`` says which).
+Paths are bare (``/lorawb/…``): current ComfyUI serves a copy of each under ``/api`` by itself.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,16 +20,12 @@ from .library_routes import LibraryRoutes
 from .merge_routes import MergeRoutes
 from .profile_routes import ComposeRoutes, ProfileRoutes
 
-log = logging.getLogger("lorawb")
-_CORE = __name__.rsplit(".", 2)[0]  # the lorawb_core package, whatever the host named it
-
 
 @dataclass(frozen=True)
 class RouteDefinition:
     method: str
     path: str
     handler_name: str
-    feature: str | None = None  # only registered when this optional core module is installed
 
     @property
     def mutating(self) -> bool:
@@ -58,41 +50,21 @@ ROUTES: tuple[RouteDefinition, ...] = (
     R("GET", "/lorawb/layouts/{layout_id}", "layout"),
     R("GET", "/lorawb/cache", "cache_stats"),
     R("DELETE", "/lorawb/cache", "cache_clear"),
-    R("GET", "/lorawb/profiles", "list_profiles", "profiles"),
-    R("POST", "/lorawb/profiles", "create_profile", "profiles"),
-    R("POST", "/lorawb/profiles/import", "import_profiles", "profiles"),
-    R("POST", "/lorawb/profiles/export", "export_profiles", "profiles"),
-    R("GET", "/lorawb/profiles/{profile_id}", "get_profile", "profiles"),
-    R("PUT", "/lorawb/profiles/{profile_id}", "update_profile", "profiles"),
-    R("DELETE", "/lorawb/profiles/{profile_id}", "delete_profile", "profiles"),
-    R("POST", "/lorawb/compose/check", "compose_check", "compose"),
-    R("POST", "/lorawb/merge", "start_merge", "merge"),
-    R("GET", "/lorawb/merge/{job_id}", "merge_status", "merge"),
+    R("GET", "/lorawb/profiles", "list_profiles"),
+    R("POST", "/lorawb/profiles", "create_profile"),
+    R("POST", "/lorawb/profiles/import", "import_profiles"),
+    R("POST", "/lorawb/profiles/export", "export_profiles"),
+    R("GET", "/lorawb/profiles/{profile_id}", "get_profile"),
+    R("PUT", "/lorawb/profiles/{profile_id}", "update_profile"),
+    R("DELETE", "/lorawb/profiles/{profile_id}", "delete_profile"),
+    R("POST", "/lorawb/compose/check", "compose_check"),
+    R("POST", "/lorawb/merge", "start_merge"),
+    R("GET", "/lorawb/merge/{job_id}", "merge_status"),
 )
-OPTIONAL_MODULES = {"profiles": "profiles", "compose": "compose", "cache": "cache", "merge": "merge"}
-
-
-def available_features() -> dict[str, bool]:
-    """Which optional core modules (profiles, compose, cache) this build has and can import."""
-    out = {}
-    for feature, module in OPTIONAL_MODULES.items():
-        name = f"{_CORE}.{module}"
-        try:
-            out[feature] = importlib.util.find_spec(name) is not None and importlib.import_module(name) is not None
-        except Exception as exc:  # a broken optional module must not take the other routes down
-            log.warning("lorawb: %s cannot be imported (%s: %s); its routes are not served", name,
-                        type(exc).__name__, exc)
-            out[feature] = False
-    return out
 
 
 class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes):
     """Every handler of the table, as methods named by ``RouteDefinition.handler_name``."""
-
-
-def route_table(features: dict[str, bool] | None = None) -> list[RouteDefinition]:
-    features = available_features() if features is None else features
-    return [r for r in ROUTES if r.feature is None or features.get(r.feature)]
 
 
 def _bind(target: object, method: str, path: str, handler) -> None:
@@ -115,10 +87,8 @@ def register_routes(target: web.RouteTableDef | web.UrlDispatcher | web.Applicat
     ``--listen`` when inside ComfyUI, else loopback) and ``LORAWB_TOKEN``.
     """
     security = security or Security.for_hosts(hosts)
-    features = available_features()
-    handlers = Handlers(service, features)
-    table = route_table(features)
-    for r in table:
+    handlers = Handlers(service)
+    for r in ROUTES:
         _bind(target, r.method, r.path, endpoint(getattr(handlers, r.handler_name), security=security,
                                                  mutating=r.mutating))
-    return table
+    return list(ROUTES)

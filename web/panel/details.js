@@ -4,7 +4,7 @@
 import { blockGraph } from "./blockgraph.js";
 import { clear, copyText, download, familyBadge, fmtNum, fmtSize, h } from "./dom.js";
 import { mountEditor } from "./editor.js";
-import { DRAG_TYPE, dragPayload } from "./graph.js";
+import { DRAG_TYPE, dragPayload } from "./canvas.js";
 
 const TRAINING_LABELS = {
   steps: "Steps", epoch: "Epoch", epochs: "Epochs", max_steps: "Max steps", images: "Images",
@@ -79,13 +79,11 @@ function actions(session, d) {
       }
     } } }, "CSV");
   csv.disabled = d.blocks_state !== "ready";
-  if (session.features().compose) {
-    const inStack = session.composer.has(d.stable_id);
-    bar.append(h("button", { class: ["lwb-btn", inStack && "is-on"], type: "button",
-      title: "Add to (or remove from) the composer's stack; Ctrl/⌘-click rows does the same",
-      on: { click: () => { session.composer.toggle(d); session.setTab("composer"); } } },
-    inStack ? "− Composer" : "+ Composer"));
-  }
+  const inStack = session.composer.has(d.stable_id);
+  bar.append(h("button", { class: ["lwb-btn", inStack && "is-on"], type: "button",
+    title: "Add to (or remove from) the composer's stack; Ctrl/⌘-click rows does the same",
+    on: { click: () => { session.composer.toggle(d); session.setTab("composer"); } } },
+  inStack ? "− Composer" : "+ Composer"));
   const reindex = h("button", { class: "lwb-btn", type: "button", title: "Read this file again (header, blocks, "
     + "hashes)", on: { click: async () => { reindex.disabled = true; await session.reindex(d.stable_id);
     reindex.disabled = false; } } }, "Reindex");
@@ -122,7 +120,7 @@ function renderDetails(container, session) {
       h("div", { class: "lwb-detail-name", title: d.name ?? "" }, d.name ?? d.file_name ?? "(unnamed)"),
       h("div", { class: "lwb-detail-id" }, copyable(session, d.stable_id, `stable_id ${d.stable_id}`))));
   const editor = session.editor;
-  const overlay = () => (session.features().profiles && editor.data.layoutId === d.layout_id && editor.data.saved
+  const overlay = () => (editor.data.layoutId === d.layout_id && editor.data.saved
     ? { values: editor.data.draft } : null);
   const drawGraph = () => (layout ? blockGraph(layout, d.blocks, { state: d.blocks_state, overlay: overlay() })
     : h("div", { class: "lwb-empty" }, d.layout_id ? `Unknown layout ${d.layout_id}` : "No block layout."));
@@ -139,7 +137,7 @@ function renderDetails(container, session) {
     actions(session, d),
     d.error ? h("div", { class: "lwb-alert" }, d.error) : null,
     section("Block graph", graph),
-    session.features().profiles && layout ? h("div", { class: "lwb-editor-slot" }) : null,
+    layout ? h("div", { class: "lwb-editor-slot" }) : null,
     section("Identity", kvTable(names)),
     section("Family", kvTable([
       ["Family", `${d.family ?? "unknown"}${d.variant ? ` (${d.variant})` : ""}`],

@@ -1,9 +1,10 @@
 // The profile editor view: a sticky header (profile chooser, unsaved marker, mean and variance, save / save as /
 // delete / reset, copy in a dialect, CSV, compact toggle) over one row per block with a slider and a number box
-// kept in sync and checked as you type. State: editor_state.js (in the session).
+// kept in sync and checked as you type, and a last row for REST (the keys outside every block). State:
+// editor_state.js (in the session).
 
 import { copyText, download, fmtNum, h } from "./dom.js";
-import { WEIGHT_MAX, WEIGHT_MIN } from "./editor_state.js";
+import { REST, WEIGHT_MAX, WEIGHT_MIN } from "./editor_state.js";
 import { SETTING } from "./settings.js";
 
 const SLIDER_MIN = -2;
@@ -106,7 +107,7 @@ export function mountEditor(container, session, onDraft) {
     const number = h("input", { type: "number", class: "lwb-input lwb-weight", min: String(WEIGHT_MIN),
       max: String(WEIGHT_MAX), step: "0.05", name: blockId, "aria-label": `${blockId} weight`,
       props: { value: fmtW(value) } });
-    const r = h("div", { class: "lwb-editor-row", dataset: { block: blockId } },
+    const r = h("div", { class: ["lwb-editor-row", blockId === REST && "is-rest"], dataset: { block: blockId } },
       h("span", { class: "lwb-editor-block", title: label }, blockId), slider, number);
     function mark(result) {
       number.classList.toggle("is-invalid", !result.ok);
@@ -147,6 +148,8 @@ export function mountEditor(container, session, onDraft) {
       message);
     const layout = session.layout(ed.layoutId);
     const labels = new Map((layout?.blocks ?? []).map((b) => [b.id, `${b.id} — ${b.label} (${b.group})`]));
+    labels.set(REST, `${REST} — the keys outside every block (time_embed, conv_in/conv_out, label_emb …); `
+      + "1 applies them as trained, NONE sets 0");
     const grid = h("div", { class: "lwb-editor-grid" }, ...ed.blockIds.map((b, i) => row(b, i, labels.get(b) ?? b)));
     root.classList.toggle("is-compact", compact);
     root.append(head, grid);

@@ -1,9 +1,11 @@
 // The profile editor's state (outside the DOM): the profiles of the selected LoRA's layout, the one loaded, its
 // saved weights and the draft being edited. Values are validated per block; a draft with changes is "dirty" and
-// the panel asks before anything would throw it away.
+// the panel asks before anything would throw it away. The rows are the layout's blocks, then REST: the weight of
+// the keys outside every block (time_embed, conv_in/conv_out …), stored with the profile, 1 unless set.
 
 export const WEIGHT_MIN = -10;
 export const WEIGHT_MAX = 10;
+export const REST = "REST";
 
 const keyOf = (p) => (p.id === null || p.id === undefined ? `builtin:${p.name}` : `id:${p.id}`);
 
@@ -32,7 +34,7 @@ export function createEditorState(session) {
   };
 
   const notify = () => session.notify("editor");
-  const savedVector = () => (ed.saved ? ed.blockIds.map((b) => ed.saved.weights[b]) : []);
+  const savedVector = () => (ed.saved ? ed.blockIds.map((b) => ed.saved.weights[b] ?? (b === REST ? 1 : undefined)) : []);
 
   function load(profile) {
     ed.saved = profile;
@@ -52,7 +54,7 @@ export function createEditorState(session) {
     },
     get valid() { return ed.invalid.size === 0; },
     stats() {
-      const vals = ed.draft.filter((v) => typeof v === "number");
+      const vals = ed.draft.filter((v, i) => typeof v === "number" && ed.blockIds[i] !== REST); // blocks only
       if (!vals.length) return null;
       const mean = vals.reduce((a, b) => a + b, 0) / vals.length;
       const variance = vals.reduce((a, b) => a + (b - mean) ** 2, 0) / vals.length;
@@ -72,7 +74,7 @@ export function createEditorState(session) {
       notify();
       try {
         const layout = session.layout(layoutId);
-        ed.blockIds = layout ? layout.blocks.map((b) => b.id) : [];
+        ed.blockIds = layout ? [...layout.blocks.map((b) => b.id), REST] : [];
         const result = await api.profiles({ layout: layoutId });
         if (ed.layoutId !== layoutId) return;
         ed.profiles = result.profiles;

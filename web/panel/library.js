@@ -2,7 +2,7 @@
 
 import { sparkline } from "./blockgraph.js";
 import { clear, debounce, familyBadge, h } from "./dom.js";
-import { DRAG_TYPE, dragPayload } from "./graph.js";
+import { DRAG_TYPE, dragPayload } from "./canvas.js";
 import { SETTING } from "./settings.js";
 import { VirtualList } from "./vlist.js";
 
@@ -124,7 +124,7 @@ export function mountLibrary(container, session) {
     row.addEventListener("click", (e) => {
       const item = session.getItem(Number(row.dataset.index));
       if (!item?.stable_id) return;
-      if ((e.ctrlKey || e.metaKey) && session.features().compose) {
+      if (e.ctrlKey || e.metaKey) {
         session.composer.toggle(item);
         session.setTab("composer");
       } else session.select(item.stable_id, { layoutId: item.layout_id });
@@ -165,7 +165,8 @@ export function mountLibrary(container, session) {
     name.textContent = item.name ?? item.file_name ?? "(unnamed)";
     sub.textContent = [item.stable_id ?? "no ID", item.layout_id ?? "no layout",
       item.rank ? `r${item.rank}` : null, item.variant].filter(Boolean).join(" · ");
-    row.title = `${item.name ?? ""}\n${item.rel_path ?? item.file_name ?? ""}`;
+    row.title = [item.name ?? "", item.rel_path ?? item.file_name ?? "",
+      item.blocks_state === "error" && item.error ? `Unreadable: ${item.error}` : null].filter((t) => t !== null).join("\n");
     clear(spark);
     if (session.setting(SETTING.sparklines) !== false) spark.append(sparkline(item.spark));
     const stateText = item.missing ? "missing" : item.blocks_state;

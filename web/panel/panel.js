@@ -40,11 +40,9 @@ export function mountPanel(el, session) {
   }
 
   function drawTabs() {
-    const composer = !!session.features().compose;
-    tabs.hidden = !composer;
     const n = session.composer.data.entries.length;
     tabComposer.textContent = n ? `Composer (${n})` : "Composer";
-    const tab = composer && state.tab === "composer" ? "composer" : "details";
+    const tab = state.tab === "composer" ? "composer" : "details";
     tabDetails.setAttribute("aria-selected", String(tab === "details"));
     tabComposer.setAttribute("aria-selected", String(tab === "composer"));
     if (tab !== shown) {
@@ -61,7 +59,7 @@ export function mountPanel(el, session) {
   drawTabs();
   const unsubscribe = session.subscribe((topic) => {
     if (topic === "info" || topic === "settings") drawHeader();
-    if (topic === "info" || topic === "tab" || topic === "composer") drawTabs();
+    if (topic === "tab" || topic === "composer") drawTabs();
     if (topic === "selection" && state.tab === "composer") session.setTab("details");
   });
   return () => {

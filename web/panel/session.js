@@ -45,7 +45,6 @@ export function createSession(api, host) {
   }
 
   const setting = (id) => host.settings.get(id);
-  const features = () => state.info?.features ?? {};
   const pageSize = () => Math.max(20, Math.min(500, Number(setting(SETTING.pageSize)) || 50));
 
   function queryParams(offset, limit) {
@@ -109,7 +108,7 @@ export function createSession(api, host) {
     if (!force && detailCache.has(stableId)) {
       state.detail = detailCache.get(stableId);
       notify("selection");
-      if (features().profiles && state.detail.layout_id) session.editor.useLayout(state.detail.layout_id);
+      if (state.detail.layout_id) session.editor.useLayout(state.detail.layout_id);
       return;
     }
     state.detail = null;
@@ -122,7 +121,7 @@ export function createSession(api, host) {
       if (state.selected === stableId) {
         state.detail = detail;
         notify("detail");
-        if (features().profiles && detail.layout_id) session.editor.useLayout(detail.layout_id);
+        if (detail.layout_id) session.editor.useLayout(detail.layout_id);
       }
     } catch (err) {
       if (state.selected === stableId) { state.detailError = err; notify("detail"); }
@@ -198,7 +197,6 @@ export function createSession(api, host) {
         for (const layout of layouts.layouts) state.layouts.set(layout.id, layout);
         notify("info");
         setScan(info.scan);
-        if (info.features?.profiles && state.detail?.layout_id) session.editor.useLayout(state.detail.layout_id);
       } catch (err) { fail(err, "lorawb server"); }
       loadFacets();
     },
@@ -231,7 +229,6 @@ export function createSession(api, host) {
     layout: (id) => state.layouts.get(id) ?? null,
     settingChanged() { notify("settings"); },
     setting,
-    features,
     setTab(tab) { state.tab = tab; notify("tab"); },
     profileFor: (lora) => session.editor.profileFor(lora),
   };

@@ -18,6 +18,7 @@ from ..errors import LorawbError
 from ..strict_json import finite, finite_json
 
 Job = tuple[str, int, int, int]  # path, size, mtime_ns, inode (as listed)
+NO_LAYOUT = "no block layout"  # the one error state whose file can still be applied (uniformly, without blocks)
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:
@@ -28,8 +29,8 @@ def _failure(exc: BaseException) -> dict[str, Any]:
 
 
 def structure_fields(report) -> dict[str, Any]:
-    """``loras`` columns from a :class:`~lorawb_core.inspect.LoraReport` or a
-    :class:`~lorawb_core.inspect.StructureSummary` (header facts only)."""
+    """``loras`` columns from a :class:`~lorawb_core.inspection.LoraReport` or a
+    :class:`~lorawb_core.inspection.StructureSummary` (header facts only)."""
     fam, meta = report.family, report.metadata
     name = meta.title or meta.output_name or Path(report.path).stem
     alpha = report.alpha if report.alpha is not None and math.isfinite(report.alpha) else None
@@ -46,9 +47,13 @@ def structure_fields(report) -> dict[str, Any]:
         "metadata": finite_json(meta.to_dict()), "problems": finite_json(report.problems),
         "scan_state": "pending", "error": None,
     }
-    if report.layout_id is None:
-        why = fam.reason or "; ".join(report.problems) or f"no block layout is known for family '{fam.family}'"
-        out.update(scan_state="error", error=f"no block layout: {why}")
+    if report.problems:  # NaN/Inf, factor shapes that do not multiply, rank-0 factors, no LoRA modules
+        from ..inspection import broken_reason
+
+        out.update(scan_state="error", error=broken_reason(report.problems))
+    elif report.layout_id is None:
+        why = fam.reason or f"no block layout is known for family '{fam.family}'"
+        out.update(scan_state="error", error=f"{NO_LAYOUT}: {why}")
     return out
 
 
@@ -66,7 +71,7 @@ def analyse(job: Job) -> dict[str, Any]:
     A file phase (b) will measure gets the per-index summary (no alpha: phase (b) writes it, with any problem of
     the alpha values); a file that ends here (no block layout) gets the full header analysis, alphas included.
     """
-    from ..inspect import inspect_structure, summarize_structure
+    from ..inspection import inspect_structure, summarize_structure
 
     path, size, mtime_ns, inode = job
     try:
@@ -74,7 +79,8 @@ def analyse(job: Job) -> dict[str, Any]:
         if report.layout_id is None:
             report = inspect_structure(path).report
     except Exception as exc:  # recorded with its reason; retried when the file changes
-        return {**_failure(exc), "size": size, "mtime_ns": mtime_ns}
+        name = Path(path).stem  # an unreadable file is listed and sorted by its file name
+        return {**_failure(exc), "name": name, "sort_key": name.casefold(), "size": size, "mtime_ns": mtime_ns}
     if (report.size, report.mtime_ns) != (size, mtime_ns):
         return {"changed": True}
     return {**structure_fields(report), "size": size, "mtime_ns": mtime_ns}
@@ -83,7 +89,7 @@ def analyse(job: Job) -> dict[str, Any]:
 def measure(job: Job) -> dict[str, Any]:
     """Phase (b): block strengths and hashes; the file must look the same before and after."""
     from ..hashes import hash_file
-    from ..inspect import inspect_structure, measure_blocks
+    from ..inspection import inspect_structure, measure_blocks
     from ..layouts import get_layout
 
     path, size, mtime_ns, inode = job
@@ -104,8 +110,9 @@ def measure(job: Job) -> dict[str, Any]:
         return {"changed": True}
     out = structure_fields(report)
     out.update(sha256=hashes.sha256, addnet=hashes.addnet, autov2=hashes.autov2, autov3=hashes.autov3,
-               total_norm=finite(report.total_norm), unmapped_norm=finite(report.unmapped_norm))
-    if out["scan_state"] == "pending":
+               total_norm=None, unmapped_norm=None)
+    if out["scan_state"] == "pending":  # an error row never carries a strength
+        out.update(total_norm=finite(report.total_norm), unmapped_norm=finite(report.unmapped_norm))
         positions = {b: i for i, b in enumerate(get_layout(report.layout_id).block_ids)}
         out["blocks"] = [{"block_id": b.id, "position": positions[b.id], "norm": finite(b.norm),
                           "share": finite(b.share), "module_count": b.module_count, "exact": int(b.exact)}

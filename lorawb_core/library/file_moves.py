@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .ids import claim_known
-from .walk import FileStat
+from .listing import FileStat
+from .stable_ids import claim_known
 
 
 def find_moved(db: Database, f: FileStat, vanished: set[str]) -> int | None:

@@ -1,4 +1,4 @@
-"""Import and export of profiles in five dialects: ``lbw``, ``inspire``, ``kohya`` (see :mod:`.dialects`), and
+"""Import and export of profiles in five dialects: ``lbw``, ``inspire``, ``kohya`` (see :mod:`.positional`), and
 our own ``json`` and ``csv``.
 
 ``json``: ``{"schema": 1, "profiles": [{"name", "layout", "weights": {block: value}, "description"}]}``.
@@ -17,7 +17,8 @@ import re
 from collections.abc import Sequence
 
 from ..errors import ProfileError
-from .dialects import (
+from .model import Profile, family_layouts, fmt_weight, layout_of
+from .positional import (
     Collector,
     ImportReport,
     export_inspire,
@@ -28,7 +29,6 @@ from .dialects import (
     import_lbw,
     shorten,
 )
-from .model import Profile, family_layouts, fmt_weight, layout_of
 
 DIALECTS = ("lbw", "inspire", "kohya", "json", "csv")
 JSON_SCHEMA = 1

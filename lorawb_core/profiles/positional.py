@@ -6,7 +6,8 @@ All three write a vector per preset whose length says which blocks it covers; th
   ``sdxl_unet_20``, 26 → ``sd15_unet_26``, 61 → ``flux_dit_61``, in the layouts' own block order (LBW's ids).
 * **Inspire** (``lbw-preset.txt``, same line syntax, positional): 17 / 12 as LBW; 27 (SD-LyC) = BASE, IN01–IN11,
   middle_block 0/1/2, OUT00–OUT11 → ``sd15_unet_26`` (IN00 = 0, M00 only when the three middle values agree);
-  21 (SDXL-LyC) = BASE, IN01–IN08, MID×3, OUT00–OUT08 → ``sdxl_unet_20`` likewise; 58 = BASE, D00–D18, S00–S37 →
+  28 the same with IN00 (a LyCORIS that trained conv_in); 21 / 22 (SDXL-LyC) = BASE, (IN00,) IN01–IN08, MID×3,
+  OUT00–OUT08 → ``sdxl_unet_20`` likewise; 58 = BASE, D00–D18, S00–S37 →
   ``flux_dit_61`` with CLIP/T5/IN/OUT = BASE; 20 (FLUX-DBL-*) = BASE + D00–D18, the singles inheriting D18.
 * **kohya** (``svd_merge_lora.py --lbws``): JSON lists of 12/17/20/26 values, LBW order.
 
@@ -24,22 +25,16 @@ from dataclasses import dataclass, field
 
 from ..errors import ProfileError
 from ..layouts import get_layout
+from ..skipped import Skipped
+from .inspire_vectors import inspire_weights
 from .model import Profile, fmt_weight
 from .parse import token_problem
 
 LBW_LAYOUTS = {12: "sdxl_unet_12", 17: "sd15_unet_17", 20: "sdxl_unet_20", 26: "sd15_unet_26", 61: "flux_dit_61"}
 KOHYA_LAYOUTS = {n: lid for n, lid in LBW_LAYOUTS.items() if n != 61}
-INSPIRE_COUNTS = (12, 17, 20, 21, 27, 58)
+INSPIRE_COUNTS = (12, 17, 20, 21, 22, 27, 28, 58)
 SD_SWAPPABLE = {"sd15_unet_17", "sd15_unet_26"}
 ITEM_WIDTH = 70
-
-
-@dataclass
-class Skipped:
-    """An input line or entry that was not imported, and why."""
-
-    item: str
-    reason: str
 
 
 @dataclass
@@ -148,31 +143,6 @@ def import_lbw(text: str, col: Collector) -> None:
              "expands it to 26/20 blocks with 0); converting these profiles to the full layout does the same.")
 
 
-def _lyco(values: list[float], n_in: int, layout_id: str) -> tuple[dict[str, float] | None, str]:
-    """Inspire's LyCORIS vector (BASE, IN01…, MID×3, OUT00…) as our full layout, or ``None`` and the reason."""
-    mids = values[1 + n_in:4 + n_in]
-    if len(set(mids)) > 1:
-        shown = ", ".join(fmt_weight(v) for v in mids)
-        return None, (f"middle_block 0/1/2 have different values ({shown}); lorawb has one middle block M00, so "
-                      "it cannot keep them apart.")
-    ids = get_layout(layout_id).block_ids
-    ins = [f"IN{i:02d}" for i in range(1, n_in + 1)]
-    outs = [b for b in ids if b.startswith("OUT")]
-    weights = {"BASE": values[0], "IN00": 0.0, **dict(zip(ins, values[1:1 + n_in], strict=True)), "M00": mids[0],
-               **dict(zip(outs, values[4 + n_in:], strict=True))}
-    return weights, ""
-
-
-def _inspire_flux(values: list[float]) -> dict[str, float]:
-    doubles = values[1:20]
-    singles = values[20:] if len(values) == 58 else [values[19]] * 38
-    ids = get_layout("flux_dit_61").block_ids
-    weights = dict.fromkeys(("CLIP", "T5", "IN", "OUT"), values[0])
-    weights.update(zip([b for b in ids if b.startswith("D")], doubles, strict=True))
-    weights.update(zip([b for b in ids if b.startswith("S")], singles, strict=True))
-    return weights
-
-
 def import_inspire(text: str, col: Collector) -> None:
     """Inspire Pack ``lbw-preset.txt``: positional vectors of 12, 17, 20 (Flux doubles), 21, 27 or 58 values."""
     for raw in text.splitlines():
@@ -191,29 +161,25 @@ def import_inspire(text: str, col: Collector) -> None:
             continue
         n = len(values)
         if n not in INSPIRE_COUNTS:
-            col.skip(raw, f"{n} values; lorawb reads Inspire vectors of 12, 17, 20 (Flux doubles), 21, 27 or 58 "
-                          "values. Other lengths are positions over the blocks one LoRA happens to contain and "
+            col.skip(raw, f"{n} values; lorawb reads Inspire vectors of 12, 17, 20 (Flux doubles), 21, 22, 27, 28 "
+                          "or 58 values. Other lengths are positions over the blocks one LoRA happens to contain and "
                           "name no block.")
             continue
         nums = [float(v) for v in values]
         if n in (12, 17):
             layout = get_layout(LBW_LAYOUTS[n])
             col.add(raw, name, layout.id, dict(zip(layout.block_ids, nums, strict=True)))
-        elif n in (21, 27):
-            layout_id = "sdxl_unet_20" if n == 21 else "sd15_unet_26"
-            weights, reason = _lyco(nums, 8 if n == 21 else 11, layout_id)
-            if weights is None:
-                col.skip(raw, reason)
-                continue
-            col.add(raw, name, layout_id, weights)
-            col.note("IN00 (conv_in) has no position in Inspire's 27/21-value LyCORIS vectors; it was set to 0.")
-        else:
-            col.add(raw, name, "flux_dit_61", _inspire_flux(nums))
-            col.note("Inspire's Flux BASE position also covers the text encoders and every unmatched key "
-                     "(img_in, txt_in, final_layer …): CLIP, T5, IN and OUT took the BASE value.")
-            if n == 20:
-                col.note("A 20-value Flux vector covers BASE and D00–D18; the single blocks S00–S37 took the last "
-                         "value (D18's), as Inspire does.")
+            continue
+        try:
+            read = inspire_weights(nums, None)
+        except ProfileError as exc:
+            col.skip(raw, str(exc))
+            continue
+        assert read is not None  # every other count of INSPIRE_COUNTS is one of inspire_weights' forms
+        layout_id, weights, notes = read
+        col.add(raw, name, layout_id, weights)
+        for text in notes:
+            col.note(text)
 
 
 def import_kohya(text: str, col: Collector) -> None:

@@ -2,8 +2,9 @@
 
 Format ``<FAM>-<CAT>-<NNN>``:
 
-* ``FAM``: the base-model family when the file was first indexed (:data:`FAMILY_CODES`): sd15 → SD1, sd2 → SD2,
-  sdxl → SDX, sdxl_refiner → SDR, sd3 → SD3, flux → FLX, wan → WAN, hunyuan_video → HYV, anything else → UNK.
+* ``FAM``: the ``id_code`` of the base-model family's record (:mod:`lorawb_core.families`) when the file was first
+  indexed (:data:`FAMILY_CODES`): sd15 → SD1, sd2 → SD2, sdxl → SDX, sdxl_refiner → SDR, sd3 → SD3, flux → FLX,
+  wan → WAN, hunyuan_video → HYV, anything else → UNK.
 * ``CAT``: from the file's folders under its library root, first level first. Each folder name is normalised
   (ASCII-folded, lower case, only a–z and 0–9 kept: ``"Sd 1.5"`` → ``sd15``) and looked up in the category mapping
   (:data:`DEFAULT_CATEGORIES`, extended by the config file's ``categories``). A code is used as is; an empty code
@@ -37,9 +38,9 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..errors import UsageError
+from ..families import FAMILIES, UNKNOWN, UNKNOWN_ID_CODE, id_code_of
 
-FAMILY_CODES = {"sd15": "SD1", "sd2": "SD2", "sdxl": "SDX", "sdxl_refiner": "SDR", "sd3": "SD3", "flux": "FLX",
-                "wan": "WAN", "hunyuan_video": "HYV", "unknown": "UNK"}
+FAMILY_CODES = {**{f.code: f.id_code for f in FAMILIES.values()}, UNKNOWN: UNKNOWN_ID_CODE}
 GENERAL = "GEN"
 ID_RE = re.compile(r"([A-Z0-9]{3}-[A-Z0-9]{3})-(\d{3,})")
 LEDGER_NAME = ".lorawb-ids.json"
@@ -68,7 +69,7 @@ DEFAULT_CATEGORIES: dict[str, str] = {**{k: "" for k in _SKIP},
 
 
 def family_code(family: str | None) -> str:
-    return FAMILY_CODES.get(family or "unknown", "UNK")
+    return id_code_of(family)
 
 
 def fold(name: str) -> str:

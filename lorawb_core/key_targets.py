@@ -4,7 +4,8 @@ Two steps. ``parse_module_key`` strips the prefix (``lora_unet_``, ``transformer
 which component it targets (unet / te / te1 / te2 / te3) and turns kohya's ``_`` spelling back into dotted module
 paths with a vocabulary of compound names; the result is still in the file's own naming (diffusers or native).
 ``canonical_target`` then maps that path, knowing the family, to ComfyUI's state-dict key (``diffusion_model.…``,
-``clip_l.transformer.…``, ``t5xxl.transformer.…``) plus a row slice where fused q/k/v were trained apart.
+``clip_l.transformer.…``, ``t5xxl.transformer.…``) plus a row slice where fused q/k/v were trained apart; the family's
+record (:mod:`.families`) says which conversion (its architecture) and which text encoders apply.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+
+from .families import FAMILIES, DoubleSingleDiT, MMDiT, SdUnet, WanDiT
 
 # Compound module names that contain "_" (longest match wins when re-dotting kohya keys).
 VOCAB = frozenset("""
@@ -116,8 +119,7 @@ def _strip_processor(path: str) -> str:
 # ---- canonicalisation per family -----------------------------------------------------------------------------
 _RESNET_INNER = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
                  "conv_shortcut": "skip_connection", "norm1": "in_layers.0", "norm2": "out_layers.0"}
-# levels of the diffusers UNet whose up block has attention (decides the index of the upsampler in output_blocks)
-_UP_ATTENTION_LEVELS = {"sd15": {1, 2, 3}, "sd2": {1, 2, 3}, "sdxl": {0, 1}, "sdxl_refiner": {1, 2}}
+_SD1_UP_ATTENTION_LEVELS = frozenset({1, 2, 3})  # for a family that is not an SD UNet of the registry
 
 
 def diffusers_unet_to_ldm(path: str, family: str) -> str:
@@ -136,7 +138,7 @@ def diffusers_unet_to_ldm(path: str, family: str) -> str:
     m = re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv(.*)$", path)
     if m:
         i = int(m[1])
-        slot = 2 if i in _UP_ATTENTION_LEVELS.get(family, {1, 2, 3}) else 1
+        slot = 2 if i in _up_attention_levels(family) else 1
         return f"output_blocks.{2 + 3 * i}.{slot}.conv{m[2]}"
     m = re.match(r"mid_block\.(attentions|resnets)\.(\d+)\.?(.*)$", path)
     if m:
@@ -149,6 +151,13 @@ def diffusers_unet_to_ldm(path: str, family: str) -> str:
         if path == src or path.startswith(src + "."):
             return dst + path[len(src):]
     return path
+
+
+def _up_attention_levels(family: str) -> frozenset[int]:
+    """Levels of the family's diffusers UNet whose up block has attention (where the upsampler sits)."""
+    fam = FAMILIES.get(family)
+    return fam.architecture.up_attention_levels if fam and isinstance(fam.architecture, SdUnet) \
+        else _SD1_UP_ATTENTION_LEVELS
 
 
 def _inner(kind: str, rest: str) -> str:
@@ -226,18 +235,20 @@ def canonical_target(raw: RawPath, family: str, out_rows: int = 0, in_cols: int 
     if raw.component != "unet":
         return Target(_te_target(raw, family))
     path = raw.path
-    if family in ("sd15", "sd2", "sdxl", "sdxl_refiner"):
+    fam = FAMILIES.get(family)
+    arch = fam.architecture if fam else None
+    if isinstance(arch, SdUnet):
         return Target("diffusion_model." + diffusers_unet_to_ldm(path, family))
-    if family in ("flux", "hunyuan_video"):
-        return Target("diffusion_model." + path) if _is_native_dit(path) else _dit_from_diffusers(path, family, out_rows,
+    if isinstance(arch, DoubleSingleDiT):
+        return Target("diffusion_model." + path) if _is_native_dit(path) else _dit_from_diffusers(path, out_rows,
                                                                                                    in_cols)
-    if family == "sd3":
+    if isinstance(arch, MMDiT):
         m = re.match(r"transformer_blocks\.(\d+)\.(.+)$", path)
         if m and m[2] in _SD3_JOINT:
             base, part = _SD3_JOINT[m[2]]
             return _sliced(f"diffusion_model.joint_blocks.{m[1]}.{base}", part, out_rows, in_cols)
         return Target("diffusion_model." + _replace_prefix(path, _SD3_GLOBAL))
-    if family == "wan":
+    if isinstance(arch, WanDiT):
         m = re.match(r"blocks\.(\d+)\.(.+)$", path)
         if m and m[2] in _WAN_BLOCK:
             return Target(f"diffusion_model.blocks.{m[1]}.{_WAN_BLOCK[m[2]]}")
@@ -250,7 +261,7 @@ def _is_native_dit(path: str) -> bool:
                             "guidance_in", "final_layer"))
 
 
-def _dit_from_diffusers(path: str, family: str, out_rows: int, in_cols: int) -> Target:
+def _dit_from_diffusers(path: str, out_rows: int, in_cols: int) -> Target:
     m = re.match(r"(transformer_blocks|single_transformer_blocks)\.(\d+)\.(.+)$", path)
     if m:
         table = _FLUX_DOUBLE if m[1] == "transformer_blocks" else _FLUX_SINGLE
@@ -284,15 +295,7 @@ def normalise_native_dit(path: str) -> str:
     return path
 
 
-_TE_COMPONENT = {
-    "sd15": {"te": "clip_l", "te1": "clip_l"},
-    "sd2": {"te": "clip_h", "te1": "clip_h"},
-    "sdxl": {"te": "clip_l", "te1": "clip_l", "te2": "clip_g"},
-    "sdxl_refiner": {"te": "clip_g", "te1": "clip_g", "te2": "clip_g"},
-    "sd3": {"te": "clip_l", "te1": "clip_l", "te2": "clip_g", "te3": "t5xxl"},
-    "flux": {"te": "clip_l", "te1": "clip_l", "te2": "t5xxl", "te3": "t5xxl"},
-    "hunyuan_video": {"te": "clip_l", "te1": "clip_l", "te2": "llama"},
-}
+_TE_DEFAULT = {"te": "clip_l", "te1": "clip_l", "te2": "clip_g", "te3": "t5xxl"}  # a family without its own map
 
 
 def _te_target(raw: RawPath, family: str) -> str:
@@ -300,8 +303,9 @@ def _te_target(raw: RawPath, family: str) -> str:
     if path.startswith("encoder.block.") or ".SelfAttention." in path or ".DenseReluDense." in path:
         comp = "t5xxl"
     else:
-        comp = _TE_COMPONENT.get(family, {}).get(raw.component, {"te": "clip_l", "te1": "clip_l", "te2": "clip_g",
-                                                                 "te3": "t5xxl"}.get(raw.component, "clip_l"))
+        fam = FAMILIES.get(family)
+        encoders = fam.text_encoders if fam else {}
+        comp = encoders.get(raw.component, _TE_DEFAULT.get(raw.component, "clip_l"))
         if comp == "t5xxl":  # the family's T5 slot, but CLIP names: a CLIP-G style encoder
             comp = "clip_g"
         if path.startswith("encoder.layers."):  # transformers 5 dropped the text_model level

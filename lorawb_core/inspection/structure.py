@@ -1,0 +1,290 @@
+"""The header side of an inspection: modules, family, format and layout from the tensor index, computed once per
+distinct index (``_IndexAnalysis``, cached) and copied per file; ``inspect_structure`` (a full report) and
+``summarize_structure`` (the library's structure phase) share every aggregate over the index (``_index_facts``)."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..adapters import Adapter, probe_module
+from ..family_detect import FamilyGuess, ModuleShape, detect_family, from_shapes
+from ..key_groups import group_keys
+from ..key_targets import RawPath, Target, canonical_target, normalise_native_dit, parse_module_key
+from ..layouts import FamilyMap, family_map
+from ..metadata import LoraMetadata, parse_metadata
+from ..reader import FileStructure, read_structure
+from ..tensors import read_scalars
+from .formats import format_of
+from .report import NO_MODULES, LoraReport, ModuleReport, StructureSummary
+
+if TYPE_CHECKING:
+    from .measure import GramPlan
+
+
+@dataclass
+class Module:
+    adapter: Adapter
+    raw: RawPath
+    target: Target | None = None
+    block: str | None = None
+
+
+def _peft_config_for(cfg: dict[str, Any] | None, module: str) -> dict[str, Any] | None:
+    """The PEFT adapter config that applies to ``module``: diffusers prefixes every entry with the component
+    (``transformer.lora_alpha``, ``unet.r``, ``text_encoder.lora_alpha``); older files hold one flat config."""
+    if not isinstance(cfg, dict):
+        return None
+    component = module.split(".", 1)[0]
+    prefixed = {k[len(component) + 1:]: v for k, v in cfg.items() if k.startswith(component + ".")}
+    return prefixed or {k: v for k, v in cfg.items() if "." not in k} or None
+
+
+def _peft_alpha(cfg: dict[str, Any] | None, module: str) -> tuple[float | None, bool]:
+    cfg = _peft_config_for(cfg, module)
+    if not cfg:
+        return None, False
+    alpha = cfg.get("lora_alpha")
+    inner = module.split(".", 1)[1] if "." in module else module
+    for pattern, value in (cfg.get("alpha_pattern") or {}).items():
+        if re.search(rf"(^|\.){re.escape(str(pattern))}$", inner):
+            alpha = value
+    try:
+        return (float(alpha) if alpha is not None else None), bool(cfg.get("use_rslora"))
+    except (TypeError, ValueError):
+        return None, False
+
+
+@dataclass
+class _IndexAnalysis:
+    """What depends only on the tensor index (keys, shapes, dtypes): computed once per distinct index."""
+
+    templates: list[tuple[Adapter, RawPath]]
+    unknown: list[str]
+    shapes: list[ModuleShape]
+    shape_guess: FamilyGuess | None
+    formats: Counter[str]
+    mapped: dict[tuple[str, int | None], list[tuple[Target, str | None]]] = field(default_factory=dict)
+    facts: _IndexFacts | None = None  # the aggregates over the index (built on first use)
+    alpha_keys: list[str] | None = None  # keys of the alpha scalars, module order
+    report_parts: dict[tuple[str, int | None], list[tuple]] = field(default_factory=dict)
+    gram_plan: GramPlan | None = None
+    layouts: dict[tuple[str, int | None], tuple[str | None, str | None]] = field(default_factory=dict)
+
+
+_ANALYSES: OrderedDict[bytes, _IndexAnalysis] = OrderedDict()
+_ANALYSES_SIZE = 128
+_ANALYSES_MODULES = 100_000  # and at most this many modules in all (memory bounded whatever the library holds)
+_analyses_lock = threading.Lock()
+
+
+def _analyse_index(structure: FileStructure) -> _IndexAnalysis:
+    with _analyses_lock:
+        cached = _ANALYSES.get(structure.index_digest) if structure.index_digest else None
+        if cached is not None:
+            _ANALYSES.move_to_end(structure.index_digest)
+            return cached
+    grouping = group_keys(structure.tensors)
+    unknown = list(grouping.unknown_keys)
+    templates: list[tuple[Adapter, RawPath]] = []
+    for key, raw_module in grouping.modules.items():
+        adapter, leftover = probe_module(key, raw_module.params)
+        unknown.extend(leftover)
+        if adapter is None:
+            continue
+        raw = parse_module_key(key)
+        if raw.component == "unet":
+            raw = RawPath(raw.component, normalise_native_dit(raw.path), raw.convention)
+        templates.append((adapter, raw))
+    shapes = [ModuleShape(raw, *_shape_for_detection(a)) for a, raw in templates]
+    analysis = _IndexAnalysis(templates=templates, unknown=sorted(set(unknown)), shapes=shapes,
+                              shape_guess=from_shapes(shapes),
+                              formats=Counter(format_of(a.module, a) for a, _ in templates))
+    if structure.index_digest:
+        with _analyses_lock:
+            _ANALYSES[structure.index_digest] = analysis
+            total = sum(len(a.templates) for a in _ANALYSES.values())
+            while len(_ANALYSES) > _ANALYSES_SIZE or (total > _ANALYSES_MODULES and len(_ANALYSES) > 1):
+                total -= len(_ANALYSES.popitem(last=False)[1].templates)
+    return analysis
+
+
+def _clone(template: Adapter) -> Adapter:
+    """``copy.copy(template)`` with its own problems list (what copy.copy does for these plain dataclasses,
+    without the generic reduce protocol)."""
+    a = object.__new__(type(template))
+    a.__dict__.update(template.__dict__)
+    a.problems = list(template.problems)
+    return a
+
+
+def _build_modules(structure: FileStructure, index: _IndexAnalysis, meta: LoraMetadata) -> tuple[list[Module], bool]:
+    """Per-file copies of the index's adapters with their alphas (read from the file, or from the PEFT config);
+    True when an alpha value is a problem (NaN/Inf)."""
+    mods = [Module(_clone(template), raw) for template, raw in index.templates]
+    if index.alpha_keys is None:
+        index.alpha_keys = [a.params["alpha"].key for a, _ in index.templates if "alpha" in a.params]
+    values = read_scalars(structure, index.alpha_keys)
+    bad_alpha = False
+    for m in mods:
+        a = m.adapter
+        if "alpha" in a.params:
+            a.alpha = values[a.params["alpha"].key]
+            if not math.isfinite(a.alpha):
+                a.problems.append(f"alpha is {a.alpha}")
+                bad_alpha = True
+        elif meta.peft_config:
+            a.alpha_override, a.rs_lora = _peft_alpha(meta.peft_config, a.module)
+    return mods, bad_alpha
+
+
+def _problems(adapters: list[Adapter], unknown: list[str]) -> list[str]:
+    """A file's problems: one line per module with a problem, or why there is no module at all."""
+    lines = [f"{a.module}: {'; '.join(a.problems)}" for a in adapters if a.problems]
+    if not adapters:
+        lines.append(f"{NO_MODULES}: " + ("every key is unknown" if unknown else "the file holds no tensors"))
+    return lines
+
+
+def _shape_for_detection(a: Adapter) -> tuple[int, int]:
+    s = a.target_shape
+    return (s[0] if s else 0, s[1] if len(s) > 1 else 0)
+
+
+def _mapped(index: _IndexAnalysis, family: FamilyGuess) -> tuple[FamilyMap | None, list[tuple[Target, str | None]]]:
+    """Canonical target and block of every module of the index for one family (cached on the index)."""
+    fm = family_map(family.family, family.depth)
+    key = (family.family, family.depth)
+    mapped = index.mapped.get(key)
+    if mapped is None:
+        mapped = []
+        for adapter, raw in index.templates:
+            out_rows, in_cols = _shape_for_detection(adapter)
+            target = canonical_target(raw, family.family, out_rows, in_cols)
+            mapped.append((target, fm.block_of(target.key) if fm else None))
+        index.mapped[key] = mapped
+    return fm, mapped
+
+
+def _map_blocks(mods: list[Module], index: _IndexAnalysis, family: FamilyGuess) -> None:
+    _, mapped = _mapped(index, family)
+    for m, (target, block) in zip(mods, mapped, strict=True):
+        m.target, m.block = target, block
+
+
+@dataclass
+class Analysis:
+    """A report plus what measuring needs: the parsed header and the module adapters."""
+
+    report: LoraReport
+    modules: list[Module]
+    structure: FileStructure
+    index: _IndexAnalysis | None = field(default=None, repr=False, compare=False)
+
+
+def _report_parts(index: _IndexAnalysis, family: FamilyGuess, mods: list[Module]) -> list[tuple]:
+    """The fields of each module's report that depend only on the index and the family (cached on the index)."""
+    key = (family.family, family.depth)
+    parts = index.report_parts.get(key)
+    if parts is None:
+        parts = index.report_parts[key] = [
+            (m.adapter.module, str(m.target), m.raw.component, m.block, m.adapter.algorithm, m.adapter.rank,
+             tuple(m.adapter.target_shape), tuple(t.key for t in m.adapter.params.values()),
+             not m.adapter.requires_base, m.adapter.figure if not m.adapter.decomposed else
+             "‖scale·ΔW‖_F before DoRA re-normalisation (needs the base weight)")
+            for m in mods]
+    return parts
+
+
+def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
+    """Everything the header tells (no tensor data read): family, format, layout, modules, metadata.
+
+    What depends on the index alone comes from :func:`_index_facts` and :func:`_layout_ids`, the same figures as
+    :func:`summarize_structure`'s; per file only the alphas, their problems and the module copies are added.
+    """
+    structure = read_structure(path)
+    meta = parse_metadata(structure.metadata)
+    index = _analyse_index(structure)
+    mods, bad_alpha = _build_modules(structure, index, meta)
+    family = detect_family(index.shapes, structure.metadata, shape_guess=index.shape_guess)
+    _map_blocks(mods, index, family)
+    facts = _index_facts(index)
+    layout_id, full_layout_id = _layout_ids(index, family)
+    alphas = Counter(m.adapter.alpha if m.adapter.alpha is not None else m.adapter.alpha_override for m in mods)
+    alphas.pop(None, None)
+    reports = [
+        ModuleReport(key=key, target=target, component=component, block=block, algorithm=algorithm, rank=rank,
+                     alpha=m.adapter.alpha if m.adapter.alpha is not None else m.adapter.alpha_override,
+                     scale=m.adapter.scale(), shape=list(shape), tensor_keys=list(tensor_keys), exact=exact,
+                     figure=figure, problems=list(m.adapter.problems))
+        for m, (key, target, component, block, algorithm, rank, shape, tensor_keys, exact, figure)
+        in zip(mods, _report_parts(index, family, mods), strict=True)
+    ]
+    report = LoraReport(
+        path=os.fsdecode(structure.path), file_name=structure.path.name, size=structure.size,
+        mtime_ns=structure.mtime_ns, header_bytes=structure.header_bytes, format=facts.format,
+        formats=dict(index.formats.most_common()), family=family, layout_id=layout_id, full_layout_id=full_layout_id,
+        algorithms=dict(facts.algorithms), rank=facts.rank, ranks=list(facts.ranks),
+        alpha=alphas.most_common(1)[0][0] if alphas else None, modules=reports,
+        unmapped=sorted(m.adapter.module for m in mods if m.block is None), unknown_keys=list(index.unknown),
+        metadata=meta, needs_base=facts.needs_base,
+        problems=_problems([m.adapter for m in mods], index.unknown) if bad_alpha else list(facts.problems),
+    )
+    return Analysis(report, mods, structure, index)
+
+
+@dataclass(frozen=True)
+class _IndexFacts:
+    format: str
+    algorithms: dict[str, int]
+    rank: int | None
+    ranks: tuple[int, ...]
+    module_count: int
+    needs_base: bool
+    problems: tuple[str, ...]  # shape problems of the modules and "no LoRA modules" (alphas are per file)
+
+
+def _index_facts(index: _IndexAnalysis) -> _IndexFacts:
+    """The aggregates over the index's adapters, for every file of that index (a file's copies differ from the
+    templates only by their alphas, which none of these figures reads)."""
+    if index.facts is None:
+        adapters = [a for a, _ in index.templates]
+        ranks = Counter(a.rank for a in adapters if a.rank)
+        problems = _problems(adapters, index.unknown)
+        index.facts = _IndexFacts(
+            format=index.formats.most_common(1)[0][0] if index.formats else "unknown",
+            algorithms=dict(Counter(a.algorithm for a in adapters).most_common()),
+            rank=ranks.most_common(1)[0][0] if ranks else None, ranks=tuple(sorted(ranks)), module_count=len(adapters),
+            needs_base=any(a.requires_base for a in adapters), problems=tuple(problems))
+    return index.facts
+
+
+def _layout_ids(index: _IndexAnalysis, family: FamilyGuess) -> tuple[str | None, str | None]:
+    key = (family.family, family.depth)
+    ids = index.layouts.get(key)
+    if ids is None:
+        fm, mapped = _mapped(index, family)
+        layout = fm.choose({block for _, block in mapped if block}) if fm else None
+        ids = index.layouts[key] = (layout.id if layout else None, fm.full.id if fm else None)
+    return ids
+
+
+def summarize_structure(path: str | os.PathLike[str]) -> StructureSummary:
+    """The header facts the library's structure phase needs, without per-module work once the index is known:
+    per file only the header read, the metadata and the family's metadata evidence (see StructureSummary)."""
+    structure = read_structure(path)
+    meta = parse_metadata(structure.metadata)
+    index = _analyse_index(structure)
+    family = detect_family(index.shapes, structure.metadata, shape_guess=index.shape_guess)
+    facts = _index_facts(index)
+    layout_id, full_layout_id = _layout_ids(index, family)
+    return StructureSummary(
+        path=os.fsdecode(structure.path), size=structure.size, mtime_ns=structure.mtime_ns,
+        header_bytes=structure.header_bytes, format=facts.format, family=family, layout_id=layout_id,
+        full_layout_id=full_layout_id, algorithms=dict(facts.algorithms), rank=facts.rank,
+        module_count=facts.module_count, metadata=meta, needs_base=facts.needs_base, problems=list(facts.problems))
