@@ -137,9 +137,11 @@ def _block_weights(src: Source, db) -> None:
     touched = {m.block for m in src.analysis.modules if m.block}
     try:
         if profile is None and src.item.weights:
-            from ..profiles import parse_weights
+            from ..profiles import list_profiles, parse_weights
 
-            parsed = parse_weights(src.item.weights, family=rep.family.family, layout_id=rep.layout_id, db=db)
+            known = (lambda: list_profiles(db, builtins=False)) if db is not None else None
+            parsed = parse_weights(src.item.weights, family=rep.family.family, layout_id=rep.layout_id, known=known,
+                                   convert=False)
             profile = parsed.profile
             src.notes.extend(parsed.notes)
         resolved = resolve_weights(profile, rep.full_layout_id, touched)
