@@ -458,7 +458,7 @@ def test_composer_merges_the_stack_to_a_new_file(page, sample):
     page.click("text=Merge to file…")
     result = page.wait_for_selector(".lwb-merge-result", timeout=120_000).inner_text()
     assert result.startswith("merged 2 LoRA(s) into") and "ui_stack.safetensors" in result and "concat" in result
-    sid = result.split("(", 1)[1].split(")", 1)[0]
+    sid = result.splitlines()[0].rsplit("(", 1)[1].rstrip(")")  # "merged 2 LoRA(s) into PATH (ID)"
     assert api(sample, f"/lorawb/loras/{sid}")["stable_id"] == sid
     page.click("text=Clear the stack")
     page.wait_for_selector(".lwb-stack-row", state="detached")
