@@ -274,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .diffusers_host.cli import register as register_generate
 
     register_generate(sub)
+
+    from .merge.cli import register as register_merge
+
+    register_merge(sub)
     p = sub.add_parser("compose", help="check a stack of library LoRAs: the compatibility gate and combined graph")
     p.add_argument("entries", nargs="+", metavar="ID[:STRENGTH][@WEIGHTS]",
                    help="stable IDs, with a strength and block weights in any dialect (e.g. SD1-CHR-001:0.8@OUTD)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .info_node import LoraInfo
 from .lora_nodes import BlockWeightApply, LoadLoraById, ProfileSelect
+from .merge_node import SaveMergedLora
 from .schedule_nodes import ApplyHooksToConditioning, BlockSchedule
 from .stack_nodes import LoraStack, MultiLoraCompose
 
@@ -19,6 +20,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "LoraWB_LoraInfo": LoraInfo,
     "LoraWB_BlockSchedule": BlockSchedule,
     "LoraWB_ApplyHooksToConditioning": ApplyHooksToConditioning,
+    "LoraWB_SaveMergedLora": SaveMergedLora,
 }
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "LoraWB_LoadLoraById": "Load LoRA by stable_id",
@@ -29,6 +31,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "LoraWB_LoraInfo": "LoRA Info",
     "LoraWB_BlockSchedule": "Block Schedule",
     "LoraWB_ApplyHooksToConditioning": "Apply Hooks to Conditioning",
+    "LoraWB_SaveMergedLora": "Save Merged LoRA",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -26,7 +26,7 @@ from lorawb_core.errors import IncompatibleStack, LoraMissing, LorawbError, NotI
 COMFY_PATH, WHY_NOT = comfyui_dir()
 pytestmark = pytest.mark.skipif(COMFY_PATH is None, reason=WHY_NOT)
 IDS = ["LoraWB_LoadLoraById", "LoraWB_BlockWeightApply", "LoraWB_ProfileSelect", "LoraWB_LoraStack",
-       "LoraWB_MultiLoraCompose", "LoraWB_LoraInfo"]
+       "LoraWB_MultiLoraCompose", "LoraWB_LoraInfo", "LoraWB_SaveMergedLora"]
 IN04_Q = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"  # input_blocks.4.1 → IN04
 IN01_Q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"  # input_blocks.1.1 → IN01
 OUT05_PROJ = "lora_unet_up_blocks_1_attentions_2_proj_in"  # output_blocks.5.1 (a 1×1 conv) → OUT05
@@ -548,3 +548,53 @@ def test_broken_loras_are_refused_with_the_reason(env):
         later.unlink()
         svc.start_scan()
         assert svc.wait(60)
+
+
+def hero_path(loras):
+    return loras / "characters" / "hero.safetensors"
+
+
+def test_save_merged_lora_maps_every_module_and_patches_like_the_stack(env):
+    """Save Merged LoRA (concat, fp16) of hero + villain·0.5 with IN04 at 0: the file lands in the loras folder with a
+    stable ID, ComfyUI maps every module of it, and applying it at 1.0 gives the weights Multi-LoRA Compose gives for
+    the same stack (to fp16 tolerance)."""
+    comfy, loras = env
+    cl = comfy.comfy
+    names = ids(comfy)
+    stack_node, compose = comfy.node("LoraWB_LoraStack"), comfy.node("LoraWB_MultiLoraCompose")
+    (stack,) = run(stack_node, lora=names["hero"], strength_model=1.0, strength_clip=1.0, weights_text="")
+    (stack,) = run(stack_node, lora=names["villain"], strength_model=0.5, strength_clip=1.0,
+                   weights_text="IN04=0, default=1", stack=stack)
+    sid, report = run(comfy.node("LoraWB_SaveMergedLora"), filename="merged/hero_villain", rank_mode="concat", rank=32,
+                      conv_rank=0, sv_param=0.99, dtype="fp16", metadata="merge", stack=stack)
+    out = loras / "merged" / "hero_villain.safetensors"
+    assert out.is_file() and sid and sid in report and "concat" in report
+    from lorawb_core.library import get_lora
+
+    assert comfy.pack.with_db(get_lora, sid).path == str(out)
+    with pytest.raises(Exception, match="never overwrites"):
+        run(comfy.node("LoraWB_SaveMergedLora"), filename="merged/hero_villain", rank_mode="concat", rank=32,
+            conv_rank=0, sv_param=0.99, dtype="fp16", metadata="merge", stack=stack)
+    model, clip = comfy.tiny_sd15()
+    merged = load_file(str(out))
+    key_map = cl.lora.model_lora_keys_unet(model.model, {})
+    key_map = cl.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
+    patches = cl.lora.load_lora(merged, key_map)
+    modules = {k[:-len(".lora_up.weight")] for k in merged if k.endswith(".lora_up.weight")}
+    assert len(patches) == len(modules) == len({k[:-len(".lora_up.weight")] for k in load_file(str(hero_path(loras)))
+                                                if k.endswith(".lora_up.weight")})
+    stack_model, stack_clip, _ = run(compose, model=model, clip=clip, stack=stack, warn_block_strength=2.0,
+                                     check_directions=False)
+    merged_model, merged_clip = cl.sd.load_lora_for_models(model, clip, merged, 1.0, 1.0)
+    unet_keys = sorted(k for k in patches if k.startswith("diffusion_model."))
+    clip_keys = sorted(k for k in patches if not k.startswith("diffusion_model."))
+    assert unet_keys and clip_keys
+    for patcher_base, want_p, got_p, keys in ((model, stack_model, merged_model, unet_keys),
+                                              (clip.patcher, stack_clip.patcher, merged_clip.patcher, clip_keys)):
+        base = comfy.patched_weights(patcher_base, keys)
+        want = comfy.patched_weights(want_p, keys)
+        got = comfy.patched_weights(got_p, keys)
+        for k in keys:
+            delta = (want[k] - base[k]).abs().max()
+            assert delta > 0, k
+            assert (got[k] - want[k]).abs().max() <= 2e-3 * delta, k

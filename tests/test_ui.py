@@ -446,6 +446,24 @@ def test_composer_verdict_reasons_and_combined_graph(page, sample):
     page.wait_for_selector(".lwb-stack-row", state="detached")
 
 
+def test_composer_merges_the_stack_to_a_new_file(page, sample):
+    open_panel(page, sample)
+    search(page, "sd15")
+    for name in ("mychar_sd15_v2", "ink_sketch_loha"):
+        show_only(page, name)
+        page.locator(".lwb-row", has_text=name).click(modifiers=["Control"])
+    page.wait_for_selector(".lwb-verdict.is-ok")
+    page.fill(".lwb-merge-name", "merged/ui_stack")
+    page.fill(".lwb-merge-rank", "0")
+    page.click("text=Merge to file…")
+    result = page.wait_for_selector(".lwb-merge-result", timeout=120_000).inner_text()
+    assert result.startswith("merged 2 LoRA(s) into") and "ui_stack.safetensors" in result and "concat" in result
+    sid = result.splitlines()[0].rsplit("(", 1)[1].rstrip(")")  # "merged 2 LoRA(s) into PATH (ID)"
+    assert api(sample, f"/lorawb/loras/{sid}")["stable_id"] == sid
+    page.click("text=Clear the stack")
+    page.wait_for_selector(".lwb-stack-row", state="detached")
+
+
 def test_a_remote_server_asks_for_the_token_before_changes(browser, sample, tmp_path):
     db = tmp_path / "remote.sqlite3"
     src, dst = sqlite3.connect(sample["base"] / "db" / "library.sqlite3"), sqlite3.connect(db)

@@ -38,6 +38,8 @@ export const ROUTES = Object.freeze({
   updateProfile: ["PUT", "/lorawb/profiles/{profile_id}"],
   deleteProfile: ["DELETE", "/lorawb/profiles/{profile_id}"],
   composeCheck: ["POST", "/lorawb/compose/check"],
+  merge: ["POST", "/lorawb/merge"],
+  mergeStatus: ["GET", "/lorawb/merge/{job_id}"],
 });
 // Standalone only (lorawb serve): server-sent events.
 export const EVENTS_PATH = "/lorawb/events";
@@ -202,6 +204,8 @@ export function createApi(transport, { askToken = null } = {}) {
     importProfiles: (data) => call("importProfiles", { body: data }),
 
     composeCheck: (data) => call("composeCheck", { body: data }),
+    merge: (data) => call("merge", { body: data }),
+    mergeStatus: (job) => call("mergeStatus", { params: { job_id: job } }),
   };
   return api;
 }

@@ -17,6 +17,7 @@ from aiohttp import web
 from ..service import LibraryService
 from .http import MUTATING, Security, endpoint
 from .library_routes import LibraryRoutes
+from .merge_routes import MergeRoutes
 from .profile_routes import ComposeRoutes, ProfileRoutes
 
 
@@ -57,10 +58,12 @@ ROUTES: tuple[RouteDefinition, ...] = (
     R("PUT", "/lorawb/profiles/{profile_id}", "update_profile"),
     R("DELETE", "/lorawb/profiles/{profile_id}", "delete_profile"),
     R("POST", "/lorawb/compose/check", "compose_check"),
+    R("POST", "/lorawb/merge", "start_merge"),
+    R("GET", "/lorawb/merge/{job_id}", "merge_status"),
 )
 
 
-class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes):
+class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes):
     """Every handler of the table, as methods named by ``RouteDefinition.handler_name``."""
 
 

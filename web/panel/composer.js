@@ -50,6 +50,29 @@ export function createComposerState(session) {
       check();
     },
     clear() { st.entries = []; notify(); session.notify("list-marks"); check(); },
+    // Merge to file: POST /lorawb/merge (a background job), then poll its status until done or failed.
+    async merge(filename, rank) {
+      st.merging = { state: "running", done: 0, total: 0 };
+      notify();
+      try {
+        const body = { entries: st.entries.map((e) => ({ lora: e.stable_id, strength_model: e.strength_model,
+          strength_clip: e.strength_clip })), filename, ...(rank ? { rank_mode: "rank", rank } : { rank_mode: "concat" }) };
+        let job = await api.merge(body);
+        while (job.state === "running") {
+          await new Promise((r) => setTimeout(r, 300));
+          job = await api.mergeStatus(job.job);
+          st.merging = job;
+          notify();
+        }
+        st.merging = job;
+        if (job.state === "done") host.toast("success", "Merged", `${job.stable_id} · ${job.path}`);
+        else host.toast("error", "Merge", job.error);
+      } catch (err) {
+        st.merging = { state: "error", error: err.message };
+        host.toast("error", "Merge", err.message);
+      }
+      notify();
+    },
   };
 }
 
@@ -63,6 +86,26 @@ function combinedGraph(session, v) {
       : { share: 0, norm: 0, exact: true, module_count: 0 };
   });
   return blockGraph(layout, rows, { state: "ready", mode: "combined" });
+}
+
+function mergeForm(comp, st) {
+  const name = h("input", { class: "lwb-input lwb-merge-name", type: "text", placeholder: "merged/my-stack",
+    "aria-label": "File name of the merged LoRA" });
+  const rank = h("input", { class: "lwb-input lwb-merge-rank", type: "number", min: "0", step: "1",
+    "aria-label": "Rank (0 = concat, lossless)", props: { value: "32" } });
+  const busy = st.merging?.state === "running";
+  const button = h("button", { class: "lwb-btn lwb-merge", type: "button", disabled: busy || undefined,
+    on: { click: () => {
+      const file = name.value.trim();
+      if (!file) { name.focus(); return; }
+      comp.merge(file, Math.max(0, Math.round(Number(rank.value) || 0)));
+    } } }, busy ? `Merging… ${st.merging.done}/${st.merging.total}` : "Merge to file…");
+  const out = h("div", { class: "lwb-merge-box" }, h("div", { class: "lwb-subtitle" }, "Merge to a new LoRA file"),
+    h("div", { class: "lwb-actions" }, name, rank, button));
+  const m = st.merging;
+  if (m?.state === "done") out.append(h("pre", { class: "lwb-merge-result" }, m.text));
+  if (m?.state === "error") out.append(h("div", { class: "lwb-alert lwb-merge-error" }, m.error));
+  return out;
 }
 
 export function mountComposer(container, session) {
@@ -110,6 +153,7 @@ export function mountComposer(container, session) {
       root.append(h("div", { class: "lwb-subtitle" }, "Warnings"),
         h("ul", { class: "lwb-list lwb-warnings" }, ...v.warnings.map((w) => h("li", {}, w))));
     }
+    if (v.ok) root.append(mergeForm(comp, st));
     const graph = combinedGraph(session, v);
     if (graph) {
       const peak = Math.max(...v.blocks.map((b) => b.strength_sum));
