@@ -37,7 +37,7 @@ ModuleFacts = tuple[str, "str | None", Mapping[str, str], bool]  # algorithm, bl
 
 
 def module_facts(analysis) -> dict[str, ModuleFacts]:
-    """Per module of an :class:`~lorawb_core.inspect.Analysis`: algorithm, block, tensor keys, DoRA or not."""
+    """Per module of an :class:`~lorawb_core.inspection.structure.Analysis`: algorithm, block, tensor keys, DoRA or not."""
     out = {}
     for m in analysis.modules:
         a = m.adapter
