@@ -13,31 +13,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-@dataclass
-class ModuleMerge:
-    key: str  # module key written to the output
-    target: str
-    block: str | None
-    inputs: int  # how many inputs patch this weight
-    available: int  # rank of the exact sum's factorisation
-    rank: int  # rank written (0: the merged ΔW is zero and the module is left out)
-    energy: float  # ‖ΣcᵢΔWᵢ‖²_F
-    kept_energy: float  # of which kept
-    dense: bool = False  # formed densely (LoHa, LoKr, full inputs)
+class _KeptEnergy:
+    """Kept share and relative Frobenius error of a truncation, from ``energy`` and ``kept_energy`` (exact: the sum
+    of the dropped singular values squared is ``energy - kept_energy``)."""
 
-    @property
-    def kept(self) -> float:
-        return self.kept_energy / self.energy if self.energy > 0 else 1.0
-
-    @property
-    def error(self) -> float:
-        return math.sqrt(max(self.energy - self.kept_energy, 0.0) / self.energy) if self.energy > 0 else 0.0
-
-
-@dataclass
-class BlockMerge:
-    id: str
-    modules: int
     energy: float
     kept_energy: float
 
@@ -48,6 +27,27 @@ class BlockMerge:
     @property
     def error(self) -> float:
         return math.sqrt(max(self.energy - self.kept_energy, 0.0) / self.energy) if self.energy > 0 else 0.0
+
+
+@dataclass
+class ModuleMerge(_KeptEnergy):
+    key: str  # module key written to the output
+    target: str
+    block: str | None
+    inputs: int  # how many inputs patch this weight
+    available: int  # rank of the exact sum's factorisation
+    rank: int  # rank written (0: the merged ΔW is zero and the module is left out)
+    energy: float  # ‖ΣcᵢΔWᵢ‖²_F
+    kept_energy: float  # of which kept
+    dense: bool = False  # formed densely (LoHa, LoKr, full inputs)
+
+
+@dataclass
+class BlockMerge(_KeptEnergy):
+    id: str
+    modules: int
+    energy: float
+    kept_energy: float
 
 
 @dataclass
