@@ -23,15 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT / "tests"))
+sys.path.append(str(ROOT / "bench"))
 
-
-def best(fn, runs: int) -> tuple[float, float]:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), statistics.median(times)
+from timing import best  # noqa: E402
 
 
 def main() -> None:

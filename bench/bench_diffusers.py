@@ -10,24 +10,16 @@ for it (UNet/transformer and text encoder). Best of ``--runs`` (median in bracke
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "tests"))
+sys.path.append(str(ROOT / "bench"))
 
-
-def timed(fn, runs: int) -> tuple[float, float]:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), statistics.median(times)
+from timing import best  # noqa: E402
 
 
 def main() -> None:
@@ -75,13 +67,13 @@ def main() -> None:
 
         theirs()  # warm-ups: imports, allocator
         ours(profile)()
-        t_theirs = timed(theirs, args.runs)
-        t_ours = timed(ours(profile), args.runs)
-        t_uniform = timed(ours(None), args.runs)
-        t_cold = timed(cold, max(3, args.runs // 3))
-        hit = timed(lambda: host.cache.get(path), args.runs)
+        t_theirs = best(theirs, args.runs)
+        t_ours = best(ours(profile), args.runs)
+        t_uniform = best(ours(None), args.runs)
+        t_cold = best(cold, max(3, args.runs // 3))
+        hit = best(lambda: host.cache.get(path), args.runs)
         host.cache.clear()
-        miss = timed(lambda: (host.cache.clear(), host.cache.get(path)), args.runs)
+        miss = best(lambda: (host.cache.clear(), host.cache.get(path)), args.runs)
 
     def fmt(t):
         return f"{t[0] * 1000:8.1f} ms  (median {t[1] * 1000:.1f})"
