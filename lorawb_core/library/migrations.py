@@ -243,3 +243,21 @@ def m006_profile_descriptions(db: Database) -> None:
 def m007_profile_schedules(db: Database) -> None:
     """Block schedules per profile: JSON ``{block: ["0.5@0-40%", …]}`` (NULL: every block over the whole run)."""
     db["profiles"].add_column("schedule", str)
+
+
+@_migration
+def m009_organize_journal(db: Database) -> None:
+    """The organize journal (:mod:`lorawb_core.organize.journal`): one row per run and per step, written before
+    each step acts; and ``default_weight`` / ``notes`` read back from the LoRA folders' ``config.yaml``."""
+    db["organize_runs"].create({
+        "id": int, "kind": str, "state": str, "started": str, "finished": str, "root": str, "drop_dir": str,
+        "rule": str, "pid": int, "undoes": int, "indexed": int, "summary": str,
+    }, pk="id", not_null={"kind", "state", "started"}, defaults={"indexed": 0})
+    db["organize_steps"].create({
+        "id": int, "run_id": int, "seq": int, "action": str, "src": str, "dst": str, "sha256": str, "size": int,
+        "mtime_ns": int, "entry": str, "prior": str, "written_sha": str, "state": str, "note": str,
+    }, pk="id", not_null={"run_id", "seq", "action", "state"}, foreign_keys=[("run_id", "organize_runs", "id")])
+    db["organize_steps"].create_index(["run_id", "seq"], unique=True)
+    db["organize_steps"].create_index(["state"])
+    db["lora_details"].add_column("default_weight", float)
+    db["lora_details"].add_column("notes", str)
