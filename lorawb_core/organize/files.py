@@ -50,9 +50,10 @@ def read_config(path: str) -> dict[str, Any] | None:
 
 
 def merged_config(existing: dict[str, Any] | None, ours: dict[str, Any]) -> dict[str, Any]:
-    """Our fields added to an existing config: every value already there wins (a person may have edited it)."""
+    """Our fields added to an existing config: every value already there wins (a person may have edited it), except
+    an empty (null) one where we know the value."""
     out = dict(ours)
-    out.update(existing or {})
+    out.update({k: v for k, v in (existing or {}).items() if v is not None or k not in ours or ours[k] is None})
     return out
 
 

@@ -92,33 +92,34 @@ def finish_pending(db: Database, root: str) -> list[str]:
     current = [r[0] for r in db.execute("SELECT id FROM organize_runs WHERE root = ? AND indexed = 0 AND kind = "
                                         "'organize' AND state = 'running' AND pid = ?", [root, os.getpid()])]
     index = read_index(root)
-    for run_id in runs + current:
-        for step in journal.steps(db, run_id, "done"):
-            if step.action != "move" or step.entry is None:
-                continue
-            entry = dict(step.entry, stable_id=_stable_id(db, step.dst))
-            folder = os.path.dirname(step.dst)
-            if entry["verdict"] == COMPATIBLE:
-                path = os.path.join(folder, CONFIG_NAME)
-                existing = read_config(path)
-                config = merged_config(existing, config_for(entry, utcnow()))
-                if existing != config:
-                    journal.write(db, run_id, path, config_bytes(config))
-                    written.append(path)
-                index["loras"][entry["folder"]] = {k: entry[k] for k in (
-                    "name", "filename", "folder", "stable_id", "family", "variant", "layout", "sha256",
-                    "preview_image")} | {"compatible": True, "config": CONFIG_NAME}
-            else:
-                path = step.dst[:-len(".safetensors")] + REASON_SUFFIX
-                if not os.path.exists(path):
-                    journal.write(db, run_id, path, reason_text(entry))
-                    written.append(path)
-                rel = os.path.relpath(step.dst, root).replace(os.sep, "/")
-                was = os.path.relpath(os.path.dirname(entry["original_path"]), root).replace(os.sep, "/")
-                if index["loras"].get(was, {}).get("filename") == os.path.basename(entry["original_path"]):
-                    del index["loras"][was]  # --clean moved an organized LoRA aside
-                index["rejected"][rel] = {k: entry[k] for k in ("filename", "verdict", "reason", "duplicate_of",
-                                                                "stable_id", "sha256")} | {"compatible": False}
+    todo = [(run_id, step) for run_id in runs + current for step in journal.steps(db, run_id, "done")
+            if step.action == "move" and step.entry is not None]
+    if any(_stable_id(db, step.dst) is None and step.entry["verdict"] == COMPATIBLE for _, step in todo):
+        _index_new(db, root)
+    for run_id, step in todo:
+        entry = dict(step.entry, stable_id=_stable_id(db, step.dst))
+        folder = os.path.dirname(step.dst)
+        if entry["verdict"] == COMPATIBLE:
+            path = os.path.join(folder, CONFIG_NAME)
+            existing = read_config(path)
+            config = merged_config(existing, config_for(entry, utcnow()))
+            if existing != config:
+                journal.write(db, run_id, path, config_bytes(config))
+                written.append(path)
+            index["loras"][entry["folder"]] = {k: entry[k] for k in (
+                "name", "filename", "folder", "stable_id", "family", "variant", "layout", "sha256",
+                "preview_image")} | {"compatible": True, "config": CONFIG_NAME}
+        else:
+            path = step.dst[:-len(".safetensors")] + REASON_SUFFIX
+            if not os.path.exists(path):
+                journal.write(db, run_id, path, reason_text(entry))
+                written.append(path)
+            rel = os.path.relpath(step.dst, root).replace(os.sep, "/")
+            was = os.path.relpath(os.path.dirname(entry["original_path"]), root).replace(os.sep, "/")
+            if index["loras"].get(was, {}).get("filename") == os.path.basename(entry["original_path"]):
+                del index["loras"][was]  # --clean moved an organized LoRA aside
+            index["rejected"][rel] = {k: entry[k] for k in ("filename", "verdict", "reason", "duplicate_of",
+                                                            "stable_id", "sha256")} | {"compatible": False}
     if runs or current:
         index["updated"] = utcnow()
         index_path = os.path.join(root, INDEX_NAME)
@@ -161,8 +162,7 @@ def organize(db: Database, db_path: str, options: OrganizeOptions, progress: Pro
     root = os.path.abspath(options.root)
     with organize_lock(db_path, f"organize {options.drop}"):
         recovered = journal.recover(db)
-        if recovered:
-            finish_pending(db, root)
+        finish_pending(db, root)  # what interrupted runs left unwritten
         plan = build_plan(db, options.drop, root, options.rule, allowed_families(sorted(options.families)),
                           settle_window=options.settle_window, settle_wait=options.settle_wait)
         result = OrganizeResult(plan=plan, recovered=recovered)
@@ -177,8 +177,6 @@ def organize(db: Database, db_path: str, options: OrganizeOptions, progress: Pro
         except OrganizeError as exc:
             result.error, state = str(exc), "failed"
         finally:
-            if result.moved:
-                _index_new(db, root)
             finish_pending(db, root)
             journal.finish_run(db, result.run_id, state, {"moved": result.moved, "organized": result.organized,
                                                           "rejected": result.rejected, "error": result.error})
