@@ -132,7 +132,7 @@ def write(db: Database, run_id: int, path: str, data: bytes, *, entry: dict[str,
     written = hashlib.sha256(data).hexdigest()
     step_id = _begin(db, run_id, "write", path, prior=prior, written_sha=written, entry=entry)
     try:
-        write_atomic(path, data)
+        write_atomic(path, data, durable=prior is not None)  # a new file is regenerable; a replaced one is synced
     except BaseException:
         _end(db, step_id, "rolled_back", "the write failed")
         raise

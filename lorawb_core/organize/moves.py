@@ -113,9 +113,8 @@ def move_file(src: str, dst: str, sha256: str | None = None) -> None:
                             "free name).")
     try:
         if same_filesystem(src, os.path.dirname(dst)):
-            os.rename(src, dst)
+            os.rename(src, dst)  # durable at the caller's fsync_dir of the folder (once per LoRA and its sidecars)
             crash_point()
-            fsync_dir(os.path.dirname(dst))
         else:
             _copy_verified(src, dst, sha256)
     except OrganizeError:
@@ -127,16 +126,18 @@ def move_file(src: str, dst: str, sha256: str | None = None) -> None:
                             "permissions and run organize again.") from None
 
 
-def write_atomic(path: str, data: bytes, *, exclusive: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync, rename. ``exclusive``: fail if ``path`` exists."""
+def write_atomic(path: str, data: bytes, *, exclusive: bool = False, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync (``durable``), rename. ``exclusive``: fail if
+    ``path`` exists."""
     tmp = f"{path}.lorawb-tmp"
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
-            started = time.perf_counter()
-            os.fsync(fh.fileno())
-            TIMES.fsync += time.perf_counter() - started
+            if durable:
+                started = time.perf_counter()
+                os.fsync(fh.fileno())
+                TIMES.fsync += time.perf_counter() - started
         if exclusive and os.path.lexists(path):
             raise FileExistsError(errno.EEXIST, "target exists", path)
         os.replace(tmp, path)

@@ -29,6 +29,7 @@ from .files import (
     reason_text,
 )
 from .lock import organize_lock
+from .moves import fsync_dir
 from .plan import Plan, PlanItem, build_plan
 from .verdict import COMPATIBLE
 
@@ -148,10 +149,12 @@ def _apply(db: Database, run_id: int, plan: Plan, result: OrganizeResult, progre
             result.moved += 1
             if progress:
                 progress(result.moved, total, m.dst)
+        fsync_dir(item.folder)
         if item.verdict.verdict == COMPATIBLE:
             result.organized += 1
         else:
             result.rejected += 1
+    fsync_dir(plan.drop)
 
 
 def organize(db: Database, db_path: str, options: OrganizeOptions, progress: ProgressFn | None = None
