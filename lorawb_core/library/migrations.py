@@ -261,3 +261,4 @@ def m009_organize_journal(db: Database) -> None:
     db["organize_steps"].create_index(["state"])
     db["lora_details"].add_column("default_weight", float)
     db["lora_details"].add_column("notes", str)
+    db["lora_details"].add_column("config_mtime_ns", int)  # the config.yaml these came from (re-read when it changes)
