@@ -75,6 +75,7 @@ class Plan:
         for left in self.left:
             out.append(f"left         {left['path']}: {left['reason']}")
         out.append(f"write {os.path.join(self.root, INDEX_NAME)}")
+        out.append(f"write {os.path.join(self.root, PREVIEW_CONFIG_NAME)} (only if it is missing)")
         return out
 
 
