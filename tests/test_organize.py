@@ -262,3 +262,22 @@ def test_disk_full_mid_copy_keeps_the_source_and_says_so(tmp_path):
         assert not list(root.rglob("*.safetensors"))
     finally:
         shutil.rmtree(other)
+
+
+def test_files_appearing_while_organizing_wait_for_the_next_run(tmp_path):
+    drop, root, db_path = tmp_path / "drop", tmp_path / "root", tmp_path / "lib.sqlite3"
+    root.mkdir()
+    make_drop(drop, 2)
+    late = drop / "late.safetensors"
+    from lorawb_core.organize import OrganizeOptions, organize
+
+    def progress(done, total, path):
+        if not late.exists():
+            tiny(late, "sdxl", seed=55)
+
+    with open_library(db_path) as db:
+        result = organize(db, str(db_path), OrganizeOptions(drop=str(drop), root=str(root), preview=False,
+                                                            settle_window=0.0), progress)
+    assert result.organized == 2 and late.exists()  # not in this run's plan: untouched
+    result = run(db_path, drop, root)
+    assert result.organized == 1 and not late.exists() and (root / "late" / "late.safetensors").exists()

@@ -29,6 +29,12 @@ Tables after the last migration:
     (optional owner), ``created``/``updated``.
 ``id_sequences`` / ``known_ids``
     the last number used per ``<FAM>-<CAT>`` prefix, and IDs known from ledgers/imports not bound to a row yet.
+``organize_runs`` / ``organize_steps`` (m009)
+    the organize journal (:mod:`lorawb_core.organize.journal`): a run (``kind`` organize | undo | reconcile,
+    ``state``, ``root``, ``drop_dir``, ``rule``, ``pid``, ``indexed``) and its steps (``action`` mkdir | move |
+    write | remove | rmdir, ``src``/``dst``, ``sha256``, the index ``entry``, ``prior``/``written_sha`` of a write,
+    ``state`` pending | done | rolled_back | undone | failed), each written before it acts; ``lora_details`` gains
+    ``default_weight``, ``notes`` and ``config_mtime_ns`` (read from an organized folder's ``config.yaml``).
 ``loras_fts``
     FTS5 over name, file name, trigger words, tags, title, author (kept in sync by triggers), plus ``facets``: a
     generated column holding the filter values as words (``zzfsdxl zzlsdxl_unet_12 zzm0 …``) so a search with
