@@ -69,6 +69,9 @@ def cmd_organize(args: argparse.Namespace, out) -> int:
         if args.undo is not None:
             from .undo import undo
 
+            if args.undo != "last" and not args.undo.isdigit():
+                raise UsageError(f"--undo {args.undo}: give a run number (lorawb organize --runs lists them) or "
+                                 "nothing for the last run.")
             result = undo(db, db_path, None if args.undo == "last" else int(args.undo))
             if args.json:
                 out.json(result.to_dict())
