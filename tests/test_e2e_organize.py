@@ -29,7 +29,7 @@ def test_a_saved_workflow_runs_before_and_after_organizing_its_lora(comfyui):  #
     status, entry = _run_prompt(url, prompt)
     assert status == 200 and entry["status"]["status_str"] == "success", entry["status"]
     before = (loras / "e2e_xss.safetensors").stat()
-    status, job = http_json(url + "/api/lorawb/organize", "POST", {"no_preview": True})
+    status, job = http_json(url + "/api/lorawb/organize", "POST", {"no_preview": True, "confirm": True})
     assert status == 202, job
     deadline = time.monotonic() + 300
     while job["state"] == "running" and time.monotonic() < deadline:

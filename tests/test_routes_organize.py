@@ -47,7 +47,9 @@ async def test_plan_apply_reconcile_undo(client, library, events):
     plan = await call(client, "POST", "/lorawb/organize/plan", 200, {})
     assert [i["verdict"]["verdict"] for i in plan["plan"]["items"]] == ["compatible"] * 3
     assert tree(root) == before
-    job = await call(client, "POST", "/lorawb/organize", 202, {"into": "{family}/{slug}/"})
+    await call(client, "POST", "/lorawb/organize", 400, {"into": "{family}/{slug}/"})  # no confirm: nothing moves
+    assert tree(root) == before
+    job = await call(client, "POST", "/lorawb/organize", 202, {"into": "{family}/{slug}/", "confirm": True})
     for _ in range(600):
         status = await call(client, "GET", f"/lorawb/organize/{job['job']}", 200)
         if status["state"] != "running":
@@ -66,7 +68,8 @@ async def test_plan_apply_reconcile_undo(client, library, events):
     assert [f["kind"] for f in report["errors"]] == ["missing_config"]
     report = await call(client, "POST", "/lorawb/organize/reconcile", 200, {"fix": True})
     assert report["ok"] and (root / "sd15" / "lora_0_ünï" / "config.yaml").exists()
-    undone = await call(client, "POST", "/lorawb/organize/undo", 200, {"run": runs[0]["id"]})
+    await call(client, "POST", "/lorawb/organize/undo", 400, {"run": runs[0]["id"]})
+    undone = await call(client, "POST", "/lorawb/organize/undo", 200, {"run": runs[0]["id"], "confirm": True})
     assert undone["undone_run"] == runs[0]["id"] and undone["restored"] == 3 + 2 * 2
     assert all((root / f"lora {i} ünï.safetensors").exists() for i in range(3))
 
@@ -74,7 +77,7 @@ async def test_plan_apply_reconcile_undo(client, library, events):
 async def test_refusals(client, library):
     await call(client, "POST", "/lorawb/organize/plan", 400, {"into": "{family}/"})
     await call(client, "POST", "/lorawb/organize/plan", 400, {"into": "{nope}/{slug}"})
-    await call(client, "POST", "/lorawb/organize/undo", 400, {"run": "x"})
+    await call(client, "POST", "/lorawb/organize/undo", 400, {"run": "x", "confirm": True})
     with organize_lock(str(library["db"]), "organize from a terminal"):
         data = await call(client, "POST", "/lorawb/organize/plan", 409, {})
     assert "another organize is running" in data["error"]["message"]

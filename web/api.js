@@ -215,10 +215,10 @@ export function createApi(transport, { askToken = null } = {}) {
     mergeStatus: (job) => call("mergeStatus", { params: { job_id: job } }),
 
     organizePlan: (opts = {}) => call("organizePlan", { body: opts }),
-    organize: (opts = {}) => call("organize", { body: opts }),
+    organize: (opts = {}) => call("organize", { body: { ...opts, confirm: true } }),
     organizeStatus: (job) => call("organizeStatus", { params: { job_id: job } }),
     organizeRuns: () => call("organizeRuns"),
-    organizeUndo: (run) => call("organizeUndo", { body: run === undefined ? {} : { run } }),
+    organizeUndo: (run) => call("organizeUndo", { body: run === undefined ? { confirm: true } : { run, confirm: true } }),
     reconcile: () => call("reconcile"),
     reconcileFix: () => call("reconcileFix", { body: { fix: true } }),
   };

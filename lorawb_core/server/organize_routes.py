@@ -2,7 +2,8 @@
 with progress, like the scan), ``GET /lorawb/organize/{job_id}``, ``GET /lorawb/organize/runs``, ``POST
 /lorawb/organize/undo``, ``GET``/``POST /lorawb/organize/reconcile`` (``POST`` with ``{"fix": true}`` repairs).
 
-The drop folder and the root are never taken from the request: the drop is ``organize.drop`` (else the loose files
+``POST /lorawb/organize`` and ``/undo`` need ``{"confirm": true}``. The drop folder and the root are never taken
+from the request: the drop is ``organize.drop`` (else the loose files
 at the top of the first root) and the root the library's first root. A request may pick the rule (``into``).
 
 Events: ``lorawb.organize_progress`` ``{job, done, total, path}``, ``lorawb.organize_done`` ``{job, result}``,
@@ -26,6 +27,12 @@ log = logging.getLogger("lorawb")
 _jobs: dict[str, dict[str, Any]] = {}
 _ids = itertools.count(1)
 _lock = threading.Lock()
+
+
+def _confirmed(body: dict[str, Any], what: str) -> None:
+    """The routes that move files act only on ``{"confirm": true}`` (an empty or stray POST changes nothing)."""
+    if body.get("confirm") is not True:
+        raise BadRequest(f"{what}; send {{\"confirm\": true}} to go ahead.", field="confirm")
 
 
 class OrganizeRoutes:
@@ -66,7 +73,9 @@ class OrganizeRoutes:
         return result.to_dict()
 
     async def start_organize(self, request: web.Request) -> web.Response:
-        options = self._organize_options(await read_json(request), dry_run=False)
+        body = await read_json(request)
+        _confirmed(body, "organize moves the drop folder's files: look at POST /lorawb/organize/plan first")
+        options = self._organize_options(body, dry_run=False)
         with _lock:
             if any(j["state"] == "running" for j in _jobs.values()):
                 running = next(j for j in _jobs.values() if j["state"] == "running")
@@ -96,6 +105,7 @@ class OrganizeRoutes:
         from ..organize import undo
 
         body = await read_json(request)
+        _confirmed(body, "undo moves a run's files back")
         run = body.get("run")
         if run is not None and (isinstance(run, bool) or not isinstance(run, int)):
             raise BadRequest("'run' must be a run number (see GET /lorawb/organize/runs).", field="run")
