@@ -281,3 +281,26 @@ def test_files_appearing_while_organizing_wait_for_the_next_run(tmp_path):
     assert result.organized == 2 and late.exists()  # not in this run's plan: untouched
     result = run(db_path, drop, root)
     assert result.organized == 1 and not late.exists() and (root / "late" / "late.safetensors").exists()
+
+
+def test_lycoris_and_peft_sdxl_files_are_compatible(tmp_path):
+    """What the original system called incompatible (LyCORIS, SDXL): files written by the real libraries."""
+    pytest.importorskip("lycoris")
+    import real_writers as rw
+
+    writers = dict(rw.ALL_WRITERS)
+    drop, root, db_path = tmp_path / "drop", tmp_path / "root", tmp_path / "lib.sqlite3"
+    drop.mkdir()
+    root.mkdir()
+    families = {}
+    for name in ("lycoris_loha", "lycoris_lokr", "peft_sdxl"):
+        written = writers[name](tmp_path / "written" / name)
+        target = drop / f"{name}.safetensors"
+        written.path.rename(target)
+        os.utime(target, ns=(HOUR_AGO_NS, HOUR_AGO_NS))
+        families[name] = "sd15" if written.family == "sd1" else written.family
+    result = run(db_path, drop, root)
+    assert result.error is None and result.organized == 3, [i.verdict.reason for i in result.plan.items]
+    for name, family in families.items():
+        config = yaml.safe_load((root / name / "config.yaml").read_text(encoding="utf-8"))
+        assert config["family"] == family and config["compatible"] is True
