@@ -92,3 +92,12 @@ class BrokenLora(LorawbError, ValueError):
     def __init__(self, message: str, report: object = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class OrganizeError(LorawbError):
+    """Organizing a drop folder cannot go on as asked (a read-only destination, a full disk, a bad rule); the
+    message says what to fix. Every file stays where it is or where the journal says it went."""
+
+
+class OrganizeBusy(OrganizeError):
+    """Another ``lorawb organize`` holds the library's organize lock (the message names its process)."""

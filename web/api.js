@@ -40,6 +40,13 @@ export const ROUTES = Object.freeze({
   composeCheck: ["POST", "/lorawb/compose/check"],
   merge: ["POST", "/lorawb/merge"],
   mergeStatus: ["GET", "/lorawb/merge/{job_id}"],
+  organizePlan: ["POST", "/lorawb/organize/plan"],
+  organize: ["POST", "/lorawb/organize"],
+  organizeRuns: ["GET", "/lorawb/organize/runs"],
+  organizeUndo: ["POST", "/lorawb/organize/undo"],
+  reconcile: ["GET", "/lorawb/organize/reconcile"],
+  reconcileFix: ["POST", "/lorawb/organize/reconcile"],
+  organizeStatus: ["GET", "/lorawb/organize/{job_id}"],
 });
 // Standalone only (lorawb serve): server-sent events.
 export const EVENTS_PATH = "/lorawb/events";
@@ -206,6 +213,14 @@ export function createApi(transport, { askToken = null } = {}) {
     composeCheck: (data) => call("composeCheck", { body: data }),
     merge: (data) => call("merge", { body: data }),
     mergeStatus: (job) => call("mergeStatus", { params: { job_id: job } }),
+
+    organizePlan: (opts = {}) => call("organizePlan", { body: opts }),
+    organize: (opts = {}) => call("organize", { body: { ...opts, confirm: true } }),
+    organizeStatus: (job) => call("organizeStatus", { params: { job_id: job } }),
+    organizeRuns: () => call("organizeRuns"),
+    organizeUndo: (run) => call("organizeUndo", { body: run === undefined ? { confirm: true } : { run, confirm: true } }),
+    reconcile: () => call("reconcile"),
+    reconcileFix: () => call("reconcileFix", { body: { fix: true } }),
   };
   return api;
 }

@@ -29,6 +29,12 @@ Tables after the last migration:
     (optional owner), ``created``/``updated``.
 ``id_sequences`` / ``known_ids``
     the last number used per ``<FAM>-<CAT>`` prefix, and IDs known from ledgers/imports not bound to a row yet.
+``organize_runs`` / ``organize_steps`` (m009)
+    the organize journal (:mod:`lorawb_core.organize.journal`): a run (``kind`` organize | undo | reconcile,
+    ``state``, ``root``, ``drop_dir``, ``rule``, ``pid``, ``indexed``) and its steps (``action`` mkdir | move |
+    write | remove | rmdir, ``src``/``dst``, ``sha256``, the index ``entry``, ``prior``/``written_sha`` of a write,
+    ``state`` pending | done | rolled_back | undone | failed), each written before it acts; ``lora_details`` gains
+    ``default_weight``, ``notes`` and ``config_mtime_ns`` (read from an organized folder's ``config.yaml``).
 ``loras_fts``
     FTS5 over name, file name, trigger words, tags, title, author (kept in sync by triggers), plus ``facets``: a
     generated column holding the filter values as words (``zzfsdxl zzlsdxl_unet_12 zzm0 …``) so a search with
@@ -243,3 +249,22 @@ def m006_profile_descriptions(db: Database) -> None:
 def m007_profile_schedules(db: Database) -> None:
     """Block schedules per profile: JSON ``{block: ["0.5@0-40%", …]}`` (NULL: every block over the whole run)."""
     db["profiles"].add_column("schedule", str)
+
+
+@_migration
+def m009_organize_journal(db: Database) -> None:
+    """The organize journal (:mod:`lorawb_core.organize.journal`): one row per run and per step, written before
+    each step acts; and ``default_weight`` / ``notes`` read back from the LoRA folders' ``config.yaml``."""
+    db["organize_runs"].create({
+        "id": int, "kind": str, "state": str, "started": str, "finished": str, "root": str, "drop_dir": str,
+        "rule": str, "pid": int, "undoes": int, "indexed": int, "summary": str,
+    }, pk="id", not_null={"kind", "state", "started"}, defaults={"indexed": 0})
+    db["organize_steps"].create({
+        "id": int, "run_id": int, "seq": int, "action": str, "src": str, "dst": str, "sha256": str, "size": int,
+        "mtime_ns": int, "entry": str, "prior": str, "written_sha": str, "state": str, "note": str,
+    }, pk="id", not_null={"run_id", "seq", "action", "state"}, foreign_keys=[("run_id", "organize_runs", "id")])
+    db["organize_steps"].create_index(["run_id", "seq"], unique=True)
+    db["organize_steps"].create_index(["state"])
+    db["lora_details"].add_column("default_weight", float)
+    db["lora_details"].add_column("notes", str)
+    db["lora_details"].add_column("config_mtime_ns", int)  # the config.yaml these came from (re-read when it changes)

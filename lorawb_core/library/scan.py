@@ -32,6 +32,7 @@ from ..torch_check import NO_TORCH_SCAN, torch_available
 from . import file_tasks
 from .db import immediate, utcnow
 from .file_moves import find_moved, reconcile, relocate
+from .folder_config import sync_folder_configs
 from .listing import FileStat, RootListing, list_root, normalise_roots, settle, stat_file
 from .stable_ids import (
     LEDGER_NAME,
@@ -468,6 +469,8 @@ def scan(db: Database, roots: Sequence[str], *, full: bool = False, structure_on
     if ledger:
         _write_ledgers(db, [li.root for li in available
                             if li.root in touched or not os.path.exists(os.path.join(li.root, LEDGER_NAME))], summary)
+    if available and not summary.cancelled:  # hand edits of organized folders' config.yaml
+        summary.warnings.extend(sync_folder_configs(db, [li.root for li in available]))
     if not structure_only and not summary.cancelled:
         measure_pending(db, roots=[li.root for li in available], workers=workers, progress=progress, cancel=cancel,
                         ledger=ledger, summary=summary)

@@ -89,6 +89,8 @@ class LoraEntry:
     metadata: dict[str, Any] | None = None
     family_evidence: dict[str, Any] | None = None
     duplicates: list[str] = field(default_factory=list)  # paths of present files with the same addnet hash
+    default_weight: float | None = None  # from the LoRA folder's config.yaml (organize), hand edits included
+    notes: str | None = None
 
     @property
     def blocks_state(self) -> str:
@@ -270,10 +272,11 @@ def get_lora(db: Database, stable_id: str) -> LoraEntry:
         raise NotInLibrary(f"No LoRA with stable ID {stable_id!r} in the library; find it with `lorawb search`.")
     row = rows[0]
     entry = entry_from_row(row)
-    details = db.execute("SELECT metadata, family_evidence FROM lora_details WHERE lora_id = ?",
-                         [row["id"]]).fetchone() or (None, None)
+    details = db.execute("SELECT metadata, family_evidence, default_weight, notes FROM lora_details WHERE "
+                         "lora_id = ?", [row["id"]]).fetchone() or (None, None, None, None)
     entry.metadata = _loads(details[0], None)
     entry.family_evidence = _loads(details[1], None)
+    entry.default_weight, entry.notes = details[2], details[3]
     if entry.scan_state == "ready":
         entry.blocks = [BlockRow(r["block_id"], r["position"], r["norm"], r["share"], r["module_count"],
                                  bool(r["exact"]))

@@ -36,7 +36,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import LibraryError, LorawbError, NotInLibrary, ProfileNotFound, UnknownLayout, UsageError
+from ..errors import (
+    LibraryError,
+    LorawbError,
+    NotInLibrary,
+    OrganizeBusy,
+    ProfileNotFound,
+    UnknownLayout,
+    UsageError,
+)
 from ..strict_json import finite_json
 
 log = logging.getLogger("lorawb")
@@ -91,6 +99,7 @@ class PayloadTooLarge(HttpError):
 
 ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (NotInLibrary, 404), (UnknownLayout, 404), (ProfileNotFound, 404), (LibraryError, 503), (UsageError, 400),
+    (OrganizeBusy, 409),
     (LorawbError, 400))
 
 

@@ -18,6 +18,7 @@ from ..service import LibraryService
 from .http import MUTATING, Security, endpoint
 from .library_routes import LibraryRoutes
 from .merge_routes import MergeRoutes
+from .organize_routes import OrganizeRoutes
 from .profile_routes import ComposeRoutes, ProfileRoutes
 
 
@@ -60,10 +61,17 @@ ROUTES: tuple[RouteDefinition, ...] = (
     R("POST", "/lorawb/compose/check", "compose_check"),
     R("POST", "/lorawb/merge", "start_merge"),
     R("GET", "/lorawb/merge/{job_id}", "merge_status"),
+    R("POST", "/lorawb/organize/plan", "organize_plan"),
+    R("POST", "/lorawb/organize", "start_organize"),
+    R("GET", "/lorawb/organize/runs", "organize_runs"),
+    R("POST", "/lorawb/organize/undo", "organize_undo"),
+    R("GET", "/lorawb/organize/reconcile", "organize_reconcile"),
+    R("POST", "/lorawb/organize/reconcile", "organize_reconcile"),
+    R("GET", "/lorawb/organize/{job_id}", "organize_status"),
 )
 
 
-class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes):
+class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes, OrganizeRoutes):
     """Every handler of the table, as methods named by ``RouteDefinition.handler_name``."""
 
 

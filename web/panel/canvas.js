@@ -14,6 +14,7 @@ export const profileWidgetValue = (profile) => `${profile.name} · ${profile.lay
 
 export function dragPayload(kind, lora, profile = null) {
   return { kind, stable_id: lora.stable_id, name: lora.name ?? null, layout_id: lora.layout_id ?? null,
+    default_weight: lora.default_weight ?? null,
     profile: profile ? { name: profile.name, layout_id: profile.layout_id } : null };
 }
 
@@ -63,6 +64,11 @@ export function createGraphBridge(app, LiteGraph) {
     addLoad(lora, pos = centre()) {
       const node = make(NODE_TYPES.load, pos);
       setWidget(node, "lora", loraWidgetValue(lora));
+      const weight = lora.default_weight;  // config.yaml's default_weight (organized folders, hand edits kept)
+      if (typeof weight === "number" && Number.isFinite(weight)) {
+        setWidget(node, "strength_model", weight);
+        setWidget(node, "strength_clip", weight);
+      }
       return done(node);
     },
     addPair(lora, profile = null, pos = centre()) {

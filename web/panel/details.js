@@ -111,7 +111,8 @@ function renderDetails(container, session) {
   const layout = session.layout(d.layout_id);
   const names = [d.title && d.title !== d.name ? ["Title", d.title] : null, ["File", d.file_name],
     ["Folder", d.rel_path], ["Author", d.author], ["Category", d.category], ["Size", fmtSize(d.size)],
-    ["Added", d.first_seen], ["State", d.missing ? "missing (file gone; ID kept)" : d.scan_state]].filter(Boolean);
+    ["Added", d.first_seen], ["State", d.missing ? "missing (file gone; ID kept)" : d.scan_state],
+    ["Default weight", d.default_weight ?? null], ["Notes", d.notes ?? null]].filter(Boolean);
   const evidence = d.family_evidence ?? {};
   const algos = Object.entries(d.algorithms ?? {}).map(([a, n]) => `${a} ×${n}`).join(", ");
   const header = h("header", { class: "lwb-detail-head" },

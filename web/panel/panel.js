@@ -5,6 +5,7 @@ import { mountComposer } from "./composer.js";
 import { mountDetails } from "./details.js";
 import { h } from "./dom.js";
 import { mountLibrary } from "./library.js";
+import { mountOrganize } from "./organize.js";
 import { SETTING } from "./settings.js";
 
 export function mountPanel(el, session) {
@@ -24,7 +25,9 @@ export function mountPanel(el, session) {
     on: { click: () => session.setTab("details") } }, "Details");
   const tabComposer = h("button", { class: "lwb-tab", type: "button", role: "tab",
     on: { click: () => session.setTab("composer") } }, "Composer");
-  const tabs = h("div", { class: "lwb-tabs", role: "tablist" }, tabDetails, tabComposer);
+  const tabOrganize = h("button", { class: "lwb-tab", type: "button", role: "tab",
+    on: { click: () => session.setTab("organize") } }, "Organize");
+  const tabs = h("div", { class: "lwb-tabs", role: "tablist" }, tabDetails, tabComposer, tabOrganize);
   const detailBody = h("div", { class: "lwb-pane-body", "aria-live": "polite" });
   const detailPane = h("div", { class: "lwb-pane lwb-pane-detail" }, tabs, detailBody);
   const root = h("div", { class: "lwb" }, header, h("div", { class: "lwb-main" }, listPane, detailPane));
@@ -42,13 +45,15 @@ export function mountPanel(el, session) {
   function drawTabs() {
     const n = session.composer.data.entries.length;
     tabComposer.textContent = n ? `Composer (${n})` : "Composer";
-    const tab = state.tab === "composer" ? "composer" : "details";
+    const tab = ["composer", "organize"].includes(state.tab) ? state.tab : "details";
     tabDetails.setAttribute("aria-selected", String(tab === "details"));
     tabComposer.setAttribute("aria-selected", String(tab === "composer"));
+    tabOrganize.setAttribute("aria-selected", String(tab === "organize"));
     if (tab !== shown) {
       view?.();
       shown = tab;
-      view = tab === "composer" ? mountComposer(detailBody, session) : mountDetails(detailBody, session);
+      const mount = { composer: mountComposer, organize: mountOrganize, details: mountDetails }[tab];
+      view = mount(detailBody, session);
       detailBody.scrollTop = 0;
     }
   }
@@ -60,7 +65,7 @@ export function mountPanel(el, session) {
   const unsubscribe = session.subscribe((topic) => {
     if (topic === "info" || topic === "settings") drawHeader();
     if (topic === "tab" || topic === "composer") drawTabs();
-    if (topic === "selection" && state.tab === "composer") session.setTab("details");
+    if (topic === "selection" && state.tab !== "details") session.setTab("details");
   });
   return () => {
     unsubscribe();
