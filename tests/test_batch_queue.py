@@ -151,6 +151,110 @@ def test_cancel_and_retry_from_the_cli(servers, tmp_path):
     q.close()
 
 
+@pytest.mark.asyncio
+async def test_job_routes_list_cancel_retry_and_run_with_events(servers, tmp_path, aiohttp_client):
+    import asyncio
+
+    from aiohttp import web
+
+    from lorawb_core.server.routes import Handlers, register_routes
+    from lorawb_core.service import LibraryService
+
+    events: list = []
+    service = LibraryService(tmp_path / "lib.sqlite3", [], emit=lambda e, d: events.append((e, d)))
+    app = web.Application()
+    register_routes(app, service)
+    client = await aiohttp_client(app)
+
+    async def call(method, path, status, body=None):
+        resp = await client.request(method, path, json=body)
+        data = await resp.json()
+        assert resp.status == status, (method, path, resp.status, data)
+        return data
+
+    queued = await Handlers(service).enqueue(plan([800, 801, 802], title="routes"), start=False)
+    batch = queued["batch"]["id"]
+    assert queued["batch"]["counts"]["queued"] == 3 and queued["runner"]["running"] is False
+    listing = await call("GET", "/lorawb/jobs", 200)
+    assert [b["id"] for b in listing["batches"]] == [batch]
+    jobs = (await call("GET", f"/lorawb/jobs?batch={batch}", 200))["jobs"]
+    assert [j["key"] for j in jobs] == ["c=800|s=64", "c=801|s=64", "c=802|s=64"]
+    one = await call("GET", f"/lorawb/jobs/{jobs[0]['id']}?workflow=1", 200)
+    assert one["workflow"]["9"]["class_type"] == "SaveImage" and one["state"] == "queued"
+    assert (await call("POST", f"/lorawb/jobs/{jobs[0]['id']}/cancel", 200))["job"]["state"] == "cancelled"
+    assert (await call("POST", f"/lorawb/jobs/{jobs[0]['id']}/retry", 200))["requeued"] == 1
+    await call("POST", f"/lorawb/batches/{batch}/cancel", 200)
+    assert (await call("POST", f"/lorawb/batches/{batch}/retry", 200))["requeued"] == 3
+    await call("GET", "/lorawb/jobs/999999", 404)
+    await call("GET", "/lorawb/jobs/abc", 400)
+    await call("GET", "/lorawb/jobs?state=flying", 400)
+    await call("POST", "/lorawb/jobs/run", 400, {"servers": ["not a url"]})
+    await call("POST", "/lorawb/jobs/run", 200, {"servers": [servers[0].url]})
+    for _ in range(600):
+        status = await call("GET", f"/lorawb/jobs?batch={batch}", 200)
+        if status["batch"]["finished"] and not status["runner"]["running"]:
+            break
+        await asyncio.sleep(0.1)
+    assert status["batch"]["counts"]["done"] == 3, status
+    assert all(Path(j["images"][0]).is_file() for j in status["jobs"])
+    names = [e for e, _ in events]
+    assert "lorawb.jobs_idle" in names
+    done = [d for e, d in events if e == "lorawb.job" and d["state"] == "done"]
+    assert sorted(d["key"] for d in done) == [j["key"] for j in jobs] and all(d["images"] for d in done)
+    service.close()
+
+
+def _ray_sockets() -> tuple[int, list[str]]:
+    """The TCP sockets of the Ray processes (GCS, raylet, workers): how many, and the non-loopback ones."""
+    import psutil
+
+    bad, seen = [], 0
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            name = " ".join(proc.cmdline()[:2])
+            conns = proc.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if "ray" not in name and "gcs_server" not in name and "raylet" not in name:
+            continue
+        for c in conns:
+            seen += 1
+            for addr in (c.laddr, c.raddr):
+                if addr and addr.ip not in ("127.0.0.1", "::ffff:127.0.0.1", "::1"):
+                    bad.append(f"{name}: {c.laddr} -> {c.raddr}")
+    return seen, bad
+
+
+def test_the_ray_backend_with_two_servers(servers, tmp_path):
+    import ray
+
+    from lorawb_core.batch.ray_backend import local_ray
+
+    a, b = servers
+    local_ray(num_cpus=2)
+    try:
+        assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+        assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]
+        q = BatchQueue(tmp_path / "lib.sqlite3", tmp_path / "results")
+        colors = list(range(700, 708))
+        batch = q.submit(plan(colors, size=96, blur=15, bad={703}))
+        events = []
+        summary = q.run(batch, [a.url, b.url], backend="ray", in_flight=1, progress=events.append)
+        assert (summary.done, summary.failed, summary.left) == (7, 1, 0), summary
+        assert set(summary.per_server) == {a.url, b.url}
+        assert "node 9 (SaveImage)" in q.job(q.jobs(batch)[3].id).error
+        for r in q.results(batch):
+            if r.error is None:
+                with Image.open(r.images[0]) as img:
+                    assert img.size == (96, 96)
+        assert sorted(c for s in servers for c in colors_run(s) if c in colors) == [c for c in colors if c != 703]
+        seen, bad = _ray_sockets()
+        assert seen > 3 and bad == [], bad
+        q.close()
+    finally:
+        ray.shutdown()
+
+
 def test_two_servers_share_a_batch_and_a_killed_servers_jobs_finish_on_the_other(servers, tmp_path):
     a, b = servers
     q = BatchQueue(tmp_path / "lib.sqlite3", tmp_path / "results")
