@@ -81,6 +81,8 @@ class _Server:
     flights: dict[int, asyncio.Task] = field(default_factory=dict)
     wakers: dict[str, asyncio.Event] = field(default_factory=dict)
     jobs_by_pid: dict[str, J.Job] = field(default_factory=dict)
+    armed: set[str] = field(default_factory=set)
+    """Prompts the event stream said are finished: their history is (about to be) there."""
 
     @property
     def load(self) -> int:
@@ -286,28 +288,26 @@ class Dispatcher:
                 await self._q(J.sent, job, pid)
             waker = s.wakers.setdefault(pid, asyncio.Event())
             s.jobs_by_pid[pid] = job
+            if pid in s.armed:  # it finished before we listened
+                waker.set()
             entry = located.entry if located is not None and located.entry is not None else None
-            misses, last_look = 0, time.monotonic()
+            last_look = time.monotonic()
             while entry is None:
+                # woken by this prompt's end event, then (if its history was not written yet) by the next status
+                timeout = 0.05 if pid in s.armed else self.poll_s if s.ws_connected else 0.2
                 try:
-                    await asyncio.wait_for(waker.wait(), timeout=self.poll_s if s.ws_connected else 0.2)
+                    await asyncio.wait_for(waker.wait(), timeout=timeout)
                 except asyncio.TimeoutError:
                     pass
+                waker.clear()
                 entry = await s.client.history(pid)
-                if entry is None and waker.is_set():
-                    misses += 1
-                    if misses > 100:  # told it finished, yet no history: ask the queue
-                        waker.clear()
-                    await asyncio.sleep(0.02)
-                    continue
                 if entry is None and time.monotonic() - last_look > (5.0 if s.ws_connected else 1.0):
                     last_look = time.monotonic()  # still queued or running there? (a restarted server forgot it)
                     found = await s.client.locate([pid])
                     if pid not in found:
                         await self._requeue(job, f"{s.url} lost the prompt (the server restarted)", count=False)
                         return
-                    if found[pid].entry is not None:
-                        entry = found[pid].entry
+                    entry = found[pid].entry
             await self._finished(s, job, pid, entry)
         except PromptRejected as exc:
             if await self._q(J.fail, job, f"ComfyUI rejected the prompt: {exc}"):
@@ -323,6 +323,7 @@ class Dispatcher:
         finally:
             s.wakers.pop(pid, None)
             s.jobs_by_pid.pop(pid, None)
+            s.armed.discard(pid)
 
     async def _finished(self, s: _Server, job: J.Job, pid: str, entry: dict[str, Any]) -> None:
         error = history_error(entry)
@@ -366,11 +367,21 @@ class Dispatcher:
             await asyncio.sleep(1.0)
 
     def _on_event(self, s: _Server, ev: Any) -> None:
-        if ev.type == "status":
+        if ev.type == "status":  # sent after a finished prompt's history is written: time to look
             info = ((ev.data.get("status") or {}).get("exec_info") or {})
             s.remaining = int(info.get("queue_remaining", s.remaining))
+            for pid in s.armed:
+                if pid in s.wakers:
+                    s.wakers[pid].set()
             return
         pid = ev.prompt_id
+        if pid and (ev.type in DONE_EVENTS or (ev.type == "executing" and ev.data.get("node") is None)):
+            if len(s.armed) > 10_000:  # prompts nobody waited for (another client's): forget them
+                s.armed.clear()
+            s.armed.add(pid)
+            if pid in s.wakers:
+                s.wakers[pid].set()
+            return
         job = s.jobs_by_pid.get(pid) if pid else None
         if job is None:
             return
@@ -379,7 +390,3 @@ class Dispatcher:
             self._emit(job, "running", server=s.url)
         elif ev.type == "progress":
             self._emit(job, "running", server=s.url, value=ev.data.get("value"), max=ev.data.get("max"))
-        elif ev.type in DONE_EVENTS or (ev.type == "executing" and ev.data.get("node") is None):
-            waker = s.wakers.get(pid)
-            if waker is not None:
-                waker.set()
