@@ -151,6 +151,39 @@ def test_cancel_and_retry_from_the_cli(servers, tmp_path):
     q.close()
 
 
+def test_cancel_interrupts_a_running_job_and_a_prompt_the_server_forgot_is_sent_again(servers, tmp_path):
+    import json
+    import urllib.request
+
+    a = servers[0]
+    q = BatchQueue(tmp_path / "lib.sqlite3", tmp_path / "results")
+    sizes = {910: 512, 911: 64, 912: 64}  # the first keeps the server busy while we act
+    items = tuple(WorkItem(f"c={c}", image_workflow(c, size=size, blur=31), "9") for c, size in sizes.items())
+    batch = q.submit(BatchPlan("ab", "cancel", {}, items))
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(s=q.run(batch, [a.url], in_flight=2)))
+    runner.start()
+    try:
+        jobs = wait_for(lambda: (js := q.jobs(batch)) and js[0].state == "running" and js[1].server_prompt_id
+                        and js)
+        # the server forgets the pending second prompt (as a restarted server would) ...
+        req = urllib.request.Request(a.url + "/queue", data=json.dumps({"delete": [jobs[1].server_prompt_id]})
+                                     .encode(), headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=30).close()
+        # ... and the running first one is cancelled: /interrupt
+        assert [j.id for j in q.cancel(job_ids=[jobs[0].id])] == [jobs[0].id]
+    finally:
+        runner.join(300)
+    summary = result["s"]
+    assert [j.state for j in q.jobs(batch)] == ["cancelled", "done", "done"], q.jobs(batch)
+    assert summary.done == 2 and summary.requeued == 1 and summary.left == 0
+    history = {e["prompt"][2]["1"]["inputs"]["color"]: e for e in a.history().values()
+               if e["prompt"][2]["1"]["inputs"]["color"] in sizes}
+    assert history[910]["status"]["status_str"] == "error"  # interrupted on the server
+    assert sorted(colors_run(a)).count(911) == 1  # the forgotten prompt never ran; its resend ran once
+    q.close()
+
+
 @pytest.mark.asyncio
 async def test_job_routes_list_cancel_retry_and_run_with_events(servers, tmp_path, aiohttp_client):
     import asyncio

@@ -83,6 +83,8 @@ class _Server:
     jobs_by_pid: dict[str, J.Job] = field(default_factory=dict)
     armed: set[str] = field(default_factory=set)
     """Prompts the event stream said are finished: their history is (about to be) there."""
+    began: set[str] = field(default_factory=set)
+    """Prompts the event stream said started (it may say so before ``POST /prompt`` has answered)."""
 
     @property
     def load(self) -> int:
@@ -163,11 +165,15 @@ class Dispatcher:
         async with aiohttp.ClientSession(connector=connector) as session:
             servers = {u: _Server(u, ComfyClient(session, u, client_id=client_id, timeout=self.timeout_s))
                        for u in self.urls}
-            watchers = [asyncio.create_task(self._watch(s)) for s in servers.values()]
+            watchers: list[asyncio.Task] = []
             try:
                 await asyncio.gather(*(self._check(s) for s in servers.values()))
                 if not any(s.healthy for s in servers.values()):
                     await self._unreachable(servers)
+                watchers = [asyncio.create_task(self._watch(s)) for s in servers.values()]
+                deadline = time.monotonic() + 2.0  # ComfyUI greets a new /ws client with a status message
+                while time.monotonic() < deadline and not all(s.ws_connected for s in servers.values() if s.healthy):
+                    await asyncio.sleep(0.01)
                 await self._recover(servers, session, client_id)
                 await self._loop(servers)
             finally:
@@ -288,6 +294,9 @@ class Dispatcher:
                 await self._q(J.sent, job, pid)
             waker = s.wakers.setdefault(pid, asyncio.Event())
             s.jobs_by_pid[pid] = job
+            if pid in s.began:  # it started before we listened
+                await self._q(J.started, job)
+                self._emit(job, "running", server=s.url)
             if pid in s.armed:  # it finished before we listened
                 waker.set()
             entry = located.entry if located is not None and located.entry is not None else None
@@ -324,6 +333,7 @@ class Dispatcher:
             s.wakers.pop(pid, None)
             s.jobs_by_pid.pop(pid, None)
             s.armed.discard(pid)
+            s.began.discard(pid)
 
     async def _finished(self, s: _Server, job: J.Job, pid: str, entry: dict[str, Any]) -> None:
         error = history_error(entry)
@@ -384,6 +394,10 @@ class Dispatcher:
             return
         job = s.jobs_by_pid.get(pid) if pid else None
         if job is None:
+            if pid and ev.type == "execution_start":
+                if len(s.began) > 10_000:
+                    s.began.clear()
+                s.began.add(pid)
             return
         if ev.type == "execution_start":
             asyncio.ensure_future(self._q(J.started, job))
