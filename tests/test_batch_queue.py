@@ -323,3 +323,20 @@ def test_two_servers_share_a_batch_and_a_killed_servers_jobs_finish_on_the_other
     files = sorted((tmp_path / "results" / str(batch)).iterdir())
     assert len(files) == len(colors)  # no job completed twice
     q.close()
+
+
+def test_inside_comfyui_the_queue_runs_on_the_host_itself(tmp_path):
+    """The pack inside a real ComfyUI: POST /lorawb/jobs/run without servers runs the queue on that ComfyUI."""
+    from ui_helpers import http_json
+
+    with start_comfyui(tmp_path / "host", pack=True) as host:
+        q = BatchQueue(tmp_path / "host" / "lorawb.sqlite3")  # the database the pack inside ComfyUI uses
+        batch = q.submit(plan([1000, 1001, 1002], title="inside"))
+        status, body = http_json(host.url + "/lorawb/jobs/run", "POST", {})
+        assert status == 200 and body["running"] is True, body
+        done = wait_for(lambda: (b := http_json(f"{host.url}/lorawb/jobs?batch={batch}")[1])["batch"]["finished"]
+                        and not b["runner"]["running"] and b)
+        assert done["batch"]["counts"]["done"] == 3, done
+        assert {j["server"] for j in done["jobs"]} == {host.url}
+        assert sorted(c for c in colors_run(host.url) if c >= 1000) == [1000, 1001, 1002]
+        q.close()
