@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import ComfyServerError, PromptRejected, ServerUnreachable, UsageError
 from . import jobs as J
 from .comfy_client import ComfyClient, history_error, write_atomic
-from .dispatch import BACKOFF_S, JobEvent, RunSummary, file_stem
+from .outcome import BACKOFF_S, JobEvent, RunSummary, backoff_delay, file_stem
 from .servers import ServerSpec
 
 log = logging.getLogger("lorawb")
@@ -262,7 +262,7 @@ class RayDispatcher:
         if kind == "unreachable":
             alive.pop(url, None)
         count = kind == "retry"
-        delay = self.backoff_s[min(job.attempts, len(self.backoff_s)) - 1] if count and job.attempts else 0.0
+        delay = backoff_delay(job.attempts, self.backoff_s) if count else 0.0
         state = J.requeue(db, job, error, delay=delay, count=count)
         if state:
             self.summary.requeued += state == "queued"
