@@ -287,6 +287,25 @@ def test_the_ray_backend_with_two_servers(servers, tmp_path):
         assert sorted(c for s in servers for c in colors_run(s.url) if c in colors) == [c for c in colors if c != 703]
         seen, bad = _ray_sockets()
         assert seen > 3 and bad == [], bad
+
+        # Ray's retries: the actor process dies mid-job, Ray restarts it and retries the call, which finds the
+        # prompt already on the server and follows it instead of sending it again
+        from lorawb_core.batch import ray_backend
+
+        colors = list(range(750, 754))
+        batch = q.submit(plan(colors, size=192, blur=31))
+        result: dict = {}
+        runner = threading.Thread(target=lambda: result.update(s=q.run(batch, [a.url], backend="ray", in_flight=1)))
+        runner.start()
+        try:
+            wait_for(lambda: q.jobs(batch, ["submitted", "running"]) and len(q.jobs(batch, ["done"])) >= 1)
+            actor = next(h for k, h in ray_backend._ACTORS.items() if k[1] == a.url and k[2] == 1)
+            ray.kill(actor, no_restart=False)
+        finally:
+            runner.join(300)
+        assert result["s"].left == 0 and result["s"].failed == 0, result["s"]
+        assert [j.state for j in q.jobs(batch)] == ["done"] * len(colors)
+        assert sorted(c for c in colors_run(a.url) if c in colors) == colors  # each prompt ran once
         q.close()
     finally:
         ray.shutdown()
