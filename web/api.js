@@ -47,6 +47,13 @@ export const ROUTES = Object.freeze({
   reconcile: ["GET", "/lorawb/organize/reconcile"],
   reconcileFix: ["POST", "/lorawb/organize/reconcile"],
   organizeStatus: ["GET", "/lorawb/organize/{job_id}"],
+  jobs: ["GET", "/lorawb/jobs"],
+  runJobs: ["POST", "/lorawb/jobs/run"],
+  job: ["GET", "/lorawb/jobs/{job_id}"],
+  cancelJob: ["POST", "/lorawb/jobs/{job_id}/cancel"],
+  retryJob: ["POST", "/lorawb/jobs/{job_id}/retry"],
+  cancelBatch: ["POST", "/lorawb/batches/{batch_id}/cancel"],
+  retryBatch: ["POST", "/lorawb/batches/{batch_id}/retry"],
 });
 // Standalone only (lorawb serve): server-sent events.
 export const EVENTS_PATH = "/lorawb/events";

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ..service import LibraryService
 from .http import MUTATING, Security, endpoint
+from .job_routes import JobRoutes
 from .library_routes import LibraryRoutes
 from .merge_routes import MergeRoutes
 from .organize_routes import OrganizeRoutes
@@ -68,10 +69,17 @@ ROUTES: tuple[RouteDefinition, ...] = (
     R("GET", "/lorawb/organize/reconcile", "organize_reconcile"),
     R("POST", "/lorawb/organize/reconcile", "organize_reconcile"),
     R("GET", "/lorawb/organize/{job_id}", "organize_status"),
+    R("GET", "/lorawb/jobs", "list_jobs"),
+    R("POST", "/lorawb/jobs/run", "run_jobs"),
+    R("GET", "/lorawb/jobs/{job_id}", "get_job"),
+    R("POST", "/lorawb/jobs/{job_id}/cancel", "cancel_job"),
+    R("POST", "/lorawb/jobs/{job_id}/retry", "retry_job"),
+    R("POST", "/lorawb/batches/{batch_id}/cancel", "cancel_batch"),
+    R("POST", "/lorawb/batches/{batch_id}/retry", "retry_batch"),
 )
 
 
-class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes, OrganizeRoutes):
+class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes, OrganizeRoutes, JobRoutes):
     """Every handler of the table, as methods named by ``RouteDefinition.handler_name``."""
 
 
