@@ -271,12 +271,39 @@ def group_modules(sources: list[Source]) -> list[ModuleGroup]:
     family = sources[0].analysis.report.family.family
     for g in groups.values():
         g.key = output_key(g.target, family, {m.adapter.module for _, m in g.parts})
+    _restore_kernels(groups.values(), family, sources[0].analysis.report.family.variant)
     keys = Counter(g.key for g in groups.values())
     clash = [k for k, n in keys.items() if n > 1]
     if clash:
         raise IncompatibleStack(f"several targets would be written as module {clash[0]}; merge LoRAs saved in one "
                                 "format")
     return sorted(groups.values(), key=lambda g: g.key)
+
+
+def _conv_shapes(family: str, variant: str | None) -> dict[str, tuple[int, ...]]:
+    """Canonical target → weight shape of the family's k×k convolutions (empty for families without any)."""
+    from ..key_targets import canonical_target, parse_module_key
+    from ..samples import module_shapes
+
+    for v in dict.fromkeys((variant, None)):
+        try:
+            known = module_shapes(family, "kohya", conv=True, te=False, variant=v)
+        except LorawbError:
+            continue
+        return {str(canonical_target(parse_module_key(key), family, s.out_features, s.in_features)): s.weight_shape
+                for key, s in known.items() if s.is_conv and s.kernel != (1, 1)}
+    return {}
+
+
+def _restore_kernels(groups, family: str, variant: str | None) -> None:
+    """A k×k convolution that reached the merge flattened (LoHa/LoKr store ``(rank, in·k·k)`` factors) gets its
+    kernel back from the family's module shapes, so the file holds a 4-D ``lora_down`` as kohya LoCon writes it."""
+    flat = [g for g in groups if len(g.shape) == 2]
+    shapes = _conv_shapes(family, variant) if flat else {}
+    for g in flat:
+        shape = shapes.get(g.target)
+        if shape is not None and (shape[0], math.prod(shape[1:])) == g.shape:
+            g.shape = shape
 
 
 def check_rank(rule: RankRule, groups: list[ModuleGroup]) -> None:

@@ -28,9 +28,18 @@ def _finite(t, src: Source, module: str, param: str) -> None:
 
 
 def _terms(group: ModuleGroup, loaders: dict[int, Any]):
-    """(low-rank (U, D) pairs, dense terms, bias terms) of one module, coefficients and scales folded in."""
+    """(low-rank (U, D) pairs, dense terms, carried tensors) of one module, coefficients and scales folded in.
+
+    Carried tensors are summed exactly and written as they are, under the name ComfyUI loads them by: bias deltas
+    (``diff_b``, and PEFT's ``lora_B.bias`` times the module's scale), norm-layer diffs (``w_norm``/``b_norm``) and
+    full diffs of 1-D weights (``diff``).
+    """
     m, n = group.matrix
-    lowrank, dense, bias = [], [], []
+    lowrank, dense, carried = [], [], {}
+
+    def carry(name: str, t) -> None:
+        carried[name] = carried[name] + t if name in carried else t
+
     for src, mod in group.parts:
         a = mod.adapter
         loader = loaders[src.index]
@@ -45,13 +54,23 @@ def _terms(group: ModuleGroup, loaders: dict[int, Any]):
             continue
         a.check_valid()
         if "diff_b" in a.params:
-            bias.append(c * get("diff_b").double())
+            carry("diff_b", c * get("diff_b").double())
+        if "up_bias" in a.params:
+            carry("diff_b", (c * a.scale()) * get("up_bias").double())
+        if a.name == "norm":
+            for param in ("w_norm", "b_norm"):
+                if param in a.params:
+                    carry(param, c * get(param).double())
+            continue
+        if a.name == "full" and "diff" in a.params and len(group.shape) == 1:
+            carry("diff", c * get("diff").double())
+            continue
         pair = lowrank_factors(a, get, m, n) if a.name != "full" else None
         if pair is not None:
             lowrank.append((pair[0] * c, pair[1]))
         elif a.name != "full" or "diff" in a.params:
             dense.append(a.delta(get).reshape(m, n) * c)
-    return lowrank, dense, bias
+    return lowrank, dense, carried
 
 
 def _alpha(group: ModuleGroup, k: int, alpha_mode: str) -> float:
@@ -71,13 +90,19 @@ def _write_module(out: dict, group: ModuleGroup, up, down, alpha: float, dtype) 
     if len(group.shape) == 4:
         up = up.reshape(group.shape[0], k, 1, 1)
         down = down.reshape(k, *group.shape[1:])
-    for name, t in ((f"{group.key}.lora_up.weight", up), (f"{group.key}.lora_down.weight", down)):
-        t = t.to(dtype)
-        if not bool(torch.isfinite(t).all()):
-            raise UsageError(f"module {group.key} does not fit {dtype}: its values overflow; save with --dtype fp32 "
-                             "or bf16.")
-        out[name] = t.contiguous()
+    out[f"{group.key}.lora_up.weight"] = _stored(up, dtype, group.key)
+    out[f"{group.key}.lora_down.weight"] = _stored(down, dtype, group.key)
     out[f"{group.key}.alpha"] = torch.tensor(alpha, dtype=dtype)
+
+
+def _stored(t, dtype, key: str):
+    """``t`` in the output dtype, refused when it overflows there."""
+    import torch
+
+    t = t.to(dtype)
+    if not bool(torch.isfinite(t).all()):
+        raise UsageError(f"module {key} does not fit {dtype}: its values overflow; save with --dtype fp32 or bf16.")
+    return t.contiguous()
 
 
 @contextmanager
@@ -142,9 +167,12 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
     with ExitStack() as stack, torch.no_grad(), _one_thread():
         loaders = {s.index: stack.enter_context(open_tensors(s.analysis.structure)) for s in sources}
         for i, g in enumerate(groups):
-            lowrank, dense, bias = _terms(g, loaders)
-            if bias:
-                tensors[f"{g.key}.diff_b"] = sum(bias[1:], bias[0]).to(torch_dtype).contiguous()
+            lowrank, dense, carried = _terms(g, loaders)
+            for name, t in carried.items():
+                tensors[f"{g.key}.{name}"] = _stored(t, torch_dtype, g.key)
+            if carried and not (lowrank or dense):
+                energy = sum(float(t.pow(2).sum()) for t in carried.values())
+                modules.append(ModuleMerge(g.key, g.target, g.block, len(g.parts), 0, 0, energy, energy, False))
             if lowrank or dense:
                 d = decompose(lowrank, dense, g.matrix, rule, conv=g.conv)
                 energy = d.energy
@@ -157,7 +185,7 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
                                            d.kept_energy if k else energy, d.dense))
             if progress:
                 progress(i + 1, len(groups), g.key)
-    if not any(m.rank for m in modules):
+    if not any(m.rank or m.energy for m in modules):
         raise UsageError("the merged LoRA is empty: every module's strength or block weight is 0.")
     ranks = {m.rank for m in modules if m.rank}
     dims = (str(ranks.pop()) if len(ranks) == 1 else "Dynamic",
