@@ -549,7 +549,7 @@ def _peft_prepare(
     *,
     rank: int,
     alpha: float,
-    targets: list[str],
+    targets: list[str] | str,
     dtype: torch.dtype,
     seed: int,
     use_dora: bool = False,
@@ -559,7 +559,8 @@ def _peft_prepare(
     from peft import LoraConfig, get_peft_model_state_dict
 
     config = LoraConfig(
-        r=rank, lora_alpha=alpha, init_lora_weights=True if lora_bias else "gaussian", target_modules=list(targets),
+        r=rank, lora_alpha=alpha, init_lora_weights=True if lora_bias else "gaussian",
+        target_modules=targets if isinstance(targets, str) else list(targets),
         use_dora=use_dora, **({"lora_bias": True} if lora_bias else {}),
     )
     _peft_inject(model, config)
@@ -617,6 +618,7 @@ def _write_peft_sd(
     weight_name: str,
     use_dora: bool = False,
     lora_bias: bool = False,
+    unet_targets: list[str] | str | None = None,
 ) -> WrittenLora:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 
@@ -628,8 +630,8 @@ def _write_peft_sd(
     if train_unet:
         unet = _build_meta(lambda: UNet2DConditionModel(**unet_config))
         state, meta, n = _peft_prepare(
-            unet, rank=rank, alpha=alpha, targets=SD_UNET_TARGETS, dtype=dtype, seed=seed_i, use_dora=use_dora,
-            lora_bias=lora_bias,
+            unet, rank=rank, alpha=alpha, targets=unet_targets or SD_UNET_TARGETS, dtype=dtype, seed=seed_i,
+            use_dora=use_dora, lora_bias=lora_bias,
         )
         layers["unet_lora_layers"] = _to_diffusers(state, key_style)
         if adapter_metadata:

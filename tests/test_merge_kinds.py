@@ -29,6 +29,15 @@ CONV_PRESET = dict(enable_conv=True, use_fnmatch=True, unet_target_module=[], te
                                      "up_blocks.1.resnets.0.conv1", "*attentions.0.proj_in"])
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The dense reference math on one thread (OpenMP teams crawl when the CI cores are shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("merge_kinds")

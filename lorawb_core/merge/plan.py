@@ -99,8 +99,8 @@ class ModuleGroup:
     def available(self) -> int:
         """Rank of the exact sum's factorisation, known from the header (dense parts: full rank)."""
         m, n = self.matrix
-        ranks = sum(mod.adapter.rank or min(m, n) if mod.adapter.name in ("lora", "locon") else min(m, n)
-                    for _, mod in self.parts)
+        ranks = sum(mod.adapter.rank or min(m, n) if mod.adapter.name in ("lora", "locon") and
+                    not mod.adapter.decomposed else min(m, n) for _, mod in self.parts)
         return min(ranks, m, n)
 
 
@@ -152,7 +152,7 @@ def _block_weights(src: Source, db) -> None:
     src.notes.extend(resolved.notes)
 
 
-def load_sources(db, items: list[MergeInput]) -> list[Source]:
+def load_sources(db, items: list[MergeInput], *, base: bool = False) -> list[Source]:
     """Resolve and analyse every input (headers only) and apply the compose gate; raise with every reason."""
     from ..inspection import inspect_structure
 
@@ -166,14 +166,17 @@ def load_sources(db, items: list[MergeInput]) -> list[Source]:
                 raise UsageError(f"input #{i}: {name} must be a finite number, not {v!r}.")
         path, sid, name, sha = _resolve(db, item, i)
         sources.append(Source(i, item, path, sid, name, inspect_structure(path), sha))
-    _gate(db, sources)
+    _gate(db, sources, base)
     for s in sources:
         _block_weights(s, db)
     return sources
 
 
-def _gate(db, sources: list[Source]) -> None:
+def _gate(db, sources: list[Source], base: bool = False) -> None:
     reasons = []
+    if base and (len(sources) > 1 or not any(m.adapter.decomposed for m in sources[0].analysis.modules)):
+        reasons.append("a base model is only used to bake a single DoRA file into a plain LoRA; leave --base out "
+                       "(plain LoRAs merge without it)")
     for s in sources:
         rep = s.analysis.report
         if not s.analysis.modules:
@@ -186,9 +189,9 @@ def _gate(db, sources: list[Source]) -> None:
         dora = any(m.adapter.decomposed for m in s.analysis.modules)
         if dora and len(sources) > 1:
             reasons.append(f"{s.title}: {DORA_REASON}")
-        elif dora:
+        elif dora and not base:
             reasons.append(f"{s.title}: it is a DoRA LoRA; baking DoRA into a plain LoRA needs the base model's "
-                           "weights, which this merge does not take: load it as it is")
+                           "weights: give the model it was trained on with --base MODEL.safetensors (and a --rank)")
         other = sorted({m.adapter.name for m in s.analysis.modules if m.adapter.requires_base and
                         not m.adapter.decomposed})
         if other:

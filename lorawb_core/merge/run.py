@@ -10,6 +10,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from ..errors import InvalidTensor, UsageError
+from .dora import BaseModel, dora_delta
 from .factors import lowrank_factors
 from .lowrank import RankRule, decompose
 from .plan import MergeInput, ModuleGroup, Source, check_rank, group_modules, load_sources
@@ -27,7 +28,7 @@ def _finite(t, src: Source, module: str, param: str) -> None:
                             "the file is damaged: leave it out of the merge.")
 
 
-def _terms(group: ModuleGroup, loaders: dict[int, Any]):
+def _terms(group: ModuleGroup, loaders: dict[int, Any], base=None):
     """(low-rank (U, D) pairs, dense terms, carried tensors) of one module, coefficients and scales folded in.
 
     Carried tensors are summed exactly and written as they are, under the name ComfyUI loads them by: bias deltas
@@ -57,6 +58,10 @@ def _terms(group: ModuleGroup, loaders: dict[int, Any]):
             carry("diff_b", c * get("diff_b").double())
         if "up_bias" in a.params:
             carry("diff_b", (c * a.scale()) * get("up_bias").double())
+        if a.decomposed:  # only reaches here with a base model: the gate refuses DoRA otherwise
+            w = base.weight(group.target, mod.raw.path, (m, n))
+            dense.append(dora_delta(a, get, w, m, n) * c)
+            continue
         if a.name == "norm":
             for param in ("w_norm", "b_norm"):
                 if param in a.params:
@@ -129,7 +134,8 @@ def _sha256(src: Source) -> str | None:
 
 def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str], *, rule: RankRule | None = None,
                 dtype: str = "fp16", alpha: str = "rank", metadata: str = "merge", db=None,
-                progress: Progress | None = None, index: bool = True, title: str | None = None) -> MergeReport:
+                progress: Progress | None = None, index: bool = True, title: str | None = None,
+                base: str | os.PathLike[str] | None = None) -> MergeReport:
     """Merge ``items`` into the new file ``out_path`` and return the report.
 
     Args:
@@ -140,6 +146,8 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
         metadata: new | merge | first (see :func:`.writer.build_metadata`).
         db: an open library: stable IDs resolve through it and the new file is indexed at once (its stable ID
             is in the report).
+        base: the base model (.safetensors) to bake a single DoRA file with (see :mod:`.dora`); needs a rank
+            rule (the baked delta is full rank).
 
     Raises:
         IncompatibleStack, InvalidTensor, UsageError, OutputExists: nothing is written.
@@ -155,7 +163,10 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
     torch_dtype = getattr(torch, DTYPES[dtype][0])
     path = check_output(out_path)
     items = [MergeInput.parse(i) if isinstance(i, str) else i for i in items]
-    sources = load_sources(db, items)
+    if base is not None and rule.concat:
+        raise UsageError("baking DoRA needs a target rank (--rank R or a dynamic --sv-fro F): its effective ΔW "
+                         "depends on the base weight and is full rank, so concat would store whole matrices.")
+    sources = load_sources(db, items, base=base is not None)
     groups = group_modules(sources)
     check_rank(rule, groups)
     family = sources[0].analysis.report.family.family
@@ -166,8 +177,9 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
 
     with ExitStack() as stack, torch.no_grad(), _one_thread():
         loaders = {s.index: stack.enter_context(open_tensors(s.analysis.structure)) for s in sources}
+        base_model = BaseModel(base) if base is not None else None
         for i, g in enumerate(groups):
-            lowrank, dense, carried = _terms(g, loaders)
+            lowrank, dense, carried = _terms(g, loaders, base_model)
             for name, t in carried.items():
                 tensors[f"{g.key}.{name}"] = _stored(t, torch_dtype, g.key)
             if carried and not (lowrank or dense):
@@ -195,6 +207,7 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
                     "weights": s.item.weights, "weights_source": s.weights_source,
                     "weights_by_block": s.weights if s.weights_source != "uniform" else None} for s in sources]
     info = {"tool": "lorawb merge", "mode": rule.label, "dtype": dtype, "alpha": alpha,
+            **({"dora_baked_with": os.path.basename(os.fspath(base))} if base is not None else {}),
             "sources": [{k: v for k, v in d.items() if k != "index"} for d in source_info]}
     title = title or path.stem
     meta = build_metadata(sources, mode=metadata, dims=dims, title=title, merge_info=info, family=family)
