@@ -182,16 +182,27 @@ def cmd_compose(args: argparse.Namespace, out: Output) -> int:
             return 2
         entries.append({"lora": sid, "strength_model": value, "strength_clip": value,
                         **({"weights": weights} if weights else {})})
+    saved = None
     with open_library(args.db) as db:
         verdict = check_stack(db, entries, threshold=args.threshold, directions=not args.no_directions)
+        if verdict.ok and args.save_profile:
+            from .combined_profile import combined_weights
+            from .profiles import create_profile
+
+            saved = create_profile(db, args.save_profile, verdict.layout_id, combined_weights(verdict),
+                                   description="combined block weights of " + " ".join(args.entries))
     if args.json:
-        out.json(verdict.to_dict())
+        out.json({**verdict.to_dict(), **({"saved_profile": saved.to_dict()} if saved else {})})
     else:
         out.line(verdict.text())
         for b in verdict.blocks:
             if b.strength_sum:
                 cos = f"  min cosine {b.min_cosine:+.2f}" if b.min_cosine is not None else ""
-                out.line(f"    {b.id:>6}  ‖ΣcΔW‖ {b.norm:8.4f}  Σ|c| {b.strength_sum:5.2f}{cos}")
+                out.line(f"    {b.id:>6}  ‖ΣcΔW‖ {b.norm:8.4f}  Σ|c| {b.strength_sum:5.2f}  w {b.weight:5.3f}{cos}")
+        if saved:
+            out.line(f"saved the combined block weights as profile {saved.label} (id {saved.id})")
+        elif args.save_profile:
+            out.line("no profile saved: the stack is refused.")
     return 0 if verdict.ok else 1
 
 
@@ -290,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="library database (default: LORAWB_DB, ComfyUI's user dir, or the per-user data dir)")
     p.add_argument("--threshold", type=float, default=2.0, help="warn when a block's Σ|strength·weight| exceeds it")
     p.add_argument("--no-directions", action="store_true", help="skip the block cosines (no tensor reads)")
+    p.add_argument("--save-profile", metavar="NAME", help="store the stack's combined block weights (Σ|s|·n·w / "
+                                                          "Σ|s|·n per block) as a new profile of its layout")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compose)
     p = sub.add_parser("demo", help="build a sample library of real-format LoRAs and inspect it")

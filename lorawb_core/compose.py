@@ -106,6 +106,7 @@ class CombinedBlock:
     norm: float  # ‖Σ cᵢ ΔWᵢ(b)‖ (exact when ``exact``)
     exact: bool
     min_cosine: float | None = None  # the most opposed pair in this block
+    weight: float = 1.0  # the stack's combined block weight (see :func:`combined_weight`)
 
 
 @dataclass
@@ -292,6 +293,15 @@ def _coefficient(r: EntryReport, block_id: str, group: str) -> float:
     return (r.strength_clip if group == "TE" else r.strength_model) * weight
 
 
+def combined_weight(strengths: Sequence[float], norms: Sequence[float], weights: Sequence[float]) -> float:
+    """One block's combined weight: Σ|sᵢ|·nᵢ·wᵢ / Σ|sᵢ|·nᵢ, or the mean of the wᵢ where no entry acts."""
+    shares = [abs(s) * n for s, n in zip(strengths, norms, strict=True)]
+    total = sum(shares)
+    if total > 0:
+        return sum(a * w for a, w in zip(shares, weights, strict=True)) / total
+    return sum(weights) / len(weights) if weights else 1.0
+
+
 def _combined(reports, analyses, layout_id, directions, threshold, opposing, warnings):
     from .similarity import pairwise_inner
 
@@ -303,6 +313,8 @@ def _combined(reports, analyses, layout_id, directions, threshold, opposing, war
     blocks: list[CombinedBlock] = []
     for b in layout.blocks:
         coef = [_coefficient(r, b.id, b.group) for r in ordered]
+        weight = combined_weight([r.strength_clip if b.group == "TE" else r.strength_model for r in ordered],
+                                 [n.get(b.id, 0.0) for n in norms], [(r.weights or {}).get(b.id, 0.0) for r in ordered])
         norm_b = [n.get(b.id, 0.0) for n in norms]
         energy = sum((c * n) ** 2 for c, n in zip(coef, norm_b, strict=True))
         exact = True
@@ -329,5 +341,5 @@ def _combined(reports, analyses, layout_id, directions, threshold, opposing, war
         if total > threshold:
             warnings.append(f"block {b.id}: combined strength {total:.2f} exceeds {threshold:g}")
         blocks.append(CombinedBlock(b.id, b.label, b.group, [abs(c) * n for c, n in zip(coef, norm_b, strict=True)],
-                                    coef, total, math.sqrt(max(energy, 0.0)), exact, min_cos))
+                                    coef, total, math.sqrt(max(energy, 0.0)), exact, min_cos, weight))
     return blocks, cosines

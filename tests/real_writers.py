@@ -549,16 +549,19 @@ def _peft_prepare(
     *,
     rank: int,
     alpha: float,
-    targets: list[str],
+    targets: list[str] | str,
     dtype: torch.dtype,
     seed: int,
     use_dora: bool = False,
+    lora_bias: bool = False,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any], int]:
     """Inject a LoRA, materialise it, return (peft state dict, adapter config dict, module count)."""
     from peft import LoraConfig, get_peft_model_state_dict
 
     config = LoraConfig(
-        r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(targets), use_dora=use_dora
+        r=rank, lora_alpha=alpha, init_lora_weights=True if lora_bias else "gaussian",
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        use_dora=use_dora, **({"lora_bias": True} if lora_bias else {}),
     )
     _peft_inject(model, config)
     _materialise(model, lambda name: "lora_" in name, rank, dtype, seed)
@@ -614,6 +617,8 @@ def _write_peft_sd(
     seed: int,
     weight_name: str,
     use_dora: bool = False,
+    lora_bias: bool = False,
+    unet_targets: list[str] | str | None = None,
 ) -> WrittenLora:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 
@@ -625,7 +630,8 @@ def _write_peft_sd(
     if train_unet:
         unet = _build_meta(lambda: UNet2DConditionModel(**unet_config))
         state, meta, n = _peft_prepare(
-            unet, rank=rank, alpha=alpha, targets=SD_UNET_TARGETS, dtype=dtype, seed=seed_i, use_dora=use_dora
+            unet, rank=rank, alpha=alpha, targets=unet_targets or SD_UNET_TARGETS, dtype=dtype, seed=seed_i,
+            use_dora=use_dora, lora_bias=lora_bias,
         )
         layers["unet_lora_layers"] = _to_diffusers(state, key_style)
         if adapter_metadata:
@@ -684,6 +690,7 @@ def write_peft_sd15(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     weight_name: str = "peft_sd15.safetensors",
+    lora_bias: bool = False,
 ) -> WrittenLora:
     """SD1.5 UNet (+ CLIP-L TE) LoRA the way ``train_dreambooth_lora.py`` saves it.
 
@@ -706,6 +713,7 @@ def write_peft_sd15(
         dtype=dtype,
         seed=seed,
         weight_name=weight_name,
+        lora_bias=lora_bias,
     )
 
 
@@ -1206,6 +1214,7 @@ def write_lycoris(
     metadata: dict[str, str] | None = None,
     seed: int = 0,
     weight_name: str | None = None,
+    train_norm: bool = False,
 ) -> WrittenLora:
     """LyCORIS network on the real SD1.5 (``family="sd1"``) or SD2.x UNet + CLIP text encoder.
 
@@ -1254,6 +1263,8 @@ def write_lycoris(
         rescaled=rescaled,
         constraint=constraint,
     )
+    if train_norm:  # LyCORIS' NormModule: w_norm/b_norm on every GroupNorm/LayerNorm of the targeted blocks
+        network_args["train_norm"] = True
 
     unet_config = {"sd1": SD15_UNET_CONFIG, "sd2": SD2_UNET_CONFIG}[family]
     unet = _build_meta(lambda: UNet2DConditionModel(**unet_config))

@@ -97,3 +97,28 @@ async def test_merge_job_reports_a_refused_stack(client, library, events):
 async def test_bad_merge_requests(client, body, field):
     data = await call(client, "POST", "/lorawb/merge", 400, body)
     assert data["error"]["field"] == field, data
+
+
+async def test_save_combined_profile_route(client, library):
+    from lorawb_core.combined_profile import combined_weights
+    from lorawb_core.compose import check_stack
+
+    ids = library["ids"]
+    entries = [{"lora": ids["a.safetensors"], "strength_model": 0.5},
+               {"lora": ids["b.safetensors"], "weights": "OUTD"}]
+    saved = await call(client, "POST", "/lorawb/compose/profile", 201, {"entries": entries, "name": "route-mix"})
+    with open_library(library["db"]) as db:
+        verdict = check_stack(db, entries, directions=False)
+    assert saved["layout_id"] == verdict.layout_id == saved["profile"]["layout_id"]
+    assert saved["profile"]["weights"] == combined_weights(verdict) and saved["entries"] == 2
+    listed = await call(client, "GET", f"/lorawb/profiles?builtins=false&layout={verdict.layout_id}", 200)
+    assert "route-mix" in {p["name"] for p in listed["profiles"]}
+    again = await call(client, "POST", "/lorawb/compose/profile", 409, {"entries": entries, "name": "route-mix"})
+    assert again["error"]["field"] == "name"
+    mixed = [{"lora": ids["a.safetensors"]}, {"lora": ids["xl.safetensors"]}]
+    refused = await call(client, "POST", "/lorawb/compose/profile", 400, {"entries": mixed, "name": "never"})
+    assert refused["error"]["type"] == "IncompatibleStack" and "sdxl LoRA" in refused["error"]["message"]
+    for body, field in (({"entries": entries}, "name"), ({"entries": [], "name": "x"}, "entries"),
+                        ({"entries": entries, "name": "   "}, "name")):
+        data = await call(client, "POST", "/lorawb/compose/profile", 400, body)
+        assert data["error"]["field"] == field, data

@@ -464,6 +464,40 @@ def test_composer_merges_the_stack_to_a_new_file(page, sample):
     page.wait_for_selector(".lwb-stack-row", state="detached")
 
 
+def test_composer_saves_the_combined_weights_as_a_profile(page, sample):
+    from lorawb_core.combined_profile import combined_weights
+    from lorawb_core.compose import check_stack
+    from lorawb_core.library import open_library
+
+    open_panel(page, sample)
+    search(page, "sd15")
+    ids = []
+    for name in ("mychar_sd15_v2", "ink_sketch_loha"):
+        show_only(page, name)
+        page.locator(".lwb-row", has_text=name).click(modifiers=["Control"])
+        ids.append(page.locator(".lwb-stack-row").last.get_attribute("data-id"))
+    page.locator(".lwb-stack-row", has_text=ids[0]).locator(".lwb-strength").fill("0.7")
+    weights = page.locator(".lwb-stack-row", has_text=ids[1]).locator(".lwb-stack-weights")
+    weights.fill("OUTD")
+    weights.press("Enter")
+    weights.blur()
+    page.wait_for_selector(".lwb-verdict.is-ok")
+    page.fill(".lwb-combined-name", "ui-combined")
+    page.click("text=Save combined as profile")
+    assert page.wait_for_selector(".lwb-combined-result").inner_text().startswith("Saved profile ui-combined")
+    saved = next(p for p in api(sample, "/lorawb/profiles?builtins=false")["profiles"] if p["name"] == "ui-combined")
+    with open_library(sample["base"] / "db" / "library.sqlite3") as db:  # the same stack through the core
+        verdict = check_stack(db, [{"lora": ids[0], "strength_model": 0.7, "strength_clip": 0.7},
+                                   {"lora": ids[1], "weights": "OUTD"}], directions=False)
+    expected = combined_weights(verdict)
+    assert saved["layout_id"] == verdict.layout_id and saved["weights"] == expected
+    assert len(set(expected.values())) > 2  # OUTD and the strengths made a real mix
+    page.click("text=Save combined as profile")  # the same name again: refused, said in the panel
+    assert "ui-combined" in page.wait_for_selector(".lwb-combined-error").inner_text()
+    page.click("text=Clear the stack")
+    page.wait_for_selector(".lwb-stack-row", state="detached")
+
+
 def test_a_remote_server_asks_for_the_token_before_changes(browser, sample, tmp_path):
     db = tmp_path / "remote.sqlite3"
     src, dst = sqlite3.connect(sample["base"] / "db" / "library.sqlite3"), sqlite3.connect(db)

@@ -38,6 +38,7 @@ export const ROUTES = Object.freeze({
   updateProfile: ["PUT", "/lorawb/profiles/{profile_id}"],
   deleteProfile: ["DELETE", "/lorawb/profiles/{profile_id}"],
   composeCheck: ["POST", "/lorawb/compose/check"],
+  saveCombinedProfile: ["POST", "/lorawb/compose/profile"],
   merge: ["POST", "/lorawb/merge"],
   mergeStatus: ["GET", "/lorawb/merge/{job_id}"],
   organizePlan: ["POST", "/lorawb/organize/plan"],
@@ -218,6 +219,7 @@ export function createApi(transport, { askToken = null } = {}) {
     importProfiles: (data) => call("importProfiles", { body: data }),
 
     composeCheck: (data) => call("composeCheck", { body: data }),
+    saveCombinedProfile: (data) => call("saveCombinedProfile", { body: data }),
     merge: (data) => call("merge", { body: data }),
     mergeStatus: (job) => call("mergeStatus", { params: { job_id: job } }),
 

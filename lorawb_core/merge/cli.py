@@ -45,7 +45,7 @@ def cmd_merge(args: argparse.Namespace, out) -> int:
         bar.update(done - bar.n)
 
     kwargs = dict(rule=rule, dtype=args.dtype, alpha=args.alpha, metadata=args.metadata, progress=progress,
-                  title=args.title)
+                  title=args.title, base=args.base)
     try:
         if args.no_library:
             report = merge_loras(items, args.out, **kwargs)
@@ -77,6 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rank.add_argument("--sv-fro", type=float, metavar="F", help="dynamic: keep the Frobenius fraction F (e.g. 0.99)")
     rank.add_argument("--sv-ratio", type=float, metavar="N", help="dynamic: keep singular values ≥ σ_max/N")
     rank.add_argument("--sv-cumulative", type=float, metavar="F", help="dynamic: keep the fraction F of Σσ")
+    p.add_argument("--base", metavar="MODEL.safetensors",
+                   help="bake a single DoRA file into a plain LoRA with this base model (needs --rank or --sv-*)")
     p.add_argument("--conv-rank", type=int, help="target rank of 3×3 convolutions (default: --rank)")
     p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16", help="storage dtype (default fp16)")
     p.add_argument("--alpha", choices=("rank", "input"), default="rank",

@@ -99,8 +99,8 @@ class ModuleGroup:
     def available(self) -> int:
         """Rank of the exact sum's factorisation, known from the header (dense parts: full rank)."""
         m, n = self.matrix
-        ranks = sum(mod.adapter.rank or min(m, n) if mod.adapter.name in ("lora", "locon") else min(m, n)
-                    for _, mod in self.parts)
+        ranks = sum(mod.adapter.rank or min(m, n) if mod.adapter.name in ("lora", "locon") and
+                    not mod.adapter.decomposed else min(m, n) for _, mod in self.parts)
         return min(ranks, m, n)
 
 
@@ -152,7 +152,7 @@ def _block_weights(src: Source, db) -> None:
     src.notes.extend(resolved.notes)
 
 
-def load_sources(db, items: list[MergeInput]) -> list[Source]:
+def load_sources(db, items: list[MergeInput], *, base: bool = False) -> list[Source]:
     """Resolve and analyse every input (headers only) and apply the compose gate; raise with every reason."""
     from ..inspection import inspect_structure
 
@@ -166,14 +166,17 @@ def load_sources(db, items: list[MergeInput]) -> list[Source]:
                 raise UsageError(f"input #{i}: {name} must be a finite number, not {v!r}.")
         path, sid, name, sha = _resolve(db, item, i)
         sources.append(Source(i, item, path, sid, name, inspect_structure(path), sha))
-    _gate(db, sources)
+    _gate(db, sources, base)
     for s in sources:
         _block_weights(s, db)
     return sources
 
 
-def _gate(db, sources: list[Source]) -> None:
+def _gate(db, sources: list[Source], base: bool = False) -> None:
     reasons = []
+    if base and (len(sources) > 1 or not any(m.adapter.decomposed for m in sources[0].analysis.modules)):
+        reasons.append("a base model is only used to bake a single DoRA file into a plain LoRA; leave --base out "
+                       "(plain LoRAs merge without it)")
     for s in sources:
         rep = s.analysis.report
         if not s.analysis.modules:
@@ -186,9 +189,9 @@ def _gate(db, sources: list[Source]) -> None:
         dora = any(m.adapter.decomposed for m in s.analysis.modules)
         if dora and len(sources) > 1:
             reasons.append(f"{s.title}: {DORA_REASON}")
-        elif dora:
+        elif dora and not base:
             reasons.append(f"{s.title}: it is a DoRA LoRA; baking DoRA into a plain LoRA needs the base model's "
-                           "weights, which this merge does not take: load it as it is")
+                           "weights: give the model it was trained on with --base MODEL.safetensors (and a --rank)")
         other = sorted({m.adapter.name for m in s.analysis.modules if m.adapter.requires_base and
                         not m.adapter.decomposed})
         if other:
@@ -271,12 +274,39 @@ def group_modules(sources: list[Source]) -> list[ModuleGroup]:
     family = sources[0].analysis.report.family.family
     for g in groups.values():
         g.key = output_key(g.target, family, {m.adapter.module for _, m in g.parts})
+    _restore_kernels(groups.values(), family, sources[0].analysis.report.family.variant)
     keys = Counter(g.key for g in groups.values())
     clash = [k for k, n in keys.items() if n > 1]
     if clash:
         raise IncompatibleStack(f"several targets would be written as module {clash[0]}; merge LoRAs saved in one "
                                 "format")
     return sorted(groups.values(), key=lambda g: g.key)
+
+
+def _conv_shapes(family: str, variant: str | None) -> dict[str, tuple[int, ...]]:
+    """Canonical target → weight shape of the family's k×k convolutions (empty for families without any)."""
+    from ..key_targets import canonical_target, parse_module_key
+    from ..samples import module_shapes
+
+    for v in dict.fromkeys((variant, None)):
+        try:
+            known = module_shapes(family, "kohya", conv=True, te=False, variant=v)
+        except LorawbError:
+            continue
+        return {str(canonical_target(parse_module_key(key), family, s.out_features, s.in_features)): s.weight_shape
+                for key, s in known.items() if s.is_conv and s.kernel != (1, 1)}
+    return {}
+
+
+def _restore_kernels(groups, family: str, variant: str | None) -> None:
+    """A k×k convolution that reached the merge flattened (LoHa/LoKr store ``(rank, in·k·k)`` factors) gets its
+    kernel back from the family's module shapes, so the file holds a 4-D ``lora_down`` as kohya LoCon writes it."""
+    flat = [g for g in groups if len(g.shape) == 2]
+    shapes = _conv_shapes(family, variant) if flat else {}
+    for g in flat:
+        shape = shapes.get(g.target)
+        if shape is not None and (shape[0], math.prod(shape[1:])) == g.shape:
+            g.shape = shape
 
 
 def check_rank(rule: RankRule, groups: list[ModuleGroup]) -> None:

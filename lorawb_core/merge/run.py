@@ -10,6 +10,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from ..errors import InvalidTensor, UsageError
+from .dora import BaseModel, dora_delta
 from .factors import lowrank_factors
 from .lowrank import RankRule, decompose
 from .plan import MergeInput, ModuleGroup, Source, check_rank, group_modules, load_sources
@@ -27,10 +28,19 @@ def _finite(t, src: Source, module: str, param: str) -> None:
                             "the file is damaged: leave it out of the merge.")
 
 
-def _terms(group: ModuleGroup, loaders: dict[int, Any]):
-    """(low-rank (U, D) pairs, dense terms, bias terms) of one module, coefficients and scales folded in."""
+def _terms(group: ModuleGroup, loaders: dict[int, Any], base=None):
+    """(low-rank (U, D) pairs, dense terms, carried tensors) of one module, coefficients and scales folded in.
+
+    Carried tensors are summed exactly and written as they are, under the name ComfyUI loads them by: bias deltas
+    (``diff_b``, and PEFT's ``lora_B.bias`` times the module's scale), norm-layer diffs (``w_norm``/``b_norm``) and
+    full diffs of 1-D weights (``diff``).
+    """
     m, n = group.matrix
-    lowrank, dense, bias = [], [], []
+    lowrank, dense, carried = [], [], {}
+
+    def carry(name: str, t) -> None:
+        carried[name] = carried[name] + t if name in carried else t
+
     for src, mod in group.parts:
         a = mod.adapter
         loader = loaders[src.index]
@@ -45,13 +55,27 @@ def _terms(group: ModuleGroup, loaders: dict[int, Any]):
             continue
         a.check_valid()
         if "diff_b" in a.params:
-            bias.append(c * get("diff_b").double())
+            carry("diff_b", c * get("diff_b").double())
+        if "up_bias" in a.params:
+            carry("diff_b", (c * a.scale()) * get("up_bias").double())
+        if a.decomposed:  # only reaches here with a base model: the gate refuses DoRA otherwise
+            w = base.weight(group.target, mod.raw.path, (m, n))
+            dense.append(dora_delta(a, get, w, m, n) * c)
+            continue
+        if a.name == "norm":
+            for param in ("w_norm", "b_norm"):
+                if param in a.params:
+                    carry(param, c * get(param).double())
+            continue
+        if a.name == "full" and "diff" in a.params and len(group.shape) == 1:
+            carry("diff", c * get("diff").double())
+            continue
         pair = lowrank_factors(a, get, m, n) if a.name != "full" else None
         if pair is not None:
             lowrank.append((pair[0] * c, pair[1]))
         elif a.name != "full" or "diff" in a.params:
             dense.append(a.delta(get).reshape(m, n) * c)
-    return lowrank, dense, bias
+    return lowrank, dense, carried
 
 
 def _alpha(group: ModuleGroup, k: int, alpha_mode: str) -> float:
@@ -71,13 +95,19 @@ def _write_module(out: dict, group: ModuleGroup, up, down, alpha: float, dtype) 
     if len(group.shape) == 4:
         up = up.reshape(group.shape[0], k, 1, 1)
         down = down.reshape(k, *group.shape[1:])
-    for name, t in ((f"{group.key}.lora_up.weight", up), (f"{group.key}.lora_down.weight", down)):
-        t = t.to(dtype)
-        if not bool(torch.isfinite(t).all()):
-            raise UsageError(f"module {group.key} does not fit {dtype}: its values overflow; save with --dtype fp32 "
-                             "or bf16.")
-        out[name] = t.contiguous()
+    out[f"{group.key}.lora_up.weight"] = _stored(up, dtype, group.key)
+    out[f"{group.key}.lora_down.weight"] = _stored(down, dtype, group.key)
     out[f"{group.key}.alpha"] = torch.tensor(alpha, dtype=dtype)
+
+
+def _stored(t, dtype, key: str):
+    """``t`` in the output dtype, refused when it overflows there."""
+    import torch
+
+    t = t.to(dtype)
+    if not bool(torch.isfinite(t).all()):
+        raise UsageError(f"module {key} does not fit {dtype}: its values overflow; save with --dtype fp32 or bf16.")
+    return t.contiguous()
 
 
 @contextmanager
@@ -104,7 +134,8 @@ def _sha256(src: Source) -> str | None:
 
 def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str], *, rule: RankRule | None = None,
                 dtype: str = "fp16", alpha: str = "rank", metadata: str = "merge", db=None,
-                progress: Progress | None = None, index: bool = True, title: str | None = None) -> MergeReport:
+                progress: Progress | None = None, index: bool = True, title: str | None = None,
+                base: str | os.PathLike[str] | None = None) -> MergeReport:
     """Merge ``items`` into the new file ``out_path`` and return the report.
 
     Args:
@@ -115,6 +146,8 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
         metadata: new | merge | first (see :func:`.writer.build_metadata`).
         db: an open library: stable IDs resolve through it and the new file is indexed at once (its stable ID
             is in the report).
+        base: the base model (.safetensors) to bake a single DoRA file with (see :mod:`.dora`); needs a rank
+            rule (the baked delta is full rank).
 
     Raises:
         IncompatibleStack, InvalidTensor, UsageError, OutputExists: nothing is written.
@@ -130,7 +163,10 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
     torch_dtype = getattr(torch, DTYPES[dtype][0])
     path = check_output(out_path)
     items = [MergeInput.parse(i) if isinstance(i, str) else i for i in items]
-    sources = load_sources(db, items)
+    if base is not None and rule.concat:
+        raise UsageError("baking DoRA needs a target rank (--rank R or a dynamic --sv-fro F): its effective ΔW "
+                         "depends on the base weight and is full rank, so concat would store whole matrices.")
+    sources = load_sources(db, items, base=base is not None)
     groups = group_modules(sources)
     check_rank(rule, groups)
     family = sources[0].analysis.report.family.family
@@ -141,10 +177,14 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
 
     with ExitStack() as stack, torch.no_grad(), _one_thread():
         loaders = {s.index: stack.enter_context(open_tensors(s.analysis.structure)) for s in sources}
+        base_model = BaseModel(base) if base is not None else None
         for i, g in enumerate(groups):
-            lowrank, dense, bias = _terms(g, loaders)
-            if bias:
-                tensors[f"{g.key}.diff_b"] = sum(bias[1:], bias[0]).to(torch_dtype).contiguous()
+            lowrank, dense, carried = _terms(g, loaders, base_model)
+            for name, t in carried.items():
+                tensors[f"{g.key}.{name}"] = _stored(t, torch_dtype, g.key)
+            if carried and not (lowrank or dense):
+                energy = sum(float(t.pow(2).sum()) for t in carried.values())
+                modules.append(ModuleMerge(g.key, g.target, g.block, len(g.parts), 0, 0, energy, energy, False))
             if lowrank or dense:
                 d = decompose(lowrank, dense, g.matrix, rule, conv=g.conv)
                 energy = d.energy
@@ -157,7 +197,7 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
                                            d.kept_energy if k else energy, d.dense))
             if progress:
                 progress(i + 1, len(groups), g.key)
-    if not any(m.rank for m in modules):
+    if not any(m.rank or m.energy for m in modules):
         raise UsageError("the merged LoRA is empty: every module's strength or block weight is 0.")
     ranks = {m.rank for m in modules if m.rank}
     dims = (str(ranks.pop()) if len(ranks) == 1 else "Dynamic",
@@ -167,6 +207,7 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
                     "weights": s.item.weights, "weights_source": s.weights_source,
                     "weights_by_block": s.weights if s.weights_source != "uniform" else None} for s in sources]
     info = {"tool": "lorawb merge", "mode": rule.label, "dtype": dtype, "alpha": alpha,
+            **({"dora_baked_with": os.path.basename(os.fspath(base))} if base is not None else {}),
             "sources": [{k: v for k, v in d.items() if k != "index"} for d in source_info]}
     title = title or path.stem
     meta = build_metadata(sources, mode=metadata, dims=dims, title=title, merge_info=info, family=family)

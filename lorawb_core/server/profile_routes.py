@@ -210,21 +210,39 @@ class ProfileRoutes:
         return {"dialect": dialect, "count": len(profiles), "text": text}
 
 
+def body_entries(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The body's ``entries`` (a stack) checked for shape; errors name the entry."""
+    entries = body.get("entries")
+    if not isinstance(entries, list) or not entries:
+        raise BadRequest("'entries' must be a non-empty list of {lora, strength_model?, strength_clip?, "
+                         "profile?, weights?} objects.", field="entries")
+    if len(entries) > MAX_STACK:
+        raise BadRequest(f"a stack holds at most {MAX_STACK} LoRAs.", field="entries")
+    for i, e in enumerate(entries):
+        if not isinstance(e, Mapping) or not isinstance(e.get("lora"), str) or not e["lora"].strip():
+            raise BadRequest(f"entry {i + 1} needs a 'lora' (a stable ID like SD1-CHR-001).",
+                             field=f"entries[{i}].lora")
+    return entries
+
+
+def stack_entries(db, entries: list[Mapping[str, Any]]) -> list[StackEntry]:
+    """JSON entries as :class:`StackEntry` (profiles resolved through ``db``); errors name the entry."""
+    items = []
+    for i, e in enumerate(entries):
+        try:
+            items.append(StackEntry.from_dict(e, db))
+        except LorawbError as exc:
+            field = f"entries[{i}].profile" if type(exc).__name__ == "ProfileNotFound" else f"entries[{i}]"
+            raise BadRequest(f"entry {i + 1}: {exc}", field=field) from None
+    return items
+
+
 class ComposeRoutes:
     """The compose gate: verdict, reasons, warnings and the combined per-block graph of a stack."""
 
     async def compose_check(self, request: web.Request) -> dict[str, Any]:
         body = await read_json(request, required=True)
-        entries = body.get("entries")
-        if not isinstance(entries, list) or not entries:
-            raise BadRequest("'entries' must be a non-empty list of {lora, strength_model?, strength_clip?, "
-                             "profile?, weights?} objects.", field="entries")
-        if len(entries) > MAX_STACK:
-            raise BadRequest(f"a stack holds at most {MAX_STACK} LoRAs.", field="entries")
-        for i, e in enumerate(entries):
-            if not isinstance(e, Mapping) or not isinstance(e.get("lora"), str) or not e["lora"].strip():
-                raise BadRequest(f"entry {i + 1} needs a 'lora' (a stable ID like SD1-CHR-001).",
-                                 field=f"entries[{i}].lora")
+        entries = body_entries(body)
         family = body_str(body, "model_family")
         has_clip = body_bool(body, "has_clip", True)
         directions = body_bool(body, "directions", True)
@@ -235,14 +253,7 @@ class ComposeRoutes:
                 raise BadRequest(f"'{name}' must be a number.", field=name)
 
         def work(db):
-            items = []
-            for i, e in enumerate(entries):
-                try:
-                    items.append(StackEntry.from_dict(e, db))
-                except LorawbError as exc:
-                    field = f"entries[{i}].profile" if type(exc).__name__ == "ProfileNotFound" else f"entries[{i}]"
-                    raise BadRequest(f"entry {i + 1}: {exc}", field=field) from None
-            return check_stack(db, items, model_family=family, has_clip=has_clip, threshold=float(threshold),
+            return check_stack(db, stack_entries(db, entries), model_family=family, has_clip=has_clip, threshold=float(threshold),
                                opposing=float(opposing), directions=directions).to_dict()
 
         return await self.run_db(work)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..service import LibraryService
+from .combined_routes import CombinedProfileRoutes
 from .http import MUTATING, Security, endpoint
 from .job_routes import JobRoutes
 from .library_routes import LibraryRoutes
@@ -60,6 +61,7 @@ ROUTES: tuple[RouteDefinition, ...] = (
     R("PUT", "/lorawb/profiles/{profile_id}", "update_profile"),
     R("DELETE", "/lorawb/profiles/{profile_id}", "delete_profile"),
     R("POST", "/lorawb/compose/check", "compose_check"),
+    R("POST", "/lorawb/compose/profile", "save_combined_profile"),
     R("POST", "/lorawb/merge", "start_merge"),
     R("GET", "/lorawb/merge/{job_id}", "merge_status"),
     R("POST", "/lorawb/organize/plan", "organize_plan"),
@@ -79,7 +81,8 @@ ROUTES: tuple[RouteDefinition, ...] = (
 )
 
 
-class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes, OrganizeRoutes, JobRoutes):
+class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes, CombinedProfileRoutes, OrganizeRoutes,
+               JobRoutes):
     """Every handler of the table, as methods named by ``RouteDefinition.handler_name``."""
 
 

@@ -6,6 +6,10 @@ import { clear, debounce, familyBadge, fmtNum, h } from "./dom.js";
 
 const MAX_STACK = 16;
 
+// One stack entry as the compose, merge and save-profile routes take it (block weights as typed text, any dialect).
+const payload = (e) => ({ lora: e.stable_id, strength_model: e.strength_model, strength_clip: e.strength_clip,
+  ...(e.weights ? { weights: e.weights } : {}) });
+
 export function createComposerState(session) {
   const { api, host } = session;
   const st = { entries: [], verdict: null, error: null, checking: false, generation: 0 };
@@ -17,8 +21,7 @@ export function createComposerState(session) {
     st.checking = true;
     notify();
     try {
-      const verdict = await api.composeCheck({ entries: st.entries.map((e) => ({ lora: e.stable_id,
-        strength_model: e.strength_model, strength_clip: e.strength_clip })) });
+      const verdict = await api.composeCheck({ entries: st.entries.map(payload) });
       if (generation === st.generation) { st.verdict = verdict; st.error = null; }
     } catch (err) {
       if (generation === st.generation) { st.error = err; st.verdict = null; }
@@ -37,7 +40,7 @@ export function createComposerState(session) {
       } else {
         if (st.entries.length >= MAX_STACK) { host.toast("warn", "Composer", `At most ${MAX_STACK} LoRAs.`); return; }
         st.entries = [...st.entries, { stable_id: lora.stable_id, name: lora.name, family: lora.family,
-          variant: lora.variant, layout_id: lora.layout_id, strength_model: 1, strength_clip: 1 }];
+          variant: lora.variant, layout_id: lora.layout_id, strength_model: 1, strength_clip: 1, weights: "" }];
       }
       notify();
       session.notify("list-marks");
@@ -49,14 +52,34 @@ export function createComposerState(session) {
       st.entries = st.entries.map((e) => (e.stable_id === id ? { ...e, [key]: v } : e));
       check();
     },
+    setWeights(id, text) {
+      st.entries = st.entries.map((e) => (e.stable_id === id ? { ...e, weights: String(text).trim() } : e));
+      check();
+    },
+    // Save combined as profile: the stack's per-block combined weights stored as a new profile of its layout.
+    async saveProfile(name) {
+      st.saved = null;
+      try {
+        const res = await api.saveCombinedProfile({ entries: st.entries.map(payload), name });
+        st.saved = { state: "done", label: res.profile.label, id: res.profile.id, layout: res.layout_id };
+        host.toast("success", "Profile saved", res.profile.label);
+      } catch (err) {
+        st.saved = { state: "error", error: err.message };
+        host.toast("error", "Save combined as profile", err.message);
+      }
+      notify();
+      const ed = session.editor;  // the editor lists that layout's profiles: show the new one (never over a draft)
+      if (st.saved.state === "done" && ed.data.layoutId === st.saved.layout && !ed.dirty) {
+        ed.useLayout(st.saved.layout, { force: true });
+      }
+    },
     clear() { st.entries = []; notify(); session.notify("list-marks"); check(); },
     // Merge to file: POST /lorawb/merge (a background job), then poll its status until done or failed.
     async merge(filename, rank) {
       st.merging = { state: "running", done: 0, total: 0 };
       notify();
       try {
-        const body = { entries: st.entries.map((e) => ({ lora: e.stable_id, strength_model: e.strength_model,
-          strength_clip: e.strength_clip })), filename, ...(rank ? { rank_mode: "rank", rank } : { rank_mode: "concat" }) };
+        const body = { entries: st.entries.map(payload), filename, ...(rank ? { rank_mode: "rank", rank } : { rank_mode: "concat" }) };
         let job = await api.merge(body);
         while (job.state === "running") {
           await new Promise((r) => setTimeout(r, 300));
@@ -108,6 +131,25 @@ function mergeForm(comp, st) {
   return out;
 }
 
+function profileForm(comp, st) {
+  // the name survives the redraws a new verdict makes
+  const name = h("input", { class: "lwb-input lwb-combined-name", type: "text", placeholder: "my-stack",
+    "aria-label": "Name of the new profile", props: { value: st.profileName ?? "" },
+    on: { input: (ev) => { st.profileName = ev.target.value; } } });
+  const button = h("button", { class: "lwb-btn lwb-combined-save", type: "button", on: { click: () => {
+    const value = name.value.trim();
+    if (!value) { name.focus(); return; }
+    comp.saveProfile(value);
+  } } }, "Save combined as profile");
+  const out = h("div", { class: "lwb-merge-box" }, h("div", { class: "lwb-subtitle", title: "Per block: the entries' "
+    + "block weights averaged by |strength|·‖ΔW(block)‖ (a single LoRA: its weights)" },
+  "Save the combined block weights as a profile"), h("div", { class: "lwb-actions" }, name, button));
+  const s = st.saved;
+  if (s?.state === "done") out.append(h("div", { class: "lwb-combined-result" }, `Saved profile ${s.label}`));
+  if (s?.state === "error") out.append(h("div", { class: "lwb-alert lwb-combined-error" }, s.error));
+  return out;
+}
+
 export function mountComposer(container, session) {
   const comp = session.composer;
   const root = h("section", { class: "lwb-composer" });
@@ -128,10 +170,14 @@ export function mountComposer(container, session) {
       const strength = h("input", { type: "number", class: "lwb-input lwb-strength", step: "0.05", min: "-10",
         max: "10", "aria-label": `${e.stable_id} strength`, props: { value: String(e.strength_model) },
         on: { input: (ev) => comp.setStrength(e.stable_id, "strength_model", ev.target.value) } });
+      const weights = h("input", { type: "text", class: "lwb-input lwb-stack-weights", placeholder: "weights",
+        title: "Block weights in any dialect (a profile name like OUTD, an LBW vector, BLOCK=value, …)",
+        "aria-label": `${e.stable_id} block weights`, props: { value: e.weights ?? "" },
+        on: { change: (ev) => comp.setWeights(e.stable_id, ev.target.value) } });
       list.append(h("div", { class: "lwb-stack-row", dataset: { id: e.stable_id } },
         familyBadge(e.family, e.variant),
         h("span", { class: "lwb-stack-name", title: e.name ?? "" }, e.name ?? e.stable_id),
-        h("span", { class: "lwb-stack-id" }, e.stable_id), strength,
+        h("span", { class: "lwb-stack-id" }, e.stable_id), strength, weights,
         h("button", { class: "lwb-btn lwb-icon-btn", type: "button", title: "Remove from the stack",
           on: { click: () => comp.toggle(e) } }, "✕")));
     }
@@ -153,7 +199,7 @@ export function mountComposer(container, session) {
       root.append(h("div", { class: "lwb-subtitle" }, "Warnings"),
         h("ul", { class: "lwb-list lwb-warnings" }, ...v.warnings.map((w) => h("li", {}, w))));
     }
-    if (v.ok) root.append(mergeForm(comp, st));
+    if (v.ok) root.append(mergeForm(comp, st), profileForm(comp, st));
     const graph = combinedGraph(session, v);
     if (graph) {
       const peak = Math.max(...v.blocks.map((b) => b.strength_sum));
