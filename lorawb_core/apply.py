@@ -124,3 +124,17 @@ def plan_patches(keys: Iterable[Any], layout_id: str | None, weights: Mapping[st
     groups = sorted(by_block.values(), key=lambda g: order.get(g.block, len(order)))
     muted = [g.block or REST for g in groups if g.weight == 0.0]
     return BlockPlan(layout_id, [g for g in groups if g.weight != 0.0], sorted(set(unmapped)), muted)
+
+
+def block_of_file_key(file_key: str, family: str, layout_id: str) -> str | None:
+    """The block of ``layout_id`` that a LoRA file's key (``lora_unet_…_proj_in.alpha``, a module name without its
+    parameter suffix, any naming the reader knows) lands on; None outside every block (REST's weight applies).
+
+    For hosts that keep the file's key beside each patched module (A1111's ``NetworkModule.network_key``).
+    """
+    from .key_groups import split_key
+    from .key_targets import canonical_target, parse_module_key
+
+    split = split_key(file_key)
+    module = split[0] if split else file_key
+    return block_of_target(layout_id, canonical_target(parse_module_key(module), family).key)

@@ -24,6 +24,7 @@ from .http import dumps
 
 log = logging.getLogger("lorawb")
 KEEPALIVE_S = 15.0
+SSE_HEADERS = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-store"), ("X-Accel-Buffering", "no"))
 
 
 def frame(event: str, data: Any) -> bytes:
@@ -71,16 +72,15 @@ class EventHub:
         self._closed = True
         self._publish(None)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                           "X-Accel-Buffering": "no"})
-        await resp.prepare(request)
+    async def stream(self):
+        """The byte frames of one client's stream (retry hint, hello, events, keep-alives) until the hub closes;
+        any server's streaming response can send them (aiohttp's :meth:`handle`, Starlette's in :mod:`.asgi`)."""
         q: asyncio.Queue = asyncio.Queue(self._queue_size)
         self._queues.add(q)
         try:
-            await resp.write(b"retry: 3000\n\n")
+            yield b"retry: 3000\n\n"
             if self.hello is not None:
-                await resp.write(frame("lorawb.hello", self.hello()))
+                yield frame("lorawb.hello", self.hello())
             while not self._closed:
                 try:
                     payload = await asyncio.wait_for(q.get(), timeout=KEEPALIVE_S)
@@ -88,9 +88,19 @@ class EventHub:
                     payload = b": keep-alive\n\n"
                 if payload is None:
                     break
+                yield payload
+        finally:
+            self._queues.discard(q)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers=dict(SSE_HEADERS))
+        await resp.prepare(request)
+        frames = self.stream()
+        try:
+            async for payload in frames:
                 await resp.write(payload)
         except (ConnectionResetError, ConnectionError):
             pass  # the client went away
         finally:
-            self._queues.discard(q)
+            await frames.aclose()
         return resp
