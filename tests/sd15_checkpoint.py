@@ -163,12 +163,14 @@ def vae_shapes(prefix: str = "first_stage_model.") -> dict[str, tuple[int, ...]]
 
 
 def text_encoder_shapes(prefix: str = "cond_stage_model.transformer.") -> dict[str, tuple[int, ...]]:
-    """transformers' CLIPTextModel parameter shapes for CLIP-L (built on the meta device, so nothing is allocated)."""
+    """transformers' CLIPTextModel parameter shapes for CLIP-L (built on the meta device, so nothing is allocated),
+    under ``text_model.`` as checkpoints hold them (transformers 5 leaves that level out of its own names)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     with torch.device("meta"):
         model = CLIPTextModel(CLIPTextConfig(**CLIP_L))
-    return {prefix + k: tuple(p.shape) for k, p in model.state_dict().items() if not k.endswith("position_ids")}
+    return {prefix + (k if k.startswith("text_model.") else f"text_model.{k}"): tuple(p.shape)
+            for k, p in model.state_dict().items() if not k.endswith("position_ids")}
 
 
 def random_weights(shapes: dict[str, tuple[int, ...]], seed: int, dtype=torch.float16) -> dict[str, torch.Tensor]:
@@ -300,5 +302,5 @@ def write_lora(path: Path, *, seed: int = 0, rank: int = 4, alpha: float = 2.0) 
         block_out_channels=tuple(MODEL_CHANNELS * m for m in CHANNEL_MULT), cross_attention_dim=CONTEXT,
         attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * ATTENTION_LEVELS + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * ATTENTION_LEVELS)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**{**CLIP_L, "num_hidden_layers": 2})))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**{**CLIP_L, "num_hidden_layers": 2}))
     return write_tiny_sd15_lora(path, rank=rank, alpha=alpha, seed=seed, unet=unet, text_encoder=text_encoder)
