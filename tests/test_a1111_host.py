@@ -152,7 +152,7 @@ def test_pasting_the_parameters_restores_the_tag(webui, lora_id, profile, page):
     pasted = "\n".join([PROMPT, *lines[1:]])
     prompt = page.locator("#txt2img_prompt textarea")
     prompt.fill(pasted)
-    page.locator("#paste").click()
+    page.locator("#txt2img_tools #paste").click()  # img2img has a #paste of its own
     page.wait_for_function("() => !document.querySelector('#txt2img_prompt textarea').value.includes('Steps:')",
                            timeout=60_000)
     restored = prompt.input_value()
@@ -162,7 +162,8 @@ def test_pasting_the_parameters_restores_the_tag(webui, lora_id, profile, page):
 
 
 def test_the_tab_renders_the_library(webui, lora_id, page):
-    page.get_by_role("tab", name="LoRA WB").click()
+    # a tab button of the host's top tab row (Gradio 3 on A1111, Gradio 4 on Forge: no common role)
+    page.locator("#tabs button", has_text=re.compile(r"^\s*LoRA WB\s*$")).first.click()
     frame = page.frame_locator("#lorawb-frame")
     frame.get_by_text(LORA_NAME).first.wait_for(timeout=120_000)
     # the host's own scripts may throw (Forge: setupAllResizeHandles is not defined); none of ours may
