@@ -8,10 +8,12 @@ tests/skip_policy.py) unless A1111_DIR + A1111_PYTHON / FORGE_DIR + FORGE_PYTHON
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
 import pytest
+from library_helpers import tiny
 from sd15_checkpoint import write_lora, write_tiny_checkpoint
 from ui_helpers import CHROMIUM, CHROMIUM_ARGS, free_port
 from webui_host import HOSTS, Generated, WebuiHost, configured
@@ -19,6 +21,7 @@ from webui_host import HOSTS, Generated, WebuiHost, configured
 from lorawb_core.prompt_tags import parse_infotext
 
 LORA_NAME = "tiny-lora"
+SDXL_NAME = "xl-style"
 PROFILE = "a2-outputs-only"
 PROMPT = "a red cat"
 
@@ -29,6 +32,7 @@ def sd15_models(tmp_path_factory):
     ckpt = write_tiny_checkpoint(base / "Stable-diffusion")
     (base / "Lora").mkdir()
     write_lora(base / "Lora" / f"{LORA_NAME}.safetensors")
+    tiny(base / "Lora" / f"{SDXL_NAME}.safetensors", "sdxl", seed=5)  # for the refusals
     return ckpt
 
 
@@ -52,13 +56,14 @@ def webui(request, sd15_models, tmp_path_factory):
         print(f"\n{host.kind}: answered after {host.startup_seconds:.1f} s; txt2img 64x64 2 steps: {times} s")
 
 
-def image(host: WebuiHost, prompt: str) -> Generated:
-    """txt2img once per prompt and host (the tests compare the same images)."""
-    if prompt not in host.images:
+def image(host: WebuiHost, prompt: str, init: Generated | None = None) -> Generated:
+    """txt2img (img2img from ``init``) once per prompt and host (the tests compare the same images)."""
+    key = (prompt, init.png if init else None)
+    if key not in host.images:
         started = time.monotonic()
-        host.images[prompt] = host.txt2img(prompt)
+        host.images[key] = host.txt2img(prompt, init_image=init.png if init else None)
         host.timings.append(time.monotonic() - started)
-    return host.images[prompt]
+    return host.images[key]
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +72,13 @@ def lora_id(webui) -> str:
     entry = next((e for e in loras if e["file_name"].startswith(LORA_NAME)), None)
     assert entry is not None, loras
     assert entry["family"] == "sd15" and entry["scan_state"] == "ready", entry
+    return entry["stable_id"]
+
+
+@pytest.fixture(scope="module")
+def sdxl_id(webui, lora_id) -> str:
+    entry = next(e for e in webui.get("/lorawb/loras")["items"] if e["file_name"].startswith(SDXL_NAME))
+    assert entry["family"] == "sdxl", entry
     return entry["stable_id"]
 
 
@@ -100,6 +112,33 @@ def test_lorawb_tag_gives_the_hosts_own_lora_image(webui, lora_id):
     ours = image(webui, f"{PROMPT} <lorawb:{lora_id}:1>")
     assert own.pixels != plain.pixels, "the host's own LoRA changed nothing: the test would prove nothing"
     assert ours.pixels == own.pixels
+
+
+def test_te_strength_is_the_hosts_text_encoder_multiplier(webui, lora_id):
+    """``te=0`` keeps the UNet part only, as the host's ``<lora:name:TE:UNET>`` does with TE 0."""
+    own = image(webui, f"{PROMPT} <lora:{LORA_NAME}:0:1>")
+    assert own.pixels != image(webui, f"{PROMPT} <lora:{LORA_NAME}:1>").pixels  # the text-encoder part counts
+    assert image(webui, f"{PROMPT} <lorawb:{lora_id}:1:te=0>").pixels == own.pixels
+
+
+def test_img2img_applies_the_tag_like_the_hosts_lora(webui, lora_id):
+    init = image(webui, PROMPT)
+    own = image(webui, f"{PROMPT} <lora:{LORA_NAME}:1>", init)
+    assert own.pixels != image(webui, PROMPT, init).pixels
+    assert image(webui, f"{PROMPT} <lorawb:{lora_id}:1>", init).pixels == own.pixels
+
+
+def test_a_refused_stack_stops_the_generation_with_the_gates_reasons(webui, lora_id, sdxl_id):
+    """An SDXL LoRA on the SD1.5 checkpoint: no image, an error that names it and both families."""
+    status, body = webui.generate(f"{PROMPT} <lorawb:{lora_id}:1> <lorawb:{sdxl_id}:0.5>")
+    text = json.dumps(body).lower()
+    assert status >= 400 and "images" not in body, (status, body)
+    assert "refused" in text and sdxl_id.lower() in text and "sdxl" in text and "sd" in text.replace("sdxl", ""), body
+
+
+def test_an_unknown_id_stops_the_generation_naming_it(webui, lora_id):
+    status, body = webui.generate(f"{PROMPT} <lorawb:SD1-ZZZ-999:1>")
+    assert status >= 400 and "SD1-ZZZ-999" in json.dumps(body), (status, body)
 
 
 def test_none_weights_give_the_image_without_lora(webui, lora_id):

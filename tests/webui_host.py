@@ -52,11 +52,12 @@ def configured(kind: str, environ=os.environ) -> tuple[Path, Path] | str:
 
 @dataclass
 class Generated:
-    """One txt2img answer: the first image's pixels (RGB bytes), its parameters text, the full info."""
+    """One generation: the first image's pixels (RGB bytes), its parameters text, the full info, the PNG."""
 
     pixels: bytes
     infotext: str
     info: dict = field(repr=False)
+    png: bytes = field(default=b"", repr=False)
 
 
 @dataclass
@@ -137,18 +138,27 @@ class WebuiHost:
             raise HostError(f"GET {path}: {status} {body}")
         return body
 
-    def txt2img(self, prompt: str, *, seed: int = 1) -> Generated:
-        """64×64, 2 Euler steps, CFG 5, fixed seed; the first image's pixels and parameters."""
+    def generate(self, prompt: str, *, seed: int = 1, init_image: bytes | None = None) -> tuple[int, object]:
+        """The raw answer of ``/sdapi/v1/txt2img`` (64×64, 2 Euler steps, CFG 5, fixed seed), or of
+        ``/sdapi/v1/img2img`` from ``init_image`` (PNG bytes, denoising 0.6) with the same settings."""
+        body = {"prompt": prompt, "negative_prompt": "", "width": 64, "height": 64, "steps": 2, "seed": seed,
+                "sampler_name": "Euler", "scheduler": "automatic", "cfg_scale": 5, "batch_size": 1, "n_iter": 1}
+        if init_image is None:
+            return self.request("POST", "/sdapi/v1/txt2img", body)
+        body.update(init_images=[base64.b64encode(init_image).decode()], denoising_strength=0.6)
+        return self.request("POST", "/sdapi/v1/img2img", body)
+
+    def txt2img(self, prompt: str, *, seed: int = 1, init_image: bytes | None = None) -> Generated:
+        """The first image's pixels and parameters (img2img when ``init_image`` is given)."""
         from PIL import Image
 
-        status, body = self.request("POST", "/sdapi/v1/txt2img", {
-            "prompt": prompt, "negative_prompt": "", "width": 64, "height": 64, "steps": 2, "seed": seed,
-            "sampler_name": "Euler", "scheduler": "automatic", "cfg_scale": 5, "batch_size": 1, "n_iter": 1})
+        status, body = self.generate(prompt, seed=seed, init_image=init_image)
         if status != 200:
-            raise HostError(f"txt2img {prompt!r}: {status} {body}\n{self.log_tail(15)}")
+            raise HostError(f"generating {prompt!r}: {status} {body}\n{self.log_tail(15)}")
         info = json.loads(body["info"])
-        image = Image.open(io.BytesIO(base64.b64decode(body["images"][0]))).convert("RGB")
-        return Generated(pixels=image.tobytes(), infotext=info["infotexts"][0], info=info)
+        png = base64.b64decode(body["images"][0])
+        image = Image.open(io.BytesIO(png)).convert("RGB")
+        return Generated(pixels=image.tobytes(), infotext=info["infotexts"][0], info=info, png=png)
 
     def wait_for_scan(self, timeout: float = 300) -> list[dict]:
         """The library's LoRAs once the start-up scan is done."""
