@@ -3,7 +3,8 @@
 Forge's own ``<lora:…>`` path: ``load_lora(state_dict, model_lora_keys_unet(...))`` gives patches keyed by model weight,
 and ``ModelPatcher.add_patches(filename=, patches=, strength_patch=)`` adds them at one strength. Ours does the same
 with the host's functions, one ``add_patches`` per distinct strength (strength × block weight; a patch set is keyed
-by ``(filename, strength, …)``, so one call per strength, never per block), on clones of the objects the host's own
+by ``(filename, strength, …)``, so one call per strength, never per block; the filename carries a digest of the block
+weights, since Forge re-patches only when those identifiers change), on clones of the objects the host's own
 LoRAs produced (``forge_objects_after_applying_lora``). The block of a patch comes from the file key it was read from
 (the key maps Forge builds). Blocks at 0 add nothing, so ``NONE`` equals no LoRA and all-1 equals ``<lora:name:S>``.
 
@@ -13,6 +14,7 @@ hash is marked after applying and the next generation starts from the original m
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 
 from lorawb_core.apply import block_of_file_key
@@ -21,6 +23,13 @@ from lorawb_core.layouts import REST
 from lorawb_core.tag_plan import PlannedLora, TagPlan
 
 HASH_MARK = "|lorawb"
+
+
+def _digest(planned: PlannedLora) -> str:
+    """Forge re-patches a model only when the patch sets' identifiers ``(filename, strength, …)`` change, so the
+    block weights go into the name: the same strength with other blocks is another identifier."""
+    text = repr((sorted(planned.weights.items()), planned.tag.te_strength, planned.tag.unet_strength))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 class ForgeNetworks:
@@ -50,8 +59,9 @@ class ForgeNetworks:
             if weight != 0.0 and strength != 0.0:
                 groups[strength * weight][key] = patch
         clone = target.clone()
+        name = f"lorawb:{planned.stable_id}:{_digest(planned)}"
         for value, group in groups.items():
-            clone.add_patches(filename=f"lorawb:{planned.stable_id}", patches=group, strength_patch=value)
+            clone.add_patches(filename=name, patches=group, strength_patch=value)
         return clone, rest
 
     def apply(self, plan: TagPlan, step: int | None = None) -> list[str]:
