@@ -151,6 +151,15 @@ def test_a_profile_changes_the_image(webui, lora_id, profile):
     assert shaped.pixels != image(webui, f"{PROMPT} <lorawb:{lora_id}:1>").pixels
 
 
+def test_each_generation_gets_its_own_block_weights(webui, lora_id, profile):
+    """Back-to-back generations of one LoRA at one strength, full → profile → full: each image is the one those
+    weights give alone (a host patch cache keyed on file and strength would keep the previous weights)."""
+    full = image(webui, f"{PROMPT} <lorawb:{lora_id}:1>")
+    shaped = image(webui, f"{PROMPT} <lorawb:{lora_id}:1:{PROFILE}>")
+    sequence = [webui.txt2img(f"{PROMPT} <lorawb:{lora_id}:1{weights}>") for weights in ("", f":{PROFILE}", "")]
+    assert [g.pixels == want.pixels for g, want in zip(sequence, (full, shaped, full), strict=True)] == [True, True, True]
+
+
 def _infotext_value(infotext: str) -> str:
     match = re.search(r'(?:^|, )lorawb: ("(?:[^"\\]|\\.)*"|[^,]*(?:\([^)]*\)[^,]*)*)', infotext.splitlines()[-1])
     assert match, infotext
