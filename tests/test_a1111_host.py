@@ -37,11 +37,12 @@ def sd15_models(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", params=sorted(HOSTS), ids=lambda kind: {"a1111": "automatic1111"}.get(kind, kind))
-def webui(request, sd15_models, tmp_path_factory):
+def webui(request, tmp_path_factory):
     found = configured(request.param)
     if isinstance(found, str):
         pytest.skip(found)
     path, python = found
+    sd15_models = request.getfixturevalue("sd15_models")  # written only when a host will run
     host = WebuiHost(kind=request.param, path=path, python=python, workdir=tmp_path_factory.mktemp(request.param),
                      port=free_port(), ckpt_dir=sd15_models.checkpoint.parent,
                      lora_dir=sd15_models.checkpoint.parent.parent / "Lora")
