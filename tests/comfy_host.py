@@ -184,10 +184,11 @@ def write_tiny_sd15_lora(path: Path, *, rank: int = 4, alpha: float = 2.0, seed:
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
-    parts = [("unet", unet or _tiny_diffusers_unet(),
+    parts = [("unet", unet if unet is not None else _tiny_diffusers_unet(),
               ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2"])]
     if te:
-        parts.append(("text_encoder", text_encoder or _tiny_clip_text_model(), ["q_proj", "k_proj", "v_proj", "out_proj"]))
+        parts.append(("text_encoder", text_encoder if text_encoder is not None else _tiny_clip_text_model(),
+                      ["q_proj", "k_proj", "v_proj", "out_proj"]))
     state: dict[str, torch.Tensor] = {}
     for prefix, module, targets in parts:
         inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets), module)
