@@ -45,18 +45,21 @@ class A1111Networks:
     def __init__(self, networks, network) -> None:
         self.networks = networks
         self.network = network
-        self._cache: OrderedDict[str, tuple[int, object]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[tuple, object]] = OrderedDict()
         self.applied: list[_Applied] = []
 
     def _load(self, planned: PlannedLora):
-        mtime = os.stat(planned.path).st_mtime_ns
+        """The file as the host loads it for the current checkpoint (its modules point at that model's layers)."""
+        from modules import shared  # type: ignore[import-not-found]
+
+        key = (planned.path, os.stat(planned.path).st_mtime_ns, id(shared.sd_model))
         hit = self._cache.get(planned.path)
-        if hit is not None and hit[0] == mtime:
+        if hit is not None and hit[0] == key:
             self._cache.move_to_end(planned.path)
             return hit[1]
         on_disk = self.network.NetworkOnDisk(f"lorawb-{planned.stable_id}", planned.path)
         net = self.networks.load_network(on_disk.name, on_disk)
-        self._cache[planned.path] = (mtime, net)
+        self._cache[planned.path] = (key, net)
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return net

@@ -25,6 +25,7 @@ from . import host
 log = logging.getLogger("lorawb")
 SECTION = ("lorawb", "LoRA Weights Builder")
 PLAN_ATTR = "lorawb_plan"
+WARNING_KEY = "lorawb warning"
 
 
 def _opt(name: str, default):
@@ -43,7 +44,7 @@ class _Machinery:
 
 def _refuse(p, exc: BaseException) -> None:
     """Stop this generation at ``setup_conds`` with ``exc`` (A1111 shows it; the API answers with it)."""
-    log.error("lorawb: %s", exc)
+    log.error("%s", exc)
 
     def refused(*args, **kwargs):
         raise exc
@@ -57,9 +58,13 @@ def _clear_refusal(p) -> None:
 
 
 def _show(p, text: str) -> None:
-    log.warning("lorawb: %s", text)
+    """A warning where users see it: the UI's generation info, the image's parameters (API answers carry them)."""
+    log.warning("%s", text)
     if hasattr(p, "comment"):
         p.comment(f"lorawb: {text}")
+    previous = p.extra_generation_params.get(WARNING_KEY)
+    if not previous or text not in previous:  # a hires pass activates the tags again
+        p.extra_generation_params[WARNING_KEY] = f"{previous} {text}" if previous else text
     try:
         gr.Warning(f"lorawb: {text}")
     except Exception:  # outside a Gradio request (API calls): the comment and the log carry it
@@ -114,7 +119,7 @@ class LorawbScript(scripts.Script):
             _refuse(p, exc)
             return
         for note in notes:
-            log.info("lorawb: %s", note)
+            log.info("%s", note)
 
 
 def _on_step(params) -> None:

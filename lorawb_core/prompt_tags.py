@@ -31,6 +31,10 @@ from .errors import UsageError
 TAG_NAME = "lorawb"
 INFOTEXT_KEY = "lorawb"
 _NAMED = ("te", "unet", "lbw", "w", "start", "stop", "step")
+_NOT_HERE = {
+    "lbwe": "LBW's elemental weights (lbwe=) are not read; give block weights instead (IN04=0.5, a preset, a vector)",
+    "dyn": "dyn= (A1111's rank trimming) is not applied by lorawb; use <lora:…:dyn=N> for that",
+}
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _STEPS = re.compile(r"\d+")
 
@@ -112,6 +116,8 @@ def parse_tag(items: Sequence[str]) -> LorawbTag:
     named: dict[str, str] = {}
     for piece in pieces[1:]:
         key, eq, value = piece.partition("=")
+        if eq and key.strip().lower() in _NOT_HERE:
+            raise TagError(f"{shown}: {_NOT_HERE[key.strip().lower()]}.")
         if eq and key.strip().lower() in _NAMED:
             key = key.strip().lower()
             key = "lbw" if key == "w" else key

@@ -55,6 +55,8 @@ def test_strengths_follow_lbw_meaning():
     ("X:1:step=5", "step=START-END"),
     ("X:1:step=1-4:start=2", "give one of them"),
     ("X:1:lbw=", "weights part is empty"),
+    ("X:1:lbwe=OUTD", "elemental weights"),
+    ("X:1:dyn=4", "rank trimming"),
 ])
 def test_bad_tags_say_what_is_wrong(text, words):
     with pytest.raises(TagError, match=words) as err:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,3 @@ def mount_routes(app: Any, service: LibraryService, *, security: Security | None
     app.router.routes.extend(added)
     return added
 
-
-def route_paths(routes: list[Route | Mount]) -> Iterator[str]:
-    """The paths of ``routes`` (for the start-up log line)."""
-    return (r.path for r in routes)
