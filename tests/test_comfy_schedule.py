@@ -190,9 +190,9 @@ def test_the_nodes_refuse_exactly_when_comfyui_has_no_hooks(env):
         pos, neg = run(comfy, "LoraWB_ApplyHooksToConditioning", positive=conds()[0], negative=conds()[1])
         assert "hooks" not in pos[0][1] and "hooks" not in neg[0][1]  # no HOOKS linked: passed through
         return
-    with pytest.raises(HostUnsupported, match=r"no LoRA hooks .* update ComfyUI to 0\.3\.10 or newer"):
+    with pytest.raises(HostUnsupported, match=r"no LoRA hooks .* update ComfyUI to 0\.3\.11 or newer"):
         run(comfy, "LoraWB_BlockSchedule", **schedule)
-    with pytest.raises(HostUnsupported, match="0.3.10"):
+    with pytest.raises(HostUnsupported, match=r"0\.3\.11"):
         run(comfy, "LoraWB_ApplyHooksToConditioning", positive=conds()[0], negative=conds()[1])
 
 
