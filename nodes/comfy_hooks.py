@@ -125,11 +125,12 @@ def _hook_class() -> type:
     return _CLASS
 
 
-def build_hooks(source: LoraSource, specs: list[HookSpec], strength_model: float, strength_clip: float):
-    """A ComfyUI ``HookGroup`` with one hook per spec (its keyframes set), or ``None`` when nothing is active."""
+def build_hooks(source: LoraSource, specs: list[HookSpec], strength_model: float, strength_clip: float, into=None):
+    """A ComfyUI ``HookGroup`` with one hook per spec (its keyframes set), or ``None`` when nothing is active; ``into``
+    (a HookGroup) collects the hooks of several LoRAs in one group."""
     hooks = hooks_module()
     cls = _hook_class()
-    group = hooks.HookGroup()
+    group = into if into is not None else hooks.HookGroup()
     for spec in specs:
         hook = cls(strength_model=strength_model, strength_clip=strength_clip)
         hook.source = source

