@@ -246,8 +246,7 @@ def assignments_schedule(block_ids: list[str], items: Iterable, default_span: Sp
     ``default_span`` schedules the blocks no assignment names."""
     schedule: dict[str, list[Span]] = {}
     for a in items:
-        blocks = [REST] if a.first == REST else block_ids[block_ids.index(a.first):block_ids.index(a.last) + 1]
-        for b in blocks:
+        for b in _covered(block_ids, a):
             if a.span is None:
                 schedule.pop(b, None)
             else:
@@ -257,3 +256,18 @@ def assignments_schedule(block_ids: list[str], items: Iterable, default_span: Sp
             schedule[b] = [Span(default, default_span.start, default_span.end, default_span.unit)]
     check_units(schedule)
     return schedule
+
+
+def _covered(block_ids: list[str], a) -> list[str]:
+    return [REST] if a.first == REST else block_ids[block_ids.index(a.first):block_ids.index(a.last) + 1]
+
+
+def edit_schedule(block_ids: list[str], current: Mapping[str, Iterable[Span]], items: Iterable) -> Schedule:
+    """``current`` after assignments that change only the blocks they name (``profiles edit --set``): a named block
+    takes the ranges the assignments give it (none: the whole run again), the others keep theirs."""
+    items = list(items)
+    named = {b for a in items for b in _covered(block_ids, a)}
+    changed = assignments_schedule(block_ids, items, None, 0.0, ())
+    merged = {b: list(pieces) for b, pieces in current.items() if b not in named} | changed
+    check_units(merged)
+    return {b: tuple(merged[b]) for b in [*block_ids, REST] if merged.get(b)}
