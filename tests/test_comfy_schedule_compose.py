@@ -120,7 +120,7 @@ def test_patch_mode_reports_the_ranges_it_ignores_and_step_ranges_need_steps(env
     with pytest.raises(ProfileError, match="steps"):
         compose(comfy, model, stack, schedule="hooks")
     _, _, report, hooks = compose(comfy, model, stack, schedule="hooks", steps=STEPS)
-    assert len(hooks) == 2 and "25-75%: IN04×1" in report, report
+    assert len(hooks) == 2 and "steps 1-3 of 4: IN04×1" in report, report
 
 
 def test_the_hooks_option_refuses_exactly_when_comfyui_has_no_hooks(env):
