@@ -24,9 +24,9 @@ from lorawb_core.schedule_plan import HookSpec
 from .comfy_lora import _key_map, _load_patches
 
 log = logging.getLogger("lorawb")
-# comfy/hooks.py came in December 2024 (ComfyUI #5583, 2024-12-02), but its WeightHook.add_hook_patches took a `target` enum
-# and a list of registered hooks; the form used here (`target_dict`, a HookGroup) came with "Hooks Part 2" (#6377,
-# 2025-01-11, after 0.3.10 was out), first released in 0.3.11 (2025-01-16).
+# comfy/hooks.py came in December 2024 (ComfyUI #5583, 2024-12-02), but its WeightHook.add_hook_patches took a
+# `target` enum and a list of registered hooks; the form used here (`target_dict`, a HookGroup) came with "Hooks
+# Part 2" (#6377, 2025-01-11, after 0.3.10 was out), first released in 0.3.11 (2025-01-16).
 MIN_COMFYUI = "0.3.11"
 _NAMES = ("WeightHook", "HookKeyframe", "HookKeyframeGroup", "HookGroup", "set_conds_props")
 

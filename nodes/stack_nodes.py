@@ -82,8 +82,8 @@ class MultiLoraCompose:
                     "as HOOKS, each block at strength × weight inside its ranges (IN04=0.5@0-40%) and off outside "
                     "them; needs ComfyUI 0.3.11 or newer.")}),
                 "steps": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": (
-                    "schedule = hooks: the sampler's step count, needed only for ranges written in steps (@5-20). "
-                    "0 = not given.")}),
+                    "schedule = hooks: the sampler's step count, needed for ranges written in steps (@5-20); ramps "
+                    "(0.2~1@0-50%) then change weight at every step (else in 10 pieces). 0 = not given.")}),
             },
         }
 
