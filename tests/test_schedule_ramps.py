@@ -44,7 +44,7 @@ def test_json_and_csv_keep_a_ramp_and_lbw_refuses_it():
         back = import_profiles(text, dialect=dialect).profiles[0]
         assert back.schedule == p.schedule, dialect
     steps = profile("OUT03=0.2~1@0-10, default=0")
-    with pytest.raises(ProfileError, match="LBW"):
+    with pytest.raises(ProfileError, match=r"LBW cannot express it \(OUT03 has a ramp"):
         export_profiles([steps.__class__("s", steps.layout_id, steps.weights, "user", schedule=steps.schedule)], "lbw")
 
 
