@@ -7,7 +7,8 @@ width from the tests (same module and key count as a real SD1.5) and a kohya LoR
 Both sides sample ``--steps`` steps (euler, simple, cfg 4) of a ``--size``² latent; the schedule turns IN04-OUT05 off
 at 50 % (two keyframes), the rest acts over the whole run — the same weights as the Block Weight Apply side. Sides
 interleaved round by round, best and median of ``--runs``. Goal: scheduled / Block Weight Apply ≤ 1.3×. Also the
-hook setup time (Block Schedule + Apply Hooks to Conditioning, warm cache).
+hook setup time (Block Schedule + Apply Hooks to Conditioning, warm cache), and a per-step ramp (IN04-OUT05 from 0.2
+to 1 over the run with ``steps`` given: one keyframe per step, so the hook's weights change at every step).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT / "tests"))
 WEIGHTS = "IN04-OUT05=0.5, default=1"
 SCHEDULE = "IN04-OUT05=0.5@0-50%, default=1"
+RAMP = "IN04-OUT05=0.2~1@0-100%, default=1"
 
 
 def main() -> None:
@@ -65,8 +67,9 @@ def main() -> None:
     bwa, bsched, apply_hooks = (comfy.node(n)() for n in ("LoraWB_BlockWeightApply", "LoraWB_BlockSchedule",
                                                           "LoraWB_ApplyHooksToConditioning"))
 
-    def setup_hooks():
-        hooks = bsched.schedule(lora=label, weights_text=SCHEDULE, strength_model=0.8, strength_clip=1.0)["result"][0]
+    def setup_hooks(text=SCHEDULE):
+        hooks = bsched.schedule(lora=label, weights_text=text, strength_model=0.8, strength_clip=1.0,
+                                steps=args.steps)["result"][0]
         return apply_hooks.apply(positive=pos, negative=neg, hooks=hooks)
 
     def run_sampler(m, p, n):
@@ -78,7 +81,8 @@ def main() -> None:
     hooked_pos, hooked_neg = setup_hooks()
     run_sampler(applied, pos, neg)  # warm-up of both paths
     run_sampler(model, hooked_pos, hooked_neg)
-    times: dict[str, list[float]] = {"apply": [], "schedule": [], "setup": []}
+    run_sampler(model, *setup_hooks(RAMP))
+    times: dict[str, list[float]] = {"apply": [], "schedule": [], "setup": [], "ramp": []}
     for _ in range(args.runs):
         t0 = time.perf_counter()
         run_sampler(applied, pos, neg)
@@ -87,6 +91,10 @@ def main() -> None:
         t2 = time.perf_counter()
         run_sampler(model, hooked_pos, hooked_neg)
         t3 = time.perf_counter()
+        ramp_pos, ramp_neg = setup_hooks(RAMP)
+        t4 = time.perf_counter()
+        run_sampler(model, ramp_pos, ramp_neg)
+        times["ramp"].append(time.perf_counter() - t4)
         times["apply"].append(t1 - t0)
         times["setup"].append(t2 - t1)
         times["schedule"].append(t3 - t2)
@@ -100,6 +108,10 @@ def main() -> None:
     print(f"  ratio schedule / apply      : {best['schedule'] / best['apply']:.2f}× best, "
           f"{median['schedule'] / median['apply']:.2f}× median (goal ≤ 1.3×)")
     print(f"  hook setup (node + conds)   : {best['setup'] * 1e3:8.2f} ms / {median['setup'] * 1e3:8.2f} ms")
+    print(f"  ramp sampling               : {best['ramp'] * 1e3:8.1f} ms / {median['ramp'] * 1e3:8.1f} ms "
+          f"(IN04-OUT05 0.2~1 over {args.steps} steps: a keyframe per step)")
+    print(f"  ratio ramp / apply          : {best['ramp'] / best['apply']:.2f}× best, "
+          f"{median['ramp'] / median['apply']:.2f}× median")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,7 @@ class EntryReport:
     strength_clip: float = 1.0
     weights: dict[str, float] | None = None  # resolved over the full layout
     weights_source: str = "uniform"
+    schedule: dict[str, tuple] = field(default_factory=dict)  # block → ranges of the run (profiles.schedule.Span)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # blocking
 
@@ -122,8 +123,11 @@ class ComposeVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        from .profiles.schedule import schedule_json
+
         for e, src in zip(d["entries"], self.entries, strict=True):
             e["title"] = src.title
+            e["schedule"] = schedule_json(src.schedule)  # the piece texts ("0.5@0-40%"), as profiles store them
         return d
 
     def text(self) -> str:
@@ -171,7 +175,7 @@ def _weights(rep: EntryReport, entry: StackEntry, touched: set[str]) -> None:
     except LorawbError as exc:
         rep.problems.append(f"block weights cannot map onto layout {rep.full_layout_id}: {exc}")
         return
-    rep.weights, rep.weights_source = resolved.weights, resolved.source
+    rep.weights, rep.weights_source, rep.schedule = resolved.weights, resolved.source, resolved.schedule
     rep.notes.extend(resolved.notes)
 
 

@@ -11,6 +11,7 @@ range and exactly ``W`` outside. Patches are built once per model object and sha
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import weakref
@@ -23,20 +24,26 @@ from lorawb_core.schedule_plan import HookSpec
 from .comfy_lora import _key_map, _load_patches
 
 log = logging.getLogger("lorawb")
-MIN_COMFYUI = "0.3.10"  # the first releases with comfy/hooks.py (LoRA hooks with keyframes) came in December 2024
+# comfy/hooks.py came in December 2024 (ComfyUI #5583, 2024-12-02), but its WeightHook.add_hook_patches took a
+# `target` enum and a list of registered hooks; the form used here (`target_dict`, a HookGroup) came with "Hooks
+# Part 2" (#6377, 2025-01-11, after 0.3.10 was out), first released in 0.3.11 (2025-01-16).
+MIN_COMFYUI = "0.3.11"
+_NAMES = ("WeightHook", "HookKeyframe", "HookKeyframeGroup", "HookGroup", "set_conds_props")
 
 
 def hooks_module():
-    """``comfy.hooks``, or :class:`HostUnsupported` naming the ComfyUI this needs."""
+    """``comfy.hooks`` in the form this pack drives (ComfyUI 0.3.11 or newer), or :class:`HostUnsupported` naming the
+    ComfyUI version to update to."""
     try:
         import comfy.hooks as hooks
     except ImportError:
         hooks = None
-    if hooks is None or not all(hasattr(hooks, n) for n in ("WeightHook", "HookKeyframe", "HookKeyframeGroup",
-                                                            "HookGroup", "set_conds_props")):
-        raise HostUnsupported(f"this ComfyUI has no LoRA hooks (comfy/hooks.py), which Block Schedule and Apply Hooks "
-                              f"to Conditioning are built on; update ComfyUI to {MIN_COMFYUI} or newer, or use Block "
-                              "Weight Apply (the same weights over the whole run).")
+    if hooks is None or not all(hasattr(hooks, n) for n in _NAMES) or "target_dict" not in inspect.signature(
+            hooks.WeightHook.add_hook_patches).parameters:
+        what = "has no LoRA hooks (comfy/hooks.py)" if hooks is None else "has LoRA hooks of an older form"
+        raise HostUnsupported(f"this ComfyUI {what}, which Block Schedule, Apply Hooks to Conditioning and "
+                              f"Multi-LoRA Compose's hooks option are built on; update ComfyUI to {MIN_COMFYUI} or "
+                              "newer, or use Block Weight Apply (the same weights over the whole run).")
     return hooks
 
 
@@ -118,11 +125,12 @@ def _hook_class() -> type:
     return _CLASS
 
 
-def build_hooks(source: LoraSource, specs: list[HookSpec], strength_model: float, strength_clip: float):
-    """A ComfyUI ``HookGroup`` with one hook per spec (its keyframes set), or ``None`` when nothing is active."""
+def build_hooks(source: LoraSource, specs: list[HookSpec], strength_model: float, strength_clip: float, into=None):
+    """A ComfyUI ``HookGroup`` with one hook per spec (its keyframes set), or ``None`` when nothing is active; ``into``
+    (a HookGroup) collects the hooks of several LoRAs in one group."""
     hooks = hooks_module()
     cls = _hook_class()
-    group = hooks.HookGroup()
+    group = into if into is not None else hooks.HookGroup()
     for spec in specs:
         hook = cls(strength_model=strength_model, strength_clip=strength_clip)
         hook.source = source

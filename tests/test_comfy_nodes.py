@@ -214,7 +214,7 @@ def test_compose_gate_refuses_mixed_families_and_applies_a_good_stack(env):
     assert "#2" in str(err.value) and "sdxl" in str(err.value) and "#1" not in str(err.value).split("\n", 1)[1]
     (good,) = run(stack_node, lora=names["villain"], strength_model=0.5, strength_clip=1.0,
                   weights_text="IN04=0, default=1", stack=stack)
-    new_model, _, report = run(compose, model=model, clip=clip, stack=good, warn_block_strength=2.0,
+    new_model, _, report, _ = run(compose, model=model, clip=clip, stack=good, warn_block_strength=2.0,
                                check_directions=True)
     assert report.startswith("OK: 2 LoRA(s)")
     hero = load_file(str(loras / "characters" / "hero.safetensors"))
@@ -583,7 +583,7 @@ def test_save_merged_lora_maps_every_module_and_patches_like_the_stack(env):
     modules = {k[:-len(".lora_up.weight")] for k in merged if k.endswith(".lora_up.weight")}
     assert len(patches) == len(modules) == len({k[:-len(".lora_up.weight")] for k in load_file(str(hero_path(loras)))
                                                 if k.endswith(".lora_up.weight")})
-    stack_model, stack_clip, _ = run(compose, model=model, clip=clip, stack=stack, warn_block_strength=2.0,
+    stack_model, stack_clip, _, _ = run(compose, model=model, clip=clip, stack=stack, warn_block_strength=2.0,
                                      check_directions=False)
     merged_model, merged_clip = cl.sd.load_lora_for_models(model, clip, merged, 1.0, 1.0)
     unet_keys = sorted(k for k in patches if k.startswith("diffusion_model."))

@@ -168,6 +168,34 @@ def test_step_ranges_follow_the_step_count(env):
 
 
 @needs_hooks
+def test_a_ramp_gives_each_step_its_weight_and_step_ranges_hold_on_six_steps(env):
+    """IN04=0.2~1@1-5 on 6 steps: steps 1-4 at 0.2, 0.2+0.8/3, 0.2+1.6/3, 1 (W + 0.8·w·ΔW, to 1e-6), steps 0 and 5 at
+    exactly W. On 6 steps a switch placed at k/N would land a step late ("simple" puts step 1 a little after 1/6);
+    the plan places it half a step earlier, so OUT05=1@1-3 is on at exactly steps 1 and 2."""
+    comfy, label, sd = env
+    model, _ = comfy.tiny_sd15()
+    base = comfy.patched_weights(model, list(MODULES))
+    _, pos, neg, report = scheduled(comfy, label, "IN04=0.2~1@1-5, OUT05=1@1-3, default=0, REST=0", steps=6)
+    assert "steps 1-5 of 6 ×1~5 (4 steps)" in report, report
+    calls = []
+    sample(comfy, model, pos, neg, capture=calls, steps=6)
+    assert len(calls) == 6
+    delta = {k: kohya_delta(sd, m).reshape(base[k].shape) for k, m in MODULES.items()}
+    ramp = [None, 0.2, 0.2 + 0.8 / 3, 0.2 + 1.6 / 3, 1.0, None]
+    lines = []
+    for step, ((weights, _), w) in enumerate(zip(calls, ramp, strict=True)):
+        if w is None:
+            assert torch.equal(weights[IN04], base[IN04]), step
+            lines.append(f"step {step}: IN04 W (exact)")
+            continue
+        err = (weights[IN04] - (base[IN04] + 0.8 * w * delta[IN04])).abs().max().item()
+        lines.append(f"step {step}: IN04 W+0.8·{w:.4f}·ΔW (max err {err:.1e})")
+        assert err <= 1e-6, lines[-1]
+    assert [not torch.equal(w[OUT05], base[OUT05]) for w, _ in calls] == [False, True, True, False, False, False]
+    print("\n" + "\n".join(lines))
+
+
+@needs_hooks
 def test_hooks_compose_with_comfyuis_own_hook_nodes(env):
     comfy, label, _ = env
     from comfy_extras.nodes_hooks import CombineHooks
@@ -190,9 +218,9 @@ def test_the_nodes_refuse_exactly_when_comfyui_has_no_hooks(env):
         pos, neg = run(comfy, "LoraWB_ApplyHooksToConditioning", positive=conds()[0], negative=conds()[1])
         assert "hooks" not in pos[0][1] and "hooks" not in neg[0][1]  # no HOOKS linked: passed through
         return
-    with pytest.raises(HostUnsupported, match=r"no LoRA hooks .* update ComfyUI to 0\.3\.10 or newer"):
+    with pytest.raises(HostUnsupported, match=r"no LoRA hooks .* update ComfyUI to 0\.3\.11 or newer"):
         run(comfy, "LoraWB_BlockSchedule", **schedule)
-    with pytest.raises(HostUnsupported, match="0.3.10"):
+    with pytest.raises(HostUnsupported, match=r"0\.3\.11"):
         run(comfy, "LoraWB_ApplyHooksToConditioning", positive=conds()[0], negative=conds()[1])
 
 

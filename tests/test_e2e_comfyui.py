@@ -186,3 +186,38 @@ def test_a_block_weight_apply_saved_with_one_strength_loads_it_into_both(comfyui
                 .sort((a, b) => a[0] - b[0]); }""", workflow)
         browser.close()
     assert got == [[1, 0.7, 0.7], [2, 0.6, 0.2]], got
+
+
+def test_a_compose_node_saved_before_hooks_gains_the_output_and_keeps_its_widgets(comfyui):
+    """A Multi-LoRA Compose saved with three outputs (MODEL, CLIP, report) and two widgets: the frontend copies the
+    saved outputs over the node's current ones (LiteGraph's cloneObject into the existing list), so the appended HOOKS
+    stays and the saved slots keep their numbers; the saved widget values stay where they were and the new widgets
+    (schedule, steps) take their defaults."""
+    from playwright.sync_api import sync_playwright
+
+    url = comfyui["url"]
+    if "LoraWB_MultiLoraCompose" not in http_json(url + "/object_info")[1]:
+        pytest.skip("the pack's nodes are not installed in this ComfyUI")
+    outputs = [{"name": n, "type": t, "links": None} for n, t in (("MODEL", "MODEL"), ("CLIP", "CLIP"),
+                                                                     ("report", "STRING"))]
+    inputs = [{"name": n, "type": t, "link": None} for n, t in (("model", "MODEL"), ("stack", "LORAWB_STACK"),
+                                                                   ("clip", "CLIP"))]
+    node = {"id": 1, "type": "LoraWB_MultiLoraCompose", "pos": [100, 100], "size": [400, 200], "flags": {},
+            "order": 0, "mode": 0, "inputs": inputs, "outputs": outputs, "properties": {},
+            "widgets_values": [3.5, False]}
+    workflow = {"last_node_id": 1, "last_link_id": 0, "links": [], "groups": [], "config": {}, "extra": {},
+                "version": 0.4, "nodes": [node]}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url)
+        page.wait_for_function("() => window.lorawb?.session && window.comfyAPI?.app?.app?.graph", timeout=120_000)
+        got = page.evaluate("""async (wf) => { const app = window.comfyAPI.app.app;
+            await app.loadGraphData(wf);
+            const n = app.graph._nodes[0];
+            return {outputs: n.outputs.map(o => [o.name, o.type]),
+                    widgets: Object.fromEntries(n.widgets.map(w => [w.name, w.value]))}; }""", workflow)
+        browser.close()
+    assert got["outputs"] == [["MODEL", "MODEL"], ["CLIP", "CLIP"], ["report", "STRING"], ["HOOKS", "HOOKS"]], got
+    assert got["widgets"] == {"warn_block_strength": 3.5, "check_directions": False, "schedule": "patch model",
+                              "steps": 0}, got

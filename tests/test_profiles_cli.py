@@ -123,3 +123,31 @@ def test_export_to_stdout_and_file(capsys, dbp, tmp_path):
     rc, _, err = run(capsys, "profiles", "export", "--builtins", "--layout", "wan_dit_32", "--dialect", "kohya",
                      "--db", dbp)
     assert rc == 1 and "kohya cannot express it" in err
+
+
+def test_ranges_survive_create_and_edit_and_set_edits_them(capsys, dbp):
+    """create keeps the ranges it is given; --set changes the named blocks' ranges (a plain value gives the whole run
+    back) and leaves the others'; --weights replaces weights and ranges; show prints them."""
+    def schedule():
+        db = open_library(dbp)
+        try:
+            return {b: [s.text() for s in spans] for b, spans in get_profile(db, "timed", "sd15_unet_17").schedule.items()}
+        finally:
+            db.close()
+
+    rc, _, _ = run(capsys, "profiles", "create", "timed", "IN04=0.5@0-40%, OUT03=1@0-30%, OUT03=0.5@30-100%, default=1",
+                   "--family", "sd15", "--db", dbp)
+    assert rc == 0 and schedule() == {"IN04": ["0.5@0-40%"], "OUT03": ["1@0-30%", "0.5@30-100%"]}
+    rc, _, _ = run(capsys, "profiles", "edit", "timed", "--set", "OUT05-OUT06=1@0-50%, IN04=0.7", "--db", dbp)
+    assert rc == 0 and schedule() == {"OUT03": ["1@0-30%", "0.5@30-100%"], "OUT05": ["1@0-50%"],
+                                      "OUT06": ["1@0-50%"]}
+    rc, out, _ = run(capsys, "profiles", "show", "timed", "--db", dbp)
+    assert "1@0-30%, 0.5@30-100%" in out and [ln.split()[:2] for ln in out.splitlines() if "IN04" in ln] == [
+        ["IN04", "0.7"]]
+    rc, _, err = run(capsys, "profiles", "edit", "timed", "--set", "IN04=1@5-20", "--db", dbp)
+    assert rc == 1 and "mix percent" in err  # the others are in percent: refused, nothing changed
+    assert schedule()["OUT05"] == ["1@0-50%"]
+    rc, _, _ = run(capsys, "profiles", "edit", "timed", "--weights", "IN04=1@10-end, default=0", "--db", dbp)
+    assert rc == 0 and schedule() == {"IN04": ["1@10-end"]}
+    rc, _, _ = run(capsys, "profiles", "edit", "timed", "--set", "IN04=1", "--db", dbp)
+    assert rc == 0 and schedule() == {}

@@ -17,6 +17,7 @@ from ..library.db import open_library
 from .import_export import DIALECTS, export_profiles, import_profiles
 from .model import Profile, family_layouts, fmt_weight, layout_of
 from .parse import apply_assignments, parse_weights, read_assignments
+from .schedule import edit_schedule
 from .store import (
     create_profile,
     delete_profile,
@@ -51,7 +52,8 @@ def _render(p: Profile, out) -> None:
     peak = max((abs(v) for v in p.weights.values()), default=0.0)
     for block, v in p.weights.items():
         bar = "█" * round(abs(v) / peak * BAR_WIDTH) if peak > 0 else ""
-        out.line(f"  {block:>5} {fmt_weight(v):>7} {'-' if v < 0 else ' '}{bar}".rstrip())
+        ranges = ", ".join(span.text() for span in p.schedule.get(block, ()))  # "0.5@0-40%": active over those
+        out.line(f"  {block:>5} {fmt_weight(v):>7} {'-' if v < 0 else ' '}{bar:<{BAR_WIDTH}}  {ranges}".rstrip())
     if p.updated:
         out.line(f"  created {p.created}   updated {p.updated}")
 
@@ -91,7 +93,7 @@ def cmd_create(args: argparse.Namespace, out) -> int:
         parsed = parse_weights(args.weights, family=args.family, layout_id=args.layout,
                                known=lambda: list_profiles(db, builtins=False))
         profile = create_profile(db, args.name, parsed.profile.layout_id, parsed.profile.weights,
-                                 description=args.description or "")
+                                 description=args.description or "", schedule=parsed.profile.schedule)
     _notes(parsed.notes, out)
     out.line(f"created {profile.label} (id {profile.id})")
     return 0
@@ -103,19 +105,22 @@ def cmd_edit(args: argparse.Namespace, out) -> int:
         return 2
     with open_library(args.db) as db:
         current = _resolve(db, args.profile, args.layout)
-        weights = None
+        weights = schedule = None
         notes: list[str] = []
-        if args.weights is not None:
+        if args.weights is not None:  # a whole new profile: its weights and its ranges
             parsed = parse_weights(args.weights, layout_id=current.layout_id,
                                    known=lambda: list_profiles(db, builtins=False))
-            weights, notes = dict(parsed.profile.weights), parsed.notes
-        if args.set is not None:
+            weights, notes, schedule = dict(parsed.profile.weights), parsed.notes, dict(parsed.profile.schedule)
+        if args.set is not None:  # only the named blocks: their weights and ranges (a plain value: the whole run)
             items, default = read_assignments(args.set)
             if default is not None:
                 raise ProfileError("--set changes only the blocks it names, so it takes no default; use "
                                    "--weights 'default=…, …' to set every block.")
-            weights = {**(weights or {}), **apply_assignments(layout_of(current.layout_id), items)}
-        profile = update_profile(db, current, name=args.name, weights=weights, description=args.description)
+            layout = layout_of(current.layout_id)
+            weights = {**(weights or {}), **apply_assignments(layout, items)}
+            schedule = edit_schedule(layout.block_ids, current.schedule if schedule is None else schedule, items)
+        profile = update_profile(db, current, name=args.name, weights=weights, description=args.description,
+                                 schedule=schedule)
     _notes(notes, out)
     out.line(f"updated {profile.label} (id {profile.id})")
     return 0
@@ -227,7 +232,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = actions.add_parser("edit", parents=[common, ref], help="rename, re-weight or re-describe a profile")
     p.add_argument("--name", help="new name")
     p.add_argument("--weights", help="new weights for every block (any form `create` takes)")
-    p.add_argument("--set", help="change only the named blocks, e.g. 'IN04-OUT05=0.5, BASE=0'")
+    p.add_argument("--set", help="change only the named blocks, their ranges included, e.g. 'IN04-OUT05=0.5, BASE=0' "
+                   "or 'OUT=1@0-50%%' (a plain value gives a block the whole run again)")
     p.add_argument("--description")
     p.set_defaults(func=cmd_edit)
 

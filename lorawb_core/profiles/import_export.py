@@ -120,11 +120,13 @@ def _import_csv(text: str, col: Collector) -> None:
         weights = groups.setdefault(key, {})
         if key in problems:
             continue
-        if not re.fullmatch(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", weight):
+        number = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+        ramp = bool(rng and rng[0]) and re.fullmatch(rf"{number}\s*~\s*{number}", weight)  # 0.2~1: a ramp
+        if not ramp and not re.fullmatch(number, weight):
             problems[key] = f"row {n}: weight {weight!r} for block {block} is not a number."
         elif rng and rng[0]:
             schedules.setdefault(key, {}).setdefault(block, []).append(f"{weight}@{rng[0]}")
-            weights.setdefault(block, float(weight))
+            weights.setdefault(block, float(weight.split("~")[0]))
         elif block in weights:
             problems[key] = f"row {n}: block {block} appears twice."
         else:
@@ -178,7 +180,7 @@ def _export_csv(profiles: Sequence[Profile]) -> str:
         for b, v in p.weights.items():
             pieces = p.schedule.get(b)
             if pieces:
-                writer.writerows([p.name, p.layout_id, b, fmt_weight(s.value), s.range_text()] for s in pieces)
+                writer.writerows([p.name, p.layout_id, b, s.weight_text(), s.range_text()] for s in pieces)
             else:
                 writer.writerow([p.name, p.layout_id, b, fmt_weight(v)] + ([""] if ranged else []))
     return buf.getvalue()

@@ -243,6 +243,10 @@ def export_lbw(profiles: Sequence[Profile]) -> str:
 def _lbw_steps(p: Profile) -> str:
     if not p.schedule:
         return ""
+    ramps = [b for b, pieces in p.schedule.items() if any(s.is_ramp for s in pieces)]
+    if ramps:
+        raise _cannot(p, "LBW", f"{', '.join(ramps[:3])} {'has a ramp' if len(ramps) == 1 else 'have ramps'} "
+                                "(0.2~1@…), and LBW's start=/stop= switch the whole LoRA at one weight")
     span = uniform_span(p.weights, p.schedule)
     if span is None:
         raise _cannot(p, "LBW", "its blocks have ranges of their own, and LBW's start=/stop= switch the whole LoRA")

@@ -7,12 +7,18 @@ In the weights language a value may carry a range after ``@``::
     OUT=1@5-20                sampler steps: active from step 5 up to (not including) step 20
     OUT=1@10-end              steps, to the end of the run
     default=1@0-50%, BASE=0   ``default`` may carry a range too
+    OUT=0.2~1@0-50%           a ramp: from 0.2 at the range's start to 1 at its end (``~``, not ``>``, which would
+                              end an A1111 ``<lora:…>`` tag); a ramp always has a range
 
 A block may hold several non-overlapping ranges (``OUT=1@0-30%, OUT=0.5@30-100%``); outside its ranges a scheduled
-block is off (weight 0). A block without a range acts over the whole run. One profile writes all its ranges either in
-percent or in steps; step ranges need the sampler's step count where they are used (ComfyUI's hooks count in percent
-of the run: step ``k`` of ``N`` is ``k/N``). LBW's per-LoRA ``start=N``, ``stop=N`` and ``step=A-B`` (steps) are
-accepted after the weights (``OUTD:start=10:stop=20``, ``INS, start=5``) and schedule the whole LoRA.
+block is off (weight 0). A block without a range acts over the whole run. A ramp is cut into pieces of constant
+weight, the first at the start weight, the last at the end weight, linear between: one piece per sampler step when
+the step count is known, else ``RAMP_PIECES`` equal pieces (:mod:`lorawb_core.schedule_plan`). One profile writes all
+its ranges either in percent or in steps; step ranges need the sampler's step count where they are used (ComfyUI's
+hooks count in percent of the run: step ``k`` of ``N`` sits at ``k/N``, and a switch before step ``k`` is placed half
+a step earlier, at ``(k - 0.5)/N``, so it falls between two steps). LBW's per-LoRA ``start=N``, ``stop=N`` and
+``step=A-B`` (steps) are accepted after the weights (``OUTD:start=10:stop=20``, ``INS, start=5``) and schedule the
+whole LoRA.
 
 Schedules are stored per block as the piece texts (``{"IN04": ["0.5@0-40%"]}``), the form every export uses.
 """
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import ProfileError
 from ..layouts import REST
@@ -29,6 +35,8 @@ from .weights import check_weight, fmt_weight
 
 PERCENT = "percent"
 STEPS = "steps"
+RAMP = "~"
+RAMP_PIECES = 10  # a ramp without a known step count: this many equal pieces of constant weight
 _NUM = r"\d+(?:\.\d*)?|\.\d+"
 _RANGE = re.compile(rf"\s*({_NUM})\s*(%?)\s*-\s*({_NUM}|end)\s*(%?)\s*", re.IGNORECASE)
 _LBW_OPTION = re.compile(r"(?:^|(?<=[:,;\s]))(start|stop|step)\s*=\s*([^:,;\s]+)", re.IGNORECASE)
@@ -46,6 +54,15 @@ class Span:
     start: float
     end: float | None
     unit: str
+    end_value: float | None = None  # a ramp: the weight at the range's end (``value`` is the one at its start)
+
+    @property
+    def is_ramp(self) -> bool:
+        return self.end_value is not None
+
+    def weight_text(self) -> str:
+        """``0.5``, or ``0.2~1`` for a ramp."""
+        return fmt_weight(self.value) + (f"{RAMP}{fmt_weight(self.end_value)}" if self.is_ramp else "")
 
     def range_text(self) -> str:
         if self.unit == PERCENT:
@@ -54,7 +71,7 @@ class Span:
 
     def text(self) -> str:
         """``0.5@0-40%``: reads back to the same span."""
-        return f"{fmt_weight(self.value)}@{self.range_text()}"
+        return f"{self.weight_text()}@{self.range_text()}"
 
     def percent(self, steps: int | None = None) -> tuple[float, float]:
         """``(start, end)`` as fractions of the run; step spans need ``steps`` (the sampler's step count)."""
@@ -110,14 +127,23 @@ def check_span(span: Span, where: str, shown: str | None = None) -> Span:
 
 
 def split_value(text: str, where: str) -> tuple[str, Span | None]:
-    """``0.5@0-40%`` → ``("0.5", Span)``; a value without ``@`` → ``(text, None)``."""
+    """``0.5@0-40%`` → ``("0.5", Span)``, a ramp ``0.2~1@0-50%`` → ``("0.2", Span with end_value 1)``; a value
+    without ``@`` → ``(text, None)``."""
     value, at, rng = text.partition("@")
     if not at:
+        if RAMP in text:
+            raise ProfileError(f"{where}: the ramp {text.strip()} needs the part of the run it spans; write e.g. "
+                               f"{text.strip()}@0-100%.")
         return text, None
-    value = value.strip()
-    if not _WEIGHT.fullmatch(value):
-        raise ProfileError(f"{where}: '{value}' is not a number; write WEIGHT@START-END, e.g. 0.5@0-40%.")
-    return value, read_range(rng, check_weight(where, float(value)), where)
+    first, ramp, last = (v.strip() for v in value.partition(RAMP))
+    for v in (first, last) if ramp else (first,):
+        if not _WEIGHT.fullmatch(v):
+            raise ProfileError(f"{where}: '{v}' is not a number; write WEIGHT@START-END (0.5@0-40%) or a ramp "
+                               "START_WEIGHT~END_WEIGHT@START-END (0.2~1@0-50%).")
+    span = read_range(rng, check_weight(where, float(first)), where)
+    if ramp:
+        span = replace(span, end_value=check_weight(where, float(last)))
+    return first, span
 
 
 def add_piece(schedule: dict[str, list[Span]], block: str, span: Span) -> None:
@@ -230,7 +256,7 @@ def uniform_span(weights: Mapping[str, float], schedule: Schedule) -> Span | Non
         pieces = schedule.get(b, ())
         if v == 0 and not pieces:
             continue
-        if len(pieces) != 1 or pieces[0].value != v:
+        if len(pieces) != 1 or pieces[0].value != v or pieces[0].is_ramp:
             return None
         spans.add((pieces[0].start, pieces[0].end, pieces[0].unit))
     if len(spans) != 1:
@@ -246,14 +272,28 @@ def assignments_schedule(block_ids: list[str], items: Iterable, default_span: Sp
     ``default_span`` schedules the blocks no assignment names."""
     schedule: dict[str, list[Span]] = {}
     for a in items:
-        blocks = [REST] if a.first == REST else block_ids[block_ids.index(a.first):block_ids.index(a.last) + 1]
-        for b in blocks:
+        for b in _covered(block_ids, a):
             if a.span is None:
                 schedule.pop(b, None)
             else:
-                add_piece(schedule, b, Span(a.value, a.span.start, a.span.end, a.span.unit))
+                add_piece(schedule, b, replace(a.span, value=a.value))
     if default_span is not None:
         for b in unnamed:
-            schedule[b] = [Span(default, default_span.start, default_span.end, default_span.unit)]
+            schedule[b] = [replace(default_span, value=default)]
     check_units(schedule)
     return schedule
+
+
+def _covered(block_ids: list[str], a) -> list[str]:
+    return [REST] if a.first == REST else block_ids[block_ids.index(a.first):block_ids.index(a.last) + 1]
+
+
+def edit_schedule(block_ids: list[str], current: Mapping[str, Iterable[Span]], items: Iterable) -> Schedule:
+    """``current`` after assignments that change only the blocks they name (``profiles edit --set``): a named block
+    takes the ranges the assignments give it (none: the whole run again), the others keep theirs."""
+    items = list(items)
+    named = {b for a in items for b in _covered(block_ids, a)}
+    changed = assignments_schedule(block_ids, items, None, 0.0, ())
+    merged = {b: list(pieces) for b, pieces in current.items() if b not in named} | changed
+    check_units(merged)
+    return {b: tuple(merged[b]) for b in [*block_ids, REST] if merged.get(b)}

@@ -75,15 +75,31 @@ export function blockGraph(layout, blocks, { state = blocks ? "ready" : "pending
   return h("div", { class: ["lwb-graph", pending && "is-pending"] }, head, body);
 }
 
-// The part of the run a block acts over, as a strip under its bar (null for the whole run or an unparsable range).
+// The part of the run a block acts over, as a strip under its bar (null for the whole run). A stored schedule the
+// range column cannot edit (several ranges, ramps "0.2~1@0-50%", steps) is drawn piece by piece where its pieces are
+// in percent (a ramp as a gradient from its start to its end weight); steps have no place on a percent strip.
+const PERCENT_PIECE = /^(.+)@(\d+(?:\.\d*)?)-(\d+(?:\.\d*)?)%$/;
+
 function timelineStrip(range) {
   if (!range) return null;
   const label = typeof range === "object" ? range.locked.join(", ") : `${range} %`;
   const m = typeof range === "string" ? /^(\d+(?:\.\d*)?)-(\d+(?:\.\d*)?)$/.exec(range) : null;
   const strip = h("div", { class: ["lwb-bar-range", !m && "is-locked"], dataset: { range: label } });
-  if (m) {
-    strip.append(h("div", { class: "lwb-bar-range-on",
-      style: { left: `${Number(m[1])}%`, width: `${Math.max(0, Number(m[2]) - Number(m[1]))}%` } }));
+  const segment = (a, b, piece = null, ramp = null) => h("div", {
+    class: ["lwb-bar-range-on", ramp && "is-ramp"], dataset: piece ? { piece } : {},
+    style: { left: `${a}%`, width: `${Math.max(0, b - a)}%`, ...(ramp ?? {}) } });
+  if (m) strip.append(segment(Number(m[1]), Number(m[2])));
+  for (const piece of typeof range === "object" ? range.locked : []) {
+    const p = PERCENT_PIECE.exec(piece);
+    if (!p) continue;
+    const [from, to] = p[1].split("~").map(Number);
+    let ramp = null;
+    if (to !== undefined) {  // opacity at each end: that end's weight as a share of the larger one
+      const peak = Math.max(Math.abs(from), Math.abs(to), 1e-9);
+      const share = (v) => `${Math.round((Math.abs(v) / peak) * 100)}%`;
+      ramp = { "--lwb-ramp-from": share(from), "--lwb-ramp-to": share(to) };
+    }
+    strip.append(segment(Number(p[2]), Number(p[3]), piece, ramp));
   }
   return strip;
 }

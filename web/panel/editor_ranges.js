@@ -1,7 +1,7 @@
 // The editor's range column: the part of sampling each block acts over (percent of the run). "" = the whole run.
 // One percent range per block is edited here (two handles on a 0–100 % bar and a text box "20-60", kept in sync);
-// a block whose stored schedule has several ranges or counts steps is shown as text and kept as stored (edit those
-// in a weights text: OUT03=1@0-30%, OUT03=0.5@30-100%).
+// a block whose stored schedule has several ranges, a ramp (0.2~1@0-50%) or counts steps is shown as text and kept
+// as stored (edit those in a weights text: OUT03=1@0-30%, OUT03=0.5@30-100%; the block graph draws their pieces).
 
 import { h } from "./dom.js";
 
@@ -53,7 +53,7 @@ export function draftSchedule(blockIds, draft, ranges) {
 // The range cell of one editor row: start and end handles over a 0–100 % bar and the text box, in sync.
 export function rangeCell(blockId, current, onChange) {
   if (current && typeof current === "object") {
-    return h("span", { class: "lwb-range is-locked", title: "Several ranges or steps: edit them in a weights text" },
+    return h("span", { class: "lwb-range is-locked", title: "Several ranges, a ramp or steps: edit them in a weights text" },
       current.locked.join(", "));
   }
   const parsed = parseRange(current);
