@@ -7,6 +7,7 @@ The cache is bounded in entries and in tensors, whatever the library holds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import OrderedDict
@@ -52,6 +53,11 @@ _INDEX_CACHE: OrderedDict[bytes, KnownIndex] = OrderedDict()
 _CANDIDATES: dict[tuple[int, int], list[bytes]] = {}
 _INDEX_CACHE_SIZE = 256
 _INDEX_CACHE_TENSORS = 250_000  # and at most this many tensors in all: memory bounded whatever the library holds
+# Digests of every index validated before (by safe_open or _validated_index) with where its data ends: far more
+# than ``_INDEX_CACHE`` holds, at ~200 bytes each. A header whose index has one of these digests is known valid
+# without its tensor index parsed again (see ``reader.read_structure(index_known=...)``).
+_VALIDATED: OrderedDict[bytes, int] = OrderedDict()
+_VALIDATED_SIZE = 8192
 _cache_lock = threading.Lock()
 _META_KEY = b'"__metadata__"'
 _JSON_SPACE = b" \t\r\n"
@@ -137,6 +143,24 @@ def _valid_utf8(b: bytes | bytearray) -> bool:
     return True
 
 
+def index_digest(buf: bytearray | bytes, split: _Split) -> bytes:
+    """The digest of the header without its metadata (``buf[:pos] + buf[end:tail]``), without copying either part."""
+    h = hashlib.blake2b(digest_size=16)
+    with memoryview(buf) as view:
+        h.update(view[:split.pos])
+        h.update(view[split.end:split.tail])
+    return h.digest()
+
+
+def validated_data_end(digest: bytes) -> int | None:
+    """Where the data of an index validated before ends (relative to the data region), None if unknown."""
+    with _cache_lock:
+        end = _VALIDATED.get(digest)
+        if end is not None:
+            _VALIDATED.move_to_end(digest)
+        return end
+
+
 def known_index(buf: bytearray | bytes, split: _Split) -> KnownIndex | None:
     key = (split.pos, split.pos + split.tail - split.end)
     with _cache_lock:
@@ -152,6 +176,10 @@ def known_index(buf: bytearray | bytes, split: _Split) -> KnownIndex | None:
 def remember_index(index: KnownIndex) -> None:
     key = (len(index.prefix), len(index.prefix) + len(index.suffix))
     with _cache_lock:
+        _VALIDATED[index.digest] = index.data_end
+        _VALIDATED.move_to_end(index.digest)
+        if len(_VALIDATED) > _VALIDATED_SIZE:
+            _VALIDATED.popitem(last=False)
         if index.digest in _INDEX_CACHE:
             return
         _INDEX_CACHE[index.digest] = index

@@ -7,6 +7,7 @@ bare ``lora_A``) maps to one canonical param name; adapters only ever see canoni
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .reader import TensorInfo
 
@@ -56,6 +57,7 @@ _UNDERSCORE_SUFFIXES = [s for s in _SUFFIXES_LONGEST_FIRST if not s.startswith("
 _MAX_PARTS = max(s.count(".") for s in PARAM_SUFFIXES)
 
 
+@lru_cache(maxsize=1 << 16)  # tensor keys repeat across the files of a family whatever their ranks
 def split_key(key: str) -> tuple[str, str] | None:
     """``'a.b.lora_up.weight'`` → ``('a.b', 'up')``; None when no known parameter suffix matches.
 

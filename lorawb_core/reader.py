@@ -8,20 +8,28 @@ pre-checks that turn a failure into a sentence a user can act on (a pickle, a Gi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import CorruptFile, UnreadableFile, UnsupportedFormat
-from .header_index import DTYPE_BYTES, KnownIndex, TensorInfo, known_index, remember_index, split_metadata
+from .header_index import (
+    DTYPE_BYTES,
+    KnownIndex,
+    TensorInfo,
+    index_digest,
+    known_index,
+    remember_index,
+    split_metadata,
+    validated_data_end,
+)
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 MAX_TENSORS = 12_000  # real LoRAs hold < 6,000 (full-layer LyCORIS on SDXL with both text encoders, DoRA)
@@ -40,6 +48,7 @@ class FileStructure:
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     index_digest: bytes = b""  # digest of the header without its metadata: equal for files of one structure
+    tensors_read: bool = True  # False: the index is one validated before and the caller asked not to parse it
 
 
 def _describe_start(head: bytes) -> str | None:
@@ -63,8 +72,14 @@ def _describe_start(head: bytes) -> str | None:
 _TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
 
 
-def read_structure(path: str | os.PathLike[str]) -> FileStructure:
+def read_structure(path: str | os.PathLike[str], *,
+                   index_known: Callable[[bytes], bool] | None = None) -> FileStructure:
     """Read a LoRA file's tensor index and metadata from its header only.
+
+    ``index_known(digest)`` True: the caller already knows what it needs of that tensor index; if the index was
+    validated before (same bytes around the metadata, a file size that fits it), ``tensors`` is left empty and
+    ``tensors_read`` False: the header is read, its metadata decoded and checked, the index neither parsed nor
+    validated again.
 
     Raises :class:`UnreadableFile`, :class:`UnsupportedFormat` or :class:`CorruptFile` with a message that
     names the file and says what to do. Nothing is written and no tensor data is read.
@@ -107,9 +122,10 @@ def read_structure(path: str | os.PathLike[str]) -> FileStructure:
                     got += k
         except OSError as exc:
             raise UnreadableFile(f"{shown}: cannot read the file ({exc.strerror}).") from None
-    tensors, metadata, digest = _open_header(p, shown, buf, min(got, n), n, st.st_size)
+    tensors, metadata, digest = _open_header(p, shown, buf, min(got, n), n, st.st_size, index_known)
     return FileStructure(path=p, size=st.st_size, header_bytes=8 + n, mtime_ns=st.st_mtime_ns,
-                         tensors=tensors, metadata=metadata, index_digest=digest)
+                         tensors=tensors if tensors is not None else {}, metadata=metadata, index_digest=digest,
+                         tensors_read=tensors is not None)
 
 
 _buffers = threading.local()
@@ -156,23 +172,27 @@ def _check_head(shown: str, head: bytes, size: int) -> int:
 
 
 
-def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int,
-                 size: int) -> tuple[dict[str, TensorInfo], dict[str, str], bytes]:
+def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int, size: int,
+                 index_known: Callable[[bytes], bool] | None) -> tuple[dict[str, TensorInfo] | None, dict[str, str], bytes]:
     """Index the JSON header ``buf[:got]`` (``n`` bytes long by the file's own count). A tensor index seen before
     (same keys, shapes, dtypes, offsets: one trainer's files) is reused after checking the file size; a new one is
     validated by the safetensors library (headers up to ``SAFE_OPEN_HEADER_BYTES``) or, for larger headers, by
     :func:`_validated_index` over the tensor index alone, so a huge metadata value is decoded once, not four times.
-    Duplicated keys and more than ``MAX_TENSORS`` tensors are refused."""
+    Duplicated keys and more than ``MAX_TENSORS`` tensors are refused. An index validated before whose digest
+    ``index_known`` accepts gives None for the tensors (see read_structure)."""
     split = split_metadata(buf, got)
     known = known_index(buf, split) if split.meta is not None else None
     if known is not None and size == 8 + n + known.data_end:
         return known.tensors, split.meta, known.digest
+    digest = known.digest if known is not None else index_digest(buf, split)
+    if index_known is not None and split.meta is not None and index_known(digest) and \
+            validated_data_end(digest) == size - 8 - n:
+        return None, split.meta, digest
     count = buf.count(b'"data_offsets"', 0, split.pos) + buf.count(b'"data_offsets"', split.end, got)  # ≥ tensors
     if count > MAX_TENSORS:
         raise CorruptFile(f"{shown}: the header lists about {count:,} tensors (limit {MAX_TENSORS:,}); no LoRA has "
                           "that many, so this file is damaged or not a LoRA. Replace it with the real file.")
     prefix, suffix = bytes(buf[:split.pos]), bytes(buf[split.end:split.tail])
-    digest = known.digest if known is not None else hashlib.blake2b(prefix + suffix, digest_size=16).digest()
     if n > SAFE_OPEN_HEADER_BYTES:
         if split.meta is not None:  # the header with its metadata value left out
             index = _loads_header(shown, prefix + (b'"__metadata__":{}' if split.end > split.pos else b"") + suffix)

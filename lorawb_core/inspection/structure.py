@@ -274,15 +274,73 @@ def _layout_ids(index: _IndexAnalysis, family: FamilyGuess) -> tuple[str | None,
     return ids
 
 
+@dataclass
+class _IndexSummary:
+    """What summarize_structure takes from a tensor index: a few hundred bytes, kept for far more indexes than
+    ``_ANALYSES`` holds (which keeps every module)."""
+
+    facts: _IndexFacts
+    shape_guess: FamilyGuess | None
+    some_shapes: tuple[ModuleShape, ...]  # the first module's shape or none: with the shape guess given,
+    # detect_family reads only whether the index has a module
+    layouts: dict[tuple[str, int | None], tuple[str | None, str | None]]  # by (family, depth), as in _IndexAnalysis
+
+
+_SUMMARIES: OrderedDict[bytes, _IndexSummary] = OrderedDict()
+_SUMMARIES_SIZE = 8192
+_SUMMARIES_PROBLEMS = 100_000  # problem lines kept in all (a broken index has one per module)
+_summaries_problems = 0
+
+
+def _summary_of(digest: bytes) -> _IndexSummary | None:
+    with _analyses_lock:
+        summary = _SUMMARIES.get(digest)
+        if summary is not None:
+            _SUMMARIES.move_to_end(digest)
+        return summary
+
+
+def _remember_summary(digest: bytes, index: _IndexAnalysis, facts: _IndexFacts) -> None:
+    global _summaries_problems
+    with _analyses_lock:
+        if digest in _SUMMARIES:
+            return
+        if not _SUMMARIES:  # (also when cleared from outside)
+            _summaries_problems = 0
+        _SUMMARIES[digest] = _IndexSummary(facts, index.shape_guess, tuple(index.shapes[:1]), index.layouts)
+        _summaries_problems += len(facts.problems)
+        while len(_SUMMARIES) > _SUMMARIES_SIZE or (_summaries_problems > _SUMMARIES_PROBLEMS and len(_SUMMARIES) > 1):
+            _summaries_problems -= len(_SUMMARIES.popitem(last=False)[1].facts.problems)
+
+
 def summarize_structure(path: str | os.PathLike[str]) -> StructureSummary:
     """The header facts the library's structure phase needs, without per-module work once the index is known:
-    per file only the header read, the metadata and the family's metadata evidence (see StructureSummary)."""
-    structure = read_structure(path)
-    meta = parse_metadata(structure.metadata)
+    per file only the header read, the metadata and the family's metadata evidence (see StructureSummary).
+
+    An index summarised before (``_SUMMARIES``, by digest) whose header was validated before is not parsed again:
+    the reader checks that the bytes around the metadata digest to it and that the file size fits it."""
+    structure = read_structure(path, index_known=lambda digest: _summary_of(digest) is not None)
+    known = None if structure.tensors_read else _summary_of(structure.index_digest)
+    if known is not None:
+        family = detect_family(known.some_shapes, structure.metadata, shape_guess=known.shape_guess)
+        ids = known.layouts.get((family.family, family.depth))
+        if ids is not None:
+            return _summary(structure, family, known.facts, ids)
+    if not structure.tensors_read:  # a family this index was not mapped for yet (or the summary was just dropped)
+        structure = read_structure(path)
     index = _analyse_index(structure)
     family = detect_family(index.shapes, structure.metadata, shape_guess=index.shape_guess)
     facts = _index_facts(index)
-    layout_id, full_layout_id = _layout_ids(index, family)
+    ids = _layout_ids(index, family)
+    if structure.index_digest:
+        _remember_summary(structure.index_digest, index, facts)
+    return _summary(structure, family, facts, ids)
+
+
+def _summary(structure: FileStructure, family: FamilyGuess, facts: _IndexFacts,
+             ids: tuple[str | None, str | None]) -> StructureSummary:
+    meta = parse_metadata(structure.metadata)
+    layout_id, full_layout_id = ids
     return StructureSummary(
         path=os.fsdecode(structure.path), size=structure.size, mtime_ns=structure.mtime_ns,
         header_bytes=structure.header_bytes, format=facts.format, family=family, layout_id=layout_id,

@@ -1,0 +1,138 @@
+"""The structure phase's summaries by index digest give exactly what the cold path gives (correctness only).
+
+``summarize_structure`` skips the tensor-index parse and ``safe_open`` for a header whose bytes around the metadata
+digest to an index validated and summarised before. Every field of such a summary must equal the one computed with
+every cache empty, and the library columns must equal those of the straightforward full analysis
+(``test_perf_paths._reference_report``), over the bench's realistic mix and over files of the real writers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import save
+from test_perf_paths import _reference_report
+
+from lorawb_core import header_index
+from lorawb_core.errors import CorruptFile
+from lorawb_core.inspection import structure, summarize_structure
+from lorawb_core.library.file_tasks import structure_fields
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from bench_index import WORDS, _index, write_sparse_lora  # noqa: E402
+from layout_mix import kohya_metadata, varied_layouts  # noqa: E402
+
+
+def _clear_caches() -> None:
+    with header_index._cache_lock:
+        header_index._INDEX_CACHE.clear()
+        header_index._CANDIDATES.clear()
+        header_index._VALIDATED.clear()
+    with structure._analyses_lock:
+        structure._ANALYSES.clear()
+        structure._SUMMARIES.clear()
+
+
+def _cold(p: Path):
+    """The summary with every cache empty (what the first file of an index gets)."""
+    _clear_caches()
+    return summarize_structure(p)
+
+
+@pytest.fixture
+def fast_reads(monkeypatch):
+    """Counts the reads that skipped the tensor index (the fast path under test), with the per-index caches of
+    tensors and modules as small as they are against a library of thousands of indexes."""
+    monkeypatch.setattr(header_index, "_INDEX_CACHE_SIZE", 2)
+    monkeypatch.setattr(structure, "_ANALYSES_SIZE", 2)
+    seen = {"skipped": 0, "read": 0}
+    real = structure.read_structure
+
+    def counting(path, **kw):
+        s = real(path, **kw)
+        seen["skipped" if not s.tensors_read else "read"] += 1
+        return s
+
+    monkeypatch.setattr(structure, "read_structure", counting)
+    return seen
+
+
+def _check(files: list[Path], order: list[Path]) -> None:
+    cold = {p: _cold(p) for p in files}
+    _clear_caches()
+    for p in order:  # caches filling up as in a scan: the first file of an index is cold, the others not
+        fast, ref = dataclasses.asdict(summarize_structure(p)), dataclasses.asdict(cold[p])
+        # the cold read takes the metadata from safe_open, whose map has no order (a new file's header order is
+        # kept from the second read on, as before): the raw metadata compares as a mapping, every other field as text
+        assert fast["metadata"].pop("raw") == ref["metadata"].pop("raw"), p
+        assert repr(fast) == repr(ref), p
+    for p in files:  # the library columns equal those of the straightforward full analysis (alpha: phase b)
+        full = structure_fields(_reference_report(p)[0])
+        fields = structure_fields(summarize_structure(p))
+        assert {k: v for k, v in fields.items() if k != "alpha"} == {k: v for k, v in full.items() if k != "alpha"}
+
+
+def test_summaries_equal_the_cold_path_on_the_realistic_mix(tmp_path, fast_reads):
+    rng = random.Random(5)
+    files = []
+    for j, (_family, base, dtype, rank, tensors) in enumerate(varied_layouts(60, seed=3)):
+        index, data = _index(tensors, dtype)
+        for copy in range(3):  # files of one index: their own metadata (names, sizes, base-model evidence)
+            meta = kohya_metadata(rng, f"f{j}_{copy}", base if copy < 2 else rng.choice(["sd_v1", "flux1", "sd3"]),
+                                  rank, WORDS, j)
+            if copy == 1:
+                meta.pop("ss_base_model_version")
+            p = tmp_path / f"{j:03d}_{copy}.safetensors"
+            write_sparse_lora(p, index, data, meta)
+            files.append(p)
+    order = files + rng.sample(files, len(files))
+    _check(files, order)
+    assert fast_reads["skipped"] >= len(files) // 2  # most repeats of an index took the fast path
+
+
+def test_summaries_equal_the_cold_path_on_files_of_the_real_writers(tmp_path, fast_reads):
+    pytest.importorskip("peft")
+    pytest.importorskip("diffusers")
+    pytest.importorskip("lycoris")
+    from real_writers import ALL_WRITERS
+    from safetensors.torch import load_file
+
+    files = []
+    for name, fn in ALL_WRITERS:
+        w = fn(tmp_path / name.replace(".", "_"))
+        files.append(Path(w.path))
+        for i, meta in enumerate([{"ss_output_name": f"{name} again", "ss_base_model_version": "sdxl_base_v1-0"},
+                                  {"modelspec.architecture": "flux-1-dev/lora", "modelspec.title": "ünï ✓"}]):
+            files.append(save(tmp_path / f"{name.replace('.', '_')}_{i}.safetensors", load_file(w.path), meta))
+    _check(files, files + files[::-1])
+    assert fast_reads["skipped"] >= len(ALL_WRITERS)
+
+
+def test_a_known_index_in_a_file_of_another_size_is_validated_again(tmp_path):
+    up, down = torch.randn(320, 4).half(), torch.randn(4, 768).half()
+    key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"
+    p = save(tmp_path / "a.safetensors", {f"{key}.lora_up.weight": up, f"{key}.lora_down.weight": down},
+             {"ss_output_name": "a"})
+    _clear_caches()
+    summarize_structure(p)
+    padded = tmp_path / "padded.safetensors"
+    padded.write_bytes(p.read_bytes() + b"\0" * 8)
+    header_index._INDEX_CACHE.clear()  # only the digest tier knows the index now
+    with pytest.raises(CorruptFile, match="damaged safetensors header"):
+        summarize_structure(padded)
+
+
+def test_summary_caches_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(structure, "_SUMMARIES_SIZE", 3)
+    monkeypatch.setattr(header_index, "_VALIDATED_SIZE", 3)
+    _clear_caches()
+    for j, (_family, base, dtype, _rank, tensors) in enumerate(varied_layouts(6, seed=9)):
+        index, data = _index(tensors, dtype)
+        write_sparse_lora(p := tmp_path / f"{j}.safetensors", index, data, {"ss_base_model_version": base})
+        summarize_structure(p)
+    assert len(structure._SUMMARIES) == 3 and len(header_index._VALIDATED) == 3
