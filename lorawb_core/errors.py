@@ -92,3 +92,15 @@ class BrokenLora(LorawbError, ValueError):
     def __init__(self, message: str, report: object = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class TemplateError(LorawbError, ValueError):
+    """A workflow template cannot be used: the family has none, or a user template lacks our loader or an output."""
+
+
+class ServerMismatch(LorawbError, ValueError):
+    """A workflow names a node, model or option that the ComfyUI server does not have (the message lists them)."""
+
+
+class ServerUnreachable(LorawbError, ConnectionError):
+    """A ComfyUI server could not be reached or answered with an error (the message names the URL)."""
