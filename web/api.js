@@ -22,6 +22,7 @@ export const ROUTES = Object.freeze({
   blocks: ["GET", "/lorawb/loras/{stable_id}/blocks"],
   blocksCsv: ["GET", "/lorawb/loras/{stable_id}/blocks.csv"],
   metadata: ["GET", "/lorawb/loras/{stable_id}/metadata"],
+  preview: ["GET", "/lorawb/loras/{stable_id}/preview"],
   reindex: ["POST", "/lorawb/loras/{stable_id}/reindex"],
   scanStatus: ["GET", "/lorawb/scan"],
   startScan: ["POST", "/lorawb/scan"],
@@ -77,6 +78,7 @@ export function browserTransport(prefix = standalonePrefix()) {
   return {
     kind: "standalone",
     request: (path, init) => fetch(prefix + path, init),
+    url: (path) => prefix + path,
     listen(name, callback) {
       const fn = (e) => {
         let data = null;
@@ -97,6 +99,7 @@ export function comfyTransport(comfyApi) {
   return {
     kind: "comfyui",
     request: (path, init) => comfyApi.fetchApi(path, init),
+    url: (path) => comfyApi.apiURL(path),
     listen(name, callback) {
       const fn = (e) => callback(e.detail);
       comfyApi.addEventListener(name, fn);
@@ -183,6 +186,9 @@ export function createApi(transport, { askToken = null } = {}) {
     blocks: (id) => call("blocks", sid(id)),
     blocksCsv: (id) => call("blocksCsv", { ...sid(id), text: true }),
     metadata: (id) => call("metadata", sid(id)),
+    // an <img> src for a LoRA's preview (list rows / details check `has_preview` / `preview` first); size: thumbnail
+    previewUrl: (id, size = 0) => transport.url(ROUTES.preview[1].replace("{stable_id}", encodeURIComponent(id))
+      + (size ? `?size=${size}` : "")),
     reindex: (id, opts = {}) => call("reindex", { ...sid(id), body: opts }),
 
     scanStatus: () => call("scanStatus"),

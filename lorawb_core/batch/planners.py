@@ -196,7 +196,7 @@ def _base(db: Database, specs: list[str], config: PreviewConfig | None, override
 
 
 def _label(axis: Axis, value: str) -> str:
-    return {"strength": f"×{value}", "seed": f"seed {value}"}.get(axis.name, value)
+    return {"strength": f"s={value}", "seed": f"seed {value}"}.get(axis.name, value)
 
 
 def plan_xy(db: Database, specs: list[str], x: Axis, y: Axis | None = None, *, config: PreviewConfig | None = None,
@@ -225,7 +225,7 @@ def plan_xy(db: Database, specs: list[str], x: Axis, y: Axis | None = None, *, c
     spec = {"kind": kind, "stack": list(specs), "x": x.to_dict(), "y": y.to_dict() if y else None,
             "overrides": dict(overrides or {}), "skipped": _skipped_json(skipped)}
     names = ", ".join(u.stable_id for u in base.uses)
-    title = f"{names}: {x.name}" + (f" × {y.name}" if y else "")
+    title = f"{names}: {x.name}" + (f" by {y.name}" if y else "")
     return Planned(BatchPlan(kind, title, spec, tuple(items)), skipped)  # type: ignore[arg-type]
 
 

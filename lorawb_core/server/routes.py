@@ -18,6 +18,7 @@ from ..service import LibraryService
 from .http import MUTATING, Security, endpoint
 from .library_routes import LibraryRoutes
 from .merge_routes import MergeRoutes
+from .preview_routes import PreviewRoutes
 from .profile_routes import ComposeRoutes, ProfileRoutes
 
 
@@ -42,6 +43,7 @@ ROUTES: tuple[RouteDefinition, ...] = (
     R("GET", "/lorawb/loras/{stable_id}/blocks", "get_blocks"),
     R("GET", "/lorawb/loras/{stable_id}/blocks.csv", "blocks_csv"),
     R("GET", "/lorawb/loras/{stable_id}/metadata", "get_metadata"),
+    R("GET", "/lorawb/loras/{stable_id}/preview", "get_preview"),
     R("POST", "/lorawb/loras/{stable_id}/reindex", "reindex"),
     R("GET", "/lorawb/scan", "scan_status"),
     R("POST", "/lorawb/scan", "start_scan"),
@@ -63,7 +65,7 @@ ROUTES: tuple[RouteDefinition, ...] = (
 )
 
 
-class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes):
+class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes, PreviewRoutes):
     """Every handler of the table, as methods named by ``RouteDefinition.handler_name``."""
 
 
