@@ -100,7 +100,3 @@ class TemplateError(LorawbError, ValueError):
 
 class ServerMismatch(LorawbError, ValueError):
     """A workflow names a node, model or option that the ComfyUI server does not have (the message lists them)."""
-
-
-class ServerUnreachable(LorawbError, ConnectionError):
-    """A ComfyUI server could not be reached or answered with an error (the message names the URL)."""

@@ -3,8 +3,7 @@
 The file (``LORAWB_PREVIEW_CONFIG``, else ``preview_config.json`` next to :func:`~lorawb_core.library.config.config_path`)
 is JSON; every key is optional::
 
-    {"servers": ["http://127.0.0.1:8188"],
-     "defaults": {"prompt": "{triggers}, portrait photo", "negative": "blurry", "steps": 20},
+    {"defaults": {"prompt": "{triggers}, portrait photo", "negative": "blurry", "steps": 20},
      "families": {"sdxl": {"checkpoint": "sd_xl_base_1.0.safetensors"},
                   "flux": {"unet": "flux1-dev.safetensors", "clip": ["clip_l.safetensors", "t5xxl_fp8.safetensors"],
                            "vae": "ae.safetensors"}}}
@@ -114,7 +113,6 @@ def parse_size(text: str) -> dict[str, int]:
 class PreviewConfig:
     """The contents of ``preview_config.json``."""
 
-    servers: list[str] = field(default_factory=list)
     defaults: dict[str, Any] = field(default_factory=dict)
     families: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: Path | None = None
@@ -132,7 +130,7 @@ class PreviewConfig:
         def plain(d: dict[str, Any]) -> dict[str, Any]:
             return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
-        return {"servers": list(self.servers), "defaults": plain(self.defaults),
+        return {"defaults": plain(self.defaults),
                 "families": {k: plain(v) for k, v in self.families.items()}}
 
 
@@ -149,13 +147,10 @@ def parse_preview_config(raw: Any, where: str = PREVIEW_CONFIG_NAME) -> PreviewC
     """A :class:`PreviewConfig` from the file's JSON (every value checked; errors name the key)."""
     if not isinstance(raw, dict):
         raise UsageError(f"{where} must hold a JSON object.")
-    unknown = set(raw) - {"servers", "defaults", "families"}
+    unknown = set(raw) - {"defaults", "families"}
     if unknown:
-        raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; use servers, defaults, families.")
-    servers = raw.get("servers") or []
-    if not isinstance(servers, list) or not all(isinstance(s, str) and s.startswith(("http://", "https://"))
-                                                for s in servers):
-        raise UsageError(f"{where}: 'servers' must be a list of ComfyUI URLs like http://127.0.0.1:8188.")
+        raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; use defaults and families (the "
+                         "servers are set in the library's config.json).")
     families = raw.get("families") or {}
     if not isinstance(families, dict):
         raise UsageError(f"{where}: 'families' must map family codes ({', '.join(FAMILIES)}) to settings.")
@@ -165,8 +160,7 @@ def parse_preview_config(raw: Any, where: str = PREVIEW_CONFIG_NAME) -> PreviewC
     for key, value in [("defaults", raw.get("defaults") or {}), *families.items()]:
         if not isinstance(value, dict):
             raise UsageError(f"{where}: '{key}' must be an object of settings.")
-    return PreviewConfig(servers=[s.rstrip("/") for s in servers],
-                         defaults=coerce(raw.get("defaults") or {}, f"{where} defaults"),
+    return PreviewConfig(defaults=coerce(raw.get("defaults") or {}, f"{where} defaults"),
                          families={k: coerce(v, f"{where} families.{k}") for k, v in families.items()})
 
 
