@@ -100,3 +100,34 @@ class TemplateError(LorawbError, ValueError):
 
 class ServerMismatch(LorawbError, ValueError):
     """A workflow names a node, model or option that the ComfyUI server does not have (the message lists them)."""
+
+
+class JobNotFound(LorawbError, KeyError):
+    """A batch job or batch id that the library's job table does not hold."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ComfyServerError(LorawbError):
+    """A ComfyUI server did not do what the batch queue asked; ``url`` names it."""
+
+    def __init__(self, message: str, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ServerUnreachable(ComfyServerError, ConnectionError):
+    """No answer from a ComfyUI server (refused, timed out, not ComfyUI): its jobs stay queued."""
+
+
+class ServerFailed(ComfyServerError):
+    """A ComfyUI server answered with a 5xx or broke off mid-answer: the job is retried with backoff."""
+
+
+class PromptRejected(ComfyServerError, ValueError):
+    """ComfyUI refused a prompt (HTTP 400): ``node_errors`` says which node and input, the job fails."""
+
+    def __init__(self, message: str, url: str = "", node_errors: dict | None = None) -> None:
+        super().__init__(message, url)
+        self.node_errors = node_errors or {}

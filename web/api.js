@@ -41,6 +41,13 @@ export const ROUTES = Object.freeze({
   composeCheck: ["POST", "/lorawb/compose/check"],
   merge: ["POST", "/lorawb/merge"],
   mergeStatus: ["GET", "/lorawb/merge/{job_id}"],
+  jobs: ["GET", "/lorawb/jobs"],
+  runJobs: ["POST", "/lorawb/jobs/run"],
+  job: ["GET", "/lorawb/jobs/{job_id}"],
+  cancelJob: ["POST", "/lorawb/jobs/{job_id}/cancel"],
+  retryJob: ["POST", "/lorawb/jobs/{job_id}/retry"],
+  cancelBatch: ["POST", "/lorawb/batches/{batch_id}/cancel"],
+  retryBatch: ["POST", "/lorawb/batches/{batch_id}/retry"],
 });
 // Standalone only (lorawb serve): server-sent events.
 export const EVENTS_PATH = "/lorawb/events";

@@ -247,6 +247,25 @@ def m007_profile_schedules(db: Database) -> None:
 
 
 @_migration
+def m008_batch_jobs(db: Database) -> None:
+    """The batch queue (:mod:`lorawb_core.batch.jobs`): ``batches`` (kind, title, spec JSON, created, results_dir)
+    and ``jobs`` (one ComfyUI prompt each: item key, workflow JSON, output node, group, state, attempts, server,
+    prompt_id, error, timings, image paths JSON)."""
+    db["batches"].create({"id": int, "kind": str, "title": str, "spec": str, "results_dir": str, "created": str},
+                         pk="id", not_null={"kind", "spec", "created"})
+    db["jobs"].create({
+        "id": int, "batch_id": int, "item_key": str, "label": str, "params": str, "workflow": str,
+        "output_node": str, "grp": str, "state": str, "attempts": int, "server": str, "prompt_id": str,
+        "server_prompt_id": str, "error": str, "not_before": float, "created": str, "submitted_at": str,
+        "started_at": str, "finished_at": str, "images": str,
+    }, pk="id", not_null={"batch_id", "item_key", "workflow", "output_node", "state", "attempts"},
+        defaults={"state": "queued", "attempts": 0, "grp": "", "label": ""},
+        foreign_keys=[("batch_id", "batches", "id")])
+    db["jobs"].create_index(["batch_id", "item_key"], unique=True)
+    db["jobs"].create_index(["state", "batch_id"])
+
+
+@_migration
 def m010_lora_previews(db: Database) -> None:
     """The preview image of each LoRA: the absolute path of its sidecar (``<stem>.preview.png`` …), NULL for none."""
     db["loras"].add_column("preview", str)

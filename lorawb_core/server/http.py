@@ -12,10 +12,12 @@ bad query/body value (:class:`BadRequest`, ``field``)    400
 token missing / wrong (mutating routes, remote server)   401 / 403
 :class:`~lorawb_core.errors.NotInLibrary`,               404
 :class:`~lorawb_core.errors.UnknownLayout`,
-:class:`~lorawb_core.errors.ProfileNotFound`
+:class:`~lorawb_core.errors.ProfileNotFound`,
+:class:`~lorawb_core.errors.JobNotFound`
 state conflict (blocks not measured yet)                 409
 body over the limit (Content-Length or while reading)    413
 :class:`~lorawb_core.errors.LibraryError`                503
+:class:`~lorawb_core.errors.ServerUnreachable` (ComfyUI)  502
 anything else (logged with its traceback)                500
 ======================================================  ======
 """
@@ -36,7 +38,16 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import LibraryError, LorawbError, NotInLibrary, ProfileNotFound, UnknownLayout, UsageError
+from ..errors import (
+    JobNotFound,
+    LibraryError,
+    LorawbError,
+    NotInLibrary,
+    ProfileNotFound,
+    ServerUnreachable,
+    UnknownLayout,
+    UsageError,
+)
 from ..strict_json import finite_json
 
 log = logging.getLogger("lorawb")
@@ -90,7 +101,8 @@ class PayloadTooLarge(HttpError):
 
 
 ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
-    (NotInLibrary, 404), (UnknownLayout, 404), (ProfileNotFound, 404), (LibraryError, 503), (UsageError, 400),
+    (NotInLibrary, 404), (UnknownLayout, 404), (ProfileNotFound, 404), (JobNotFound, 404), (LibraryError, 503),
+    (ServerUnreachable, 502), (UsageError, 400),
     (LorawbError, 400))
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ..service import LibraryService
 from .http import MUTATING, Security, endpoint
+from .job_routes import JobRoutes
 from .library_routes import LibraryRoutes
 from .merge_routes import MergeRoutes
 from .preview_routes import PreviewRoutes
@@ -62,10 +63,17 @@ ROUTES: tuple[RouteDefinition, ...] = (
     R("POST", "/lorawb/compose/check", "compose_check"),
     R("POST", "/lorawb/merge", "start_merge"),
     R("GET", "/lorawb/merge/{job_id}", "merge_status"),
+    R("GET", "/lorawb/jobs", "list_jobs"),
+    R("POST", "/lorawb/jobs/run", "run_jobs"),
+    R("GET", "/lorawb/jobs/{job_id}", "get_job"),
+    R("POST", "/lorawb/jobs/{job_id}/cancel", "cancel_job"),
+    R("POST", "/lorawb/jobs/{job_id}/retry", "retry_job"),
+    R("POST", "/lorawb/batches/{batch_id}/cancel", "cancel_batch"),
+    R("POST", "/lorawb/batches/{batch_id}/retry", "retry_batch"),
 )
 
 
-class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes, PreviewRoutes):
+class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes, JobRoutes, PreviewRoutes):
     """Every handler of the table, as methods named by ``RouteDefinition.handler_name``."""
 
 
