@@ -17,23 +17,17 @@ import sys
 from pathlib import Path
 
 import torch
+from comfy_tiny_models import TINY_CLIP, TINY_UNET
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTEXT = 64  # cross-attention width of the tiny UNet = hidden width of the tiny CLIP
-UNET_CHANNELS = 32
-# The SD1.5 UNet config as ComfyUI's model_detection writes it (comfy/model_detection.py, "SD15"), at 1/10 width.
-TINY_SD15 = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
-    "adm_in_channels": None, "in_channels": 4, "model_channels": UNET_CHANNELS, "num_res_blocks": [2, 2, 2, 2],
-    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1,
-    "use_linear_in_transformer": False, "context_dim": CONTEXT, "num_heads": 8,
-    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "use_temporal_attention": False,
-    "use_temporal_resblock": False,
-}
+# the SD1.5 UNet (as ComfyUI's model_detection writes its config, at 1/10 width) and CLIP text encoder the tests use,
+# shared with the tiny checkpoint of the test servers
+TINY_SD15 = TINY_UNET
+CONTEXT = TINY_UNET["context_dim"]  # cross-attention width of the tiny UNet = hidden width of the tiny CLIP
+UNET_CHANNELS = TINY_UNET["model_channels"]
 TINY_FLUX = {"image_model": "flux", "guidance_embed": True, "in_channels": 16, "out_channels": 16, "vec_in_dim": 32,
              "context_in_dim": 32, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2,
              "depth_single_blocks": 2, "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True}
-TINY_CLIP = {"hidden_size": CONTEXT, "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2}
 
 
 def comfyui_dir() -> tuple[Path | None, str]:

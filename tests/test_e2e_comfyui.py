@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from comfy_server import run_prompt, start_comfyui, wait_scan
 from library_helpers import tiny
-from ui_helpers import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, http_json
+from ui_helpers import CHROMIUM, CHROMIUM_ARGS, http_json
 
 from lorawb_core.layouts import get_layout
 
@@ -34,62 +32,15 @@ XSS = "<img src=x onerror=alert(1)>"
 
 @pytest.fixture(scope="module")
 def comfyui(tmp_path_factory):
-    comfy = Path(COMFYUI_DIR)
-    if not (comfy / "main.py").is_file():
+    if not (Path(COMFYUI_DIR) / "main.py").is_file():
         pytest.skip(f"COMFYUI_DIR={COMFYUI_DIR} holds no ComfyUI main.py")
     base = tmp_path_factory.mktemp("comfy")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / PACK_FOLDER).symlink_to(ROOT, target_is_directory=True)
     loras = base / "models" / "loras"
     tiny(loras / "characters" / "e2e_character.safetensors", "sd15", 1)
     tiny(loras / "styles" / "e2e_flux_style.safetensors", "flux", 2)
     tiny(loras / "e2e_xss.safetensors", "sdxl", 3, metadata={"ss_output_name": XSS})
-    settings = base / "user" / "default" / "comfy.settings.json"
-    settings.parent.mkdir(parents=True)
-    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))  # no first-run templates dialog
-    port = free_port()
-    log = base / "comfyui.log"
-    flags = ["--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch", "--base-directory",
-             str(base)]
-    help_text = subprocess.run([sys.executable, "main.py", "--help"], cwd=comfy, capture_output=True, text=True,
-                               timeout=120).stdout
-    flags += [f for f in ("--disable-api-nodes",) if f in help_text]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "main.py", *flags], cwd=comfy, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "LORAWB_DB": ""})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ComfyUI exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if http_json(url + "/object_info/KSampler")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"ComfyUI did not answer in 300 s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.5)
-        yield {"url": url, "base": base, "log": log, "proc": proc}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def wait_scan(url: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, body = http_json(url + "/api/lorawb/scan")
-        assert status == 200, body
-        if body["state"] in ("done", "error"):
-            return body
-        time.sleep(0.3)
-    raise AssertionError("the library scan did not finish")
+    with start_comfyui(base, pack_folder=PACK_FOLDER, env={"LORAWB_DB": ""}) as server:
+        yield {"url": server.url, "base": base, "log": server.log, "proc": server.proc}
 
 
 def test_routes_are_served_bare_and_under_api(comfyui):
@@ -178,22 +129,6 @@ def test_sidebar_tab_opens_and_the_list_renders(comfyui, tmp_path):
     assert not [e for e in errors if "lorawb" in e.lower() or "lwb" in e], errors
 
 
-def _run_prompt(url: str, prompt: dict, timeout: float = 120) -> tuple[int, dict]:
-    """POST /prompt, then wait for its history entry: (HTTP status of the POST, history entry or the 400 body)."""
-    status, body = http_json(url + "/prompt", "POST", {"prompt": prompt, "client_id": "lorawb-e2e"})
-    if status != 200:
-        return status, body
-    prompt_id = body["prompt_id"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _, history = http_json(f"{url}/history/{prompt_id}")
-        entry = (history or {}).get(prompt_id)
-        if entry and entry.get("status", {}).get("completed") is not None and entry["status"].get("status_str"):
-            return status, entry
-        time.sleep(0.3)
-    raise AssertionError(f"prompt {prompt_id} did not finish")
-
-
 def test_a_queued_workflow_runs_our_node_through_comfyuis_executor(comfyui):
     """/prompt with LoRA Info → PreviewImage: ComfyUI's own validation (a saved label whose name part is stale still
     validates: the stable ID counts) and executor run the node; an unknown ID fails with our message."""
@@ -205,18 +140,18 @@ def test_a_queued_workflow_runs_our_node_through_comfyuis_executor(comfyui):
                     "inputs": {"lora": f"{stable_id} · the name it had when the workflow was saved",
                                "width": 512, "height": 256}},
               "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 2]}}}
-    status, entry = _run_prompt(url, prompt)
+    status, entry = run_prompt(url, prompt)
     assert status == 200, entry
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert entry["outputs"]["2"]["images"], entry["outputs"]
     assert "sd15" in entry["outputs"]["1"]["text"][0]  # the node's UI text reached the history
     prompt["1"]["inputs"]["lora"] = "SD1-ZZZ-404"
-    status, entry = _run_prompt(url, prompt)
+    status, entry = run_prompt(url, prompt)
     assert status == 200 and entry["status"]["status_str"] == "error"
     messages = json.dumps(entry["status"]["messages"])
     assert "SD1-ZZZ-404" in messages and "No LoRA with stable ID" in messages
     prompt["1"]["inputs"]["lora"] = "not an id at all"
-    status, body = _run_prompt(url, prompt)
+    status, body = run_prompt(url, prompt)
     assert status == 400 and "stable ID" in json.dumps(body["node_errors"])  # refused by validation, not run
 
 
