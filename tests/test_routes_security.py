@@ -48,7 +48,8 @@ async def make_client(aiohttp_client, service, security):
 
 def mutating_routes(ids):
     sid = ids["sdxl_outfits_0.safetensors"]
-    return [(r.method, r.path.replace("{stable_id}", sid).replace("{profile_id}", "999999")) for r in ROUTES
+    return [(r.method, r.path.replace("{stable_id}", sid).replace("{profile_id}", "999999")
+             .replace("{job_id}", "999999").replace("{batch_id}", "999999")) for r in ROUTES
             if r.mutating and r.path != "/lorawb/scan"]
 
 
@@ -192,7 +193,8 @@ async def test_no_route_reads_outside_the_roots_and_the_database_dir(standalone,
             assert resp.status in (400, 403, 404), (path, resp.status, text[:200])
             assert "TOP SECRET" not in text and "[build-system]" not in text and "root:" not in text
         for r in ROUTES:  # every route, once, with real arguments
-            path = r.path.replace("{stable_id}", sid).replace("{layout_id}", "flux_dit_61").replace("{profile_id}", "1")
+            path = (r.path.replace("{stable_id}", sid).replace("{layout_id}", "flux_dit_61").replace("{profile_id}", "1")
+                    .replace("{job_id}", "1").replace("{batch_id}", "1"))
             resp = await client.request(r.method, path)
             assert resp.status < 500 or resp.status == 503, (r, await resp.text())
         await asyncio.sleep(0.2)

@@ -81,6 +81,10 @@ class _Server:
     flights: dict[int, asyncio.Task] = field(default_factory=dict)
     wakers: dict[str, asyncio.Event] = field(default_factory=dict)
     jobs_by_pid: dict[str, J.Job] = field(default_factory=dict)
+    armed: set[str] = field(default_factory=set)
+    """Prompts the event stream said are finished: their history is (about to be) there."""
+    began: set[str] = field(default_factory=set)
+    """Prompts the event stream said started (it may say so before ``POST /prompt`` has answered)."""
 
     @property
     def load(self) -> int:
@@ -161,11 +165,15 @@ class Dispatcher:
         async with aiohttp.ClientSession(connector=connector) as session:
             servers = {u: _Server(u, ComfyClient(session, u, client_id=client_id, timeout=self.timeout_s))
                        for u in self.urls}
-            watchers = [asyncio.create_task(self._watch(s)) for s in servers.values()]
+            watchers: list[asyncio.Task] = []
             try:
                 await asyncio.gather(*(self._check(s) for s in servers.values()))
                 if not any(s.healthy for s in servers.values()):
                     await self._unreachable(servers)
+                watchers = [asyncio.create_task(self._watch(s)) for s in servers.values()]
+                deadline = time.monotonic() + 2.0  # ComfyUI greets a new /ws client with a status message
+                while time.monotonic() < deadline and not all(s.ws_connected for s in servers.values() if s.healthy):
+                    await asyncio.sleep(0.01)
                 await self._recover(servers, session, client_id)
                 await self._loop(servers)
             finally:
@@ -286,28 +294,29 @@ class Dispatcher:
                 await self._q(J.sent, job, pid)
             waker = s.wakers.setdefault(pid, asyncio.Event())
             s.jobs_by_pid[pid] = job
+            if pid in s.began:  # it started before we listened
+                await self._q(J.started, job)
+                self._emit(job, "running", server=s.url)
+            if pid in s.armed:  # it finished before we listened
+                waker.set()
             entry = located.entry if located is not None and located.entry is not None else None
-            misses, last_look = 0, time.monotonic()
+            last_look = time.monotonic()
             while entry is None:
+                # woken by this prompt's end event, then (if its history was not written yet) by the next status
+                timeout = 0.05 if pid in s.armed else self.poll_s if s.ws_connected else 0.2
                 try:
-                    await asyncio.wait_for(waker.wait(), timeout=self.poll_s if s.ws_connected else 0.2)
+                    await asyncio.wait_for(waker.wait(), timeout=timeout)
                 except asyncio.TimeoutError:
                     pass
+                waker.clear()
                 entry = await s.client.history(pid)
-                if entry is None and waker.is_set():
-                    misses += 1
-                    if misses > 100:  # told it finished, yet no history: ask the queue
-                        waker.clear()
-                    await asyncio.sleep(0.02)
-                    continue
                 if entry is None and time.monotonic() - last_look > (5.0 if s.ws_connected else 1.0):
                     last_look = time.monotonic()  # still queued or running there? (a restarted server forgot it)
                     found = await s.client.locate([pid])
                     if pid not in found:
                         await self._requeue(job, f"{s.url} lost the prompt (the server restarted)", count=False)
                         return
-                    if found[pid].entry is not None:
-                        entry = found[pid].entry
+                    entry = found[pid].entry
             await self._finished(s, job, pid, entry)
         except PromptRejected as exc:
             if await self._q(J.fail, job, f"ComfyUI rejected the prompt: {exc}"):
@@ -323,6 +332,8 @@ class Dispatcher:
         finally:
             s.wakers.pop(pid, None)
             s.jobs_by_pid.pop(pid, None)
+            s.armed.discard(pid)
+            s.began.discard(pid)
 
     async def _finished(self, s: _Server, job: J.Job, pid: str, entry: dict[str, Any]) -> None:
         error = history_error(entry)
@@ -366,20 +377,30 @@ class Dispatcher:
             await asyncio.sleep(1.0)
 
     def _on_event(self, s: _Server, ev: Any) -> None:
-        if ev.type == "status":
+        if ev.type == "status":  # sent after a finished prompt's history is written: time to look
             info = ((ev.data.get("status") or {}).get("exec_info") or {})
             s.remaining = int(info.get("queue_remaining", s.remaining))
+            for pid in s.armed:
+                if pid in s.wakers:
+                    s.wakers[pid].set()
             return
         pid = ev.prompt_id
+        if pid and (ev.type in DONE_EVENTS or (ev.type == "executing" and ev.data.get("node") is None)):
+            if len(s.armed) > 10_000:  # prompts nobody waited for (another client's): forget them
+                s.armed.clear()
+            s.armed.add(pid)
+            if pid in s.wakers:
+                s.wakers[pid].set()
+            return
         job = s.jobs_by_pid.get(pid) if pid else None
         if job is None:
+            if pid and ev.type == "execution_start":
+                if len(s.began) > 10_000:
+                    s.began.clear()
+                s.began.add(pid)
             return
         if ev.type == "execution_start":
             asyncio.ensure_future(self._q(J.started, job))
             self._emit(job, "running", server=s.url)
         elif ev.type == "progress":
             self._emit(job, "running", server=s.url, value=ev.data.get("value"), max=ev.data.get("max"))
-        elif ev.type in DONE_EVENTS or (ev.type == "executing" and ev.data.get("node") is None):
-            waker = s.wakers.get(pid)
-            if waker is not None:
-                waker.set()

@@ -183,4 +183,7 @@ class JobRoutes:
                 servers = [normalize_url(s) for s in servers]
             except UsageError as exc:
                 raise BadRequest(str(exc), field="servers") from None
-        return runner_for(self.service).start(servers or None)
+        runner = runner_for(self.service)
+        if not runner.status()["running"] and not await self.run_db(J.pending_count):
+            return {**runner.status(), "left": 0}  # nothing queued: no thread, no server contacted
+        return runner.start(servers or None)
