@@ -48,6 +48,12 @@ export const ROUTES = Object.freeze({
   retryJob: ["POST", "/lorawb/jobs/{job_id}/retry"],
   cancelBatch: ["POST", "/lorawb/batches/{batch_id}/cancel"],
   retryBatch: ["POST", "/lorawb/batches/{batch_id}/retry"],
+  finishBatch: ["POST", "/lorawb/batches/{batch_id}/finish"],
+  planPreviews: ["POST", "/lorawb/plans/previews"],
+  planAb: ["POST", "/lorawb/plans/ab"],
+  planXy: ["POST", "/lorawb/plans/xy"],
+  batchSettings: ["GET", "/lorawb/batch-settings"],
+  saveBatchSettings: ["PUT", "/lorawb/batch-settings"],
 });
 // Standalone only (lorawb serve): server-sent events.
 export const EVENTS_PATH = "/lorawb/events";
@@ -219,6 +225,14 @@ export function createApi(transport, { askToken = null } = {}) {
     composeCheck: (data) => call("composeCheck", { body: data }),
     merge: (data) => call("merge", { body: data }),
     mergeStatus: (job) => call("mergeStatus", { params: { job_id: job } }),
+
+    // batches: plan (and queue unless data.dry_run) previews, A/B and XY; finish a run batch; preview settings
+    planPreviews: (data) => call("planPreviews", { body: data }),
+    planAb: (data) => call("planAb", { body: data }),
+    planXy: (data) => call("planXy", { body: data }),
+    finishBatch: (batch, opts = {}) => call("finishBatch", { params: { batch_id: batch }, body: opts }),
+    batchSettings: () => call("batchSettings"),
+    saveBatchSettings: (data) => call("saveBatchSettings", { body: data }),
   };
   return api;
 }

@@ -19,6 +19,7 @@ from .http import MUTATING, Security, endpoint
 from .job_routes import JobRoutes
 from .library_routes import LibraryRoutes
 from .merge_routes import MergeRoutes
+from .plan_routes import PlanRoutes
 from .preview_routes import PreviewRoutes
 from .profile_routes import ComposeRoutes, ProfileRoutes
 
@@ -70,10 +71,16 @@ ROUTES: tuple[RouteDefinition, ...] = (
     R("POST", "/lorawb/jobs/{job_id}/retry", "retry_job"),
     R("POST", "/lorawb/batches/{batch_id}/cancel", "cancel_batch"),
     R("POST", "/lorawb/batches/{batch_id}/retry", "retry_batch"),
+    R("POST", "/lorawb/batches/{batch_id}/finish", "finish_batch"),
+    R("POST", "/lorawb/plans/previews", "plan_previews"),
+    R("POST", "/lorawb/plans/ab", "plan_ab"),
+    R("POST", "/lorawb/plans/xy", "plan_xy"),
+    R("GET", "/lorawb/batch-settings", "get_batch_settings"),
+    R("PUT", "/lorawb/batch-settings", "put_batch_settings"),
 )
 
 
-class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes, JobRoutes, PreviewRoutes):
+class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes, JobRoutes, PreviewRoutes, PlanRoutes):
     """Every handler of the table, as methods named by ``RouteDefinition.handler_name``."""
 
 
