@@ -99,6 +99,30 @@ def test_a_preview_job_writes_the_sidecar_and_the_library_lists_it(server, db, i
     assert not planned.plan.items and "already has a preview" in planned.skipped[0].reason
 
 
+def test_the_cli_queues_runs_and_finishes_a_preview(server, db, ids, tmp_path, capsys):
+    from lorawb_core.cli import main
+
+    sid = ids["snow_style.safetensors"]
+    settings = tmp_path / "preview_config.json"
+    settings.write_text(json.dumps({"defaults": {"checkpoint": TINY_CHECKPOINT, "steps": 1}}))
+    code = main(["previews", sid, "--db", str(server.base / "lorawb.sqlite3"), "--server", server.url, "--wait",
+                 "--json", "--preview-config", str(settings), "--size", "64x64", "--results", str(tmp_path)])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0, data
+    sidecar = server.loras / "snow" / "snow_style.preview.png"
+    assert data["previews"] == [{"stable_id": sid, "path": str(sidecar), "error": None}] and data["queued"] == 1
+    with Image.open(sidecar) as im:
+        assert im.size == (64, 64)
+    code = main(["previews", sid, "--db", str(server.base / "lorawb.sqlite3"), "--server", server.url, "--json",
+                 "--preview-config", str(settings)])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 3 and data["batch_id"] is None and "already has a preview" in data["skipped"][0]["reason"]
+    code = main(["previews", sid, "--force", "--checkpoint", "sdxl_base.safetensors", "--db",
+                 str(server.base / "lorawb.sqlite3"), "--server", server.url, "--preview-config", str(settings)])
+    err = capsys.readouterr().err
+    assert code == 1 and "ckpt_name 'sdxl_base.safetensors' is not on the server; it has: " in err  # nothing queued
+
+
 def test_a_3x3_xy_grid(server, db, ids, tmp_path):
     sid = ids["fox_style.safetensors"]
     planned = plan_xy(db, [sid], Axis.parse("strength=0,0.5,1"), Axis.parse("seed=1,2,3"), config=CONFIG)
