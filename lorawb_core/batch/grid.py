@@ -117,17 +117,18 @@ def render_grid(plan: BatchPlan, results: list[ItemResult], out: str | Path, *, 
     caption_h = fs + PAD * 2
     left = 0 if wrapped or not ys else max(int(font.getlength(str(v))) for v in ys) + PAD * 3
     top = (fs + 4) + PAD * 2 + (0 if wrapped else caption_h)
-    width = left + cols * (size[0] + PAD) + PAD
+    x_name = (plan.spec.get("x") or {}).get("axis", "")
+    y_name = (plan.spec.get("y") or {}).get("axis", "") if plan.spec.get("y") else ""
+    heading = f"{plan.title}   (x: {x_name}" + (f", y: {y_name})" if y_name else ")")
+    width = max(left + cols * (size[0] + PAD) + PAD, int(title_font.getlength(heading)) + 2 * PAD)
     height = top + rows * (size[1] + caption_h + PAD) + PAD
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     d = ImageDraw.Draw(sheet)
-    x_name = (plan.spec.get("x") or {}).get("axis", "")
-    y_name = (plan.spec.get("y") or {}).get("axis", "") if plan.spec.get("y") else ""
-    d.text((PAD, PAD), f"{plan.title}   (x: {x_name}" + (f", y: {y_name})" if y_name else ")"), fill=(0, 0, 0),
-           font=title_font)
+    d.text((PAD, PAD), heading, fill=(0, 0, 0), font=title_font)
     if not wrapped:
         for c, v in enumerate(xs):
-            d.text((left + c * (size[0] + PAD) + PAD, top - caption_h + PAD), str(v), fill=(0, 0, 0), font=font)
+            d.text((left + c * (size[0] + PAD) + PAD, top - caption_h + PAD), _fit(str(v), size[0], font),
+                   fill=(0, 0, 0), font=font)
         for r, v in enumerate(ys):
             d.text((PAD, top + r * (size[1] + caption_h + PAD) + size[1] // 2), str(v), fill=(0, 0, 0), font=font)
     outcome = GridOutcome(str(out))
@@ -147,12 +148,21 @@ def render_grid(plan: BatchPlan, results: list[ItemResult], out: str | Path, *, 
             if keep_cells:
                 kept = str(keep_image(result.images[0], cells_dir / f"{_safe(item.key)}.png", item_meta(plan, item)))
             outcome.cells.append(CellOutcome(item.key, item.label, kept or str(result.images[0])))
-        d.text((x0, y0 + size[1] + PAD // 2), item.label, fill=(0, 0, 0), font=font)
+        d.text((x0, y0 + size[1] + PAD // 2), _fit(item.label, size[0], font), fill=(0, 0, 0), font=font)
     meta = {META_KEY: json.dumps({"kind": plan.kind, "title": plan.title, "spec": plan.spec,
                                   "cells": [{"key": i.key, "label": i.label, "params": i.params} for i in plan.items]}),
             "lorawb_workflows": json.dumps({i.key: i.workflow for i in plan.items})}
     save_png(sheet, out, meta)
     return outcome
+
+
+def _fit(text: str, width: int, font) -> str:
+    """``text`` cut to fit ``width`` pixels (ending in ".." when cut): a caption never runs into the next cell."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "..") > width:
+        text = text[:-1]
+    return text + ".."
 
 
 def _position(item: WorkItem, n: int, xs: list[str], ys: list[str], cols: int, wrapped: bool) -> tuple[int, int]:
