@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from queue_servers import image_workflow, start_server  # noqa: E402
+from comfy_server import start_comfyui  # noqa: E402
+from queue_prompts import image_workflow  # noqa: E402
 from timing import best  # noqa: E402
 
 from lorawb_core.batch.queue import BatchQueue  # noqa: E402
@@ -88,13 +89,13 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory(prefix="bench_queue-") as tmp:
         base = Path(tmp)
-        servers = [start_server(base / "a"), start_server(base / "b")]
+        servers = [start_comfyui(base / "a", pack=False), start_comfyui(base / "b", pack=False)]
         try:
             urls = [s.url for s in servers]
             q = BatchQueue(base / "lib.sqlite3", base / "results")
             bare_loop(urls[0], 5, base / "warm")  # first prompts load ComfyUI's nodes; not timed
             ours(q, urls[:1], 5)
-            print(f"cores usable: {cores}, load average at start: {load:.2f}, ComfyUI: {servers[0].log.parent}")
+            print(f"cores usable: {cores}, load average at start: {load:.2f}, ComfyUI: {servers[0].comfy}")
             print(f"| {'what':<44} | {'best':>9} | {'median':>9} | {'per job':>14} | {'ratio':>7} |")
             print(f"|{'-' * 46}|{'-' * 11}|{'-' * 11}|{'-' * 16}|{'-' * 9}|")
             n = args.jobs

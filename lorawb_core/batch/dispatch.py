@@ -19,9 +19,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import re
 import threading
 import time
 import uuid
@@ -36,38 +34,10 @@ import aiohttp
 from ..errors import ComfyServerError, PromptRejected, ServerFailed, ServerUnreachable
 from . import jobs as J
 from .comfy_client import ComfyClient, history_error
+from .outcome import BACKOFF_S, JobEvent, RunSummary, backoff_delay, file_stem
 
 log = logging.getLogger("lorawb")
-BACKOFF_S = (1.0, 3.0, 10.0, 30.0)
 DONE_EVENTS = frozenset({"execution_success", "execution_error", "execution_interrupted"})
-
-
-@dataclass(frozen=True)
-class JobEvent:
-    """What the ``progress`` callback receives: a job changed state, or a running job reported sampler progress."""
-
-    job_id: int
-    batch_id: int
-    key: str
-    state: str
-    server: str | None = None
-    value: int | None = None
-    max: int | None = None
-    error: str | None = None
-    images: tuple[str, ...] = ()
-
-
-@dataclass
-class RunSummary:
-    """What one :meth:`Dispatcher.run` did; ``left`` counts jobs still queued or in flight when it stopped."""
-
-    done: int = 0
-    failed: int = 0
-    requeued: int = 0
-    recovered: int = 0
-    left: int = 0
-    stopped: bool = False
-    per_server: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,14 +59,6 @@ class _Server:
     @property
     def load(self) -> int:
         return max(len(self.flights), self.remaining)
-
-
-def file_stem(key: str) -> str:
-    """A file name for an item key: safe characters kept, the rest ``_``, plus a short hash when anything changed."""
-    stem = re.sub(r"[^A-Za-z0-9._=+-]+", "_", key).strip("._") or "item"
-    if stem != key:
-        stem = f"{stem[:80]}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
-    return stem
 
 
 class Dispatcher:
@@ -276,7 +238,7 @@ class Dispatcher:
 
     # ---- one job ----------------------------------------------------------------------------------------------
     async def _requeue(self, job: J.Job, error: str, *, count: bool) -> None:
-        delay = self.backoff_s[min(job.attempts, len(self.backoff_s)) - 1] if count and job.attempts else 0.0
+        delay = backoff_delay(job.attempts, self.backoff_s) if count else 0.0
         state = await self._q(J.requeue, job, error, delay=delay, count=count)
         if state:
             self.summary.requeued += state == "queued"

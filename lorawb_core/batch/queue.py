@@ -14,7 +14,7 @@ RunSummary(done=9, failed=0, ...)
   runs queued jobs (of one batch, or all) until none is left or ``stop`` (a ``threading.Event``) is set; safe to
   call again after a crash (jobs already on a server are followed, not sent twice). ``servers`` and the rest default
   to :func:`lorawb_core.batch.servers.queue_settings`. ``progress`` gets a
-  :class:`~lorawb_core.batch.dispatch.JobEvent` per change. No server answering raises
+  :class:`~lorawb_core.batch.outcome.JobEvent` per change. No server answering raises
   :class:`~lorawb_core.errors.ServerUnreachable` (the jobs stay queued).
 * ``results(batch_id) -> list[ItemResult]``; ``batch(id)``, ``batches()``, ``jobs(batch_id, states)``, ``job(id)``.
 * ``cancel(batch_id=None, job_ids=()) -> list[Job]``: queued jobs are cancelled, in-flight ones are deleted from the
@@ -34,7 +34,8 @@ import aiohttp
 
 from ..errors import ComfyServerError
 from . import jobs as J
-from .dispatch import Dispatcher, JobEvent, RunSummary
+from .dispatch import Dispatcher
+from .outcome import JobEvent, RunSummary
 from .servers import queue_settings
 from .work import BatchPlan, ItemResult
 

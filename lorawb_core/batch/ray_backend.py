@@ -29,10 +29,12 @@ from typing import Any
 from ..errors import ComfyServerError, PromptRejected, ServerUnreachable, UsageError
 from . import jobs as J
 from .comfy_client import ComfyClient, history_error, write_atomic
-from .dispatch import BACKOFF_S, JobEvent, RunSummary, file_stem
+from .outcome import BACKOFF_S, JobEvent, RunSummary, backoff_delay, file_stem
 from .servers import ServerSpec
 
 log = logging.getLogger("lorawb")
+_ACTORS: dict[tuple, Any] = {}
+_ACTORS_LOCK = threading.Lock()
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -75,9 +77,10 @@ def _ensure_ray() -> Any:
 class ComfyActor:
     """One ComfyUI server, as a Ray actor (wrapped with ``ray.remote`` when the backend starts)."""
 
-    def __init__(self, url: str, poll_s: float = 0.05, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, poll_s: float = 0.25, timeout_s: float = 30.0) -> None:
         self.url, self.poll_s, self.timeout_s = url, poll_s, timeout_s
         self._session = None
+        self._seen: set[str] = set()
 
     async def _client(self) -> ComfyClient:
         import aiohttp
@@ -90,18 +93,30 @@ class ComfyActor:
         """``queue_remaining`` of the server; raises when it does not answer."""
         return await (await self._client()).queue_remaining()
 
-    async def run(self, workflow: dict[str, Any], output_node: str, prompt_id: str) -> dict[str, Any]:
+    def _first_call(self, prompt_id: str, fresh: bool) -> bool:
+        """True when no earlier call can have sent ``prompt_id``: the driver claimed it just now, this actor process
+        has not seen it, and Ray has not restarted the actor (a retried call lands on a restarted actor)."""
+        import ray
+
+        seen = prompt_id in self._seen
+        self._seen.add(prompt_id)
+        return fresh and not seen and not ray.get_runtime_context().was_current_actor_reconstructed
+
+    async def run(self, workflow: dict[str, Any], output_node: str, prompt_id: str, fresh: bool = False
+                  ) -> dict[str, Any]:
         """Run one prompt (or follow it if the server already has it); ``{"kind": done|failed|rejected|retry|
-        unreachable, "prompt_id", "images": [(suffix, bytes)], "error"}``."""
+        unreachable|lost, "prompt_id", "images": [(suffix, bytes)], "error"}``."""
         client = await self._client()
         try:
-            found = await client.locate([prompt_id], [prompt_id])
-            hit = found.get(prompt_id)
+            hit = None
+            if not self._first_call(prompt_id, fresh):
+                hit = (await client.locate([prompt_id], [prompt_id])).get(prompt_id)
             pid = hit.prompt_id if hit else await client.submit(workflow, prompt_id=prompt_id, marker=prompt_id)
             entry = hit.entry if hit else None
-            last_look = time.monotonic()
+            last_look, wait = time.monotonic(), 0.005
             while entry is None:
-                await asyncio.sleep(self.poll_s)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, self.poll_s)  # small prompts finish in milliseconds, big ones take seconds
                 entry = await client.history(pid)
                 if entry is None and time.monotonic() - last_look > 2.0:
                     last_look = time.monotonic()
@@ -129,7 +144,7 @@ class RayDispatcher:
 
     def __init__(self, db_open: Callable[[], Any], servers: list[ServerSpec], results_dir: Callable[[int], Path], *,
                  batch_id: int | None = None, in_flight: int = 2, progress: Callable[[JobEvent], None] | None = None,
-                 stop: threading.Event | None = None, poll_s: float = 0.05, timeout_s: float = 30.0,
+                 stop: threading.Event | None = None, poll_s: float = 0.25, timeout_s: float = 30.0,
                  dead_after_s: float = 30.0, max_restarts: int = 2, backoff_s: tuple[float, ...] = BACKOFF_S) -> None:
         if not servers:
             raise ComfyServerError("no ComfyUI server to run the jobs on: give --server URL (or the servers setting).")
@@ -148,21 +163,28 @@ class RayDispatcher:
             except Exception:
                 log.exception("lorawb: the job progress callback failed")
 
+    def _actor(self, ray: Any, url: str, spec: ServerSpec) -> Any:
+        """The actor for ``url`` with these options: made once per Ray session and kept for the next runs (starting
+        a Ray worker costs about a second)."""
+        key = (ray.get_runtime_context().get_job_id(), url, self.k, tuple(sorted(spec.resources.items())),
+               self.poll_s, self.timeout_s, self.max_restarts)
+        with _ACTORS_LOCK:
+            actor = _ACTORS.get(key)
+            if actor is None:
+                actor = _ACTORS[key] = ray.remote(ComfyActor).options(
+                    num_cpus=spec.resources.get("num_cpus", 0), num_gpus=spec.resources.get("num_gpus", 0),
+                    max_concurrency=self.k, max_pending_calls=self.k * 4, max_restarts=self.max_restarts,
+                    max_task_retries=self.max_restarts).remote(url, self.poll_s, self.timeout_s)
+        return actor
+
     def run_sync(self) -> RunSummary:
         ray = _ensure_ray()
-        actor_cls = ray.remote(ComfyActor)
-        actors = {url: actor_cls.options(
-            num_cpus=spec.resources.get("num_cpus", 0), num_gpus=spec.resources.get("num_gpus", 0),
-            max_concurrency=self.k, max_pending_calls=self.k * 4, max_restarts=self.max_restarts,
-            max_task_retries=self.max_restarts).remote(url, self.poll_s, self.timeout_s)
-            for url, spec in self.specs.items()}
+        actors = {url: self._actor(ray, url, spec) for url, spec in self.specs.items()}
         db = self._db_open()
         try:
             return self._run(ray, actors, db)
         finally:
             db.close()
-            for actor in actors.values():
-                ray.kill(actor)
 
     def _health(self, ray: Any, actors: dict[str, Any]) -> dict[str, int]:
         refs = {url: a.health.remote() for url, a in actors.items()}
@@ -170,7 +192,11 @@ class RayDispatcher:
         for url, ref in refs.items():
             try:
                 alive[url] = ray.get(ref, timeout=self.timeout_s + 5)
-            except Exception:  # ServerUnreachable inside a RayTaskError, a dead actor, a time-out
+            except ray.exceptions.RayActorError:  # Ray gave up on the actor: the next run makes a new one
+                with _ACTORS_LOCK:
+                    for key in [k for k, a in _ACTORS.items() if a is actors[url]]:
+                        del _ACTORS[key]
+            except Exception:  # ServerUnreachable inside a RayTaskError, a time-out
                 continue
         return alive
 
@@ -179,8 +205,9 @@ class RayDispatcher:
                                 f"{J.pending_count(db, batch_id=self.batch_id)} unfinished job(s) stay queued: start "
                                 "ComfyUI (or give another --server URL) and run again.", ", ".join(self.specs))
 
-    def _send(self, actors: dict[str, Any], url: str, job: J.Job, pending: dict, load: dict[str, int]) -> None:
-        ref = actors[url].run.remote(job.workflow or {}, job.output_node, job.prompt_id)
+    def _send(self, actors: dict[str, Any], url: str, job: J.Job, pending: dict, load: dict[str, int], *,
+              fresh: bool) -> None:
+        ref = actors[url].run.remote(job.workflow or {}, job.output_node, job.prompt_id, fresh)
         pending[ref] = (job, url)
         load[url] += 1
 
@@ -195,7 +222,7 @@ class RayDispatcher:
             if url in alive:
                 job = J.get_job(db, job.id, workflow=True)
                 self.summary.recovered += 1
-                self._send(actors, url, job, pending, load)
+                self._send(actors, url, job, pending, load, fresh=False)
             else:
                 J.requeue(db, job, f"its server {job.server} is not in this run or not answering", count=False)
         down_since: float | None = None
@@ -210,7 +237,7 @@ class RayDispatcher:
                 if job is None:
                     break
                 self._emit(job, "submitted", url)
-                self._send(actors, url, job, pending, load)
+                self._send(actors, url, job, pending, load, fresh=True)
             if not pending and J.pending_count(db, batch_id=self.batch_id) == 0:
                 break
             if not alive:
@@ -262,7 +289,7 @@ class RayDispatcher:
         if kind == "unreachable":
             alive.pop(url, None)
         count = kind == "retry"
-        delay = self.backoff_s[min(job.attempts, len(self.backoff_s)) - 1] if count and job.attempts else 0.0
+        delay = backoff_delay(job.attempts, self.backoff_s) if count else 0.0
         state = J.requeue(db, job, error, delay=delay, count=count)
         if state:
             self.summary.requeued += state == "queued"

@@ -86,10 +86,14 @@ def comfy_host_url() -> str | None:
     """The URL of the ComfyUI this process runs inside, or None outside ComfyUI."""
     server = sys.modules.get("server")
     instance = getattr(getattr(server, "PromptServer", None), "instance", None)
-    port = getattr(instance, "port", None)
+    if instance is None:
+        return None
+    args = getattr(sys.modules.get("comfy.cli_args"), "args", None)  # the 2024 server keeps no port of its own
+    port = getattr(instance, "port", None) or getattr(args, "port", None)
     if not port:
         return None
-    address = getattr(instance, "address", None) or "127.0.0.1"
+    address = getattr(instance, "address", None) or getattr(args, "listen", None) or "127.0.0.1"
+    address = str(address).split(",")[0].strip()
     if address in ("0.0.0.0", "::", ""):
         address = "127.0.0.1"
     return f"http://{'[' + address + ']' if ':' in address else address}:{port}"

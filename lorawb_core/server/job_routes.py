@@ -50,14 +50,16 @@ class JobRunner:
         self.servers: list[str] | None = None
         self.last: dict[str, Any] = {"state": "idle"}
         self._progress_at: dict[int, float] = {}
+        self._restart = False
 
     def status(self) -> dict[str, Any]:
         return {**self.last, "running": bool(self.thread and self.thread.is_alive())}
 
     def start(self, servers: list[str] | None = None) -> dict[str, Any]:
         with _runners_lock:
-            if servers:
+            if servers and servers != self.servers:
                 self.servers = servers
+                self._restart = True  # a running thread picks the new list up when its run ends or fails
             if self.thread is None or not self.thread.is_alive():
                 self.stop.clear()
                 self.thread = threading.Thread(target=self._run, daemon=True, name="lorawb-jobs")
@@ -84,7 +86,13 @@ class JobRunner:
 
         try:
             while not self.stop.is_set():
-                summary = self.queue.run(None, self.servers, progress=self._on_event, stop=self.stop)
+                self._restart = False
+                try:
+                    summary = self.queue.run(None, self.servers, progress=self._on_event, stop=self.stop)
+                except LorawbError:
+                    if self._restart:  # the servers changed meanwhile: try those
+                        continue
+                    raise
                 if summary.left == 0 or summary.stopped:
                     break
             self.last = {"state": "idle", "done": summary.done, "failed": summary.failed, "left": summary.left,
