@@ -295,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch.jobs_cli import register as register_jobs
 
     register_jobs(sub)
+    from .batch.cli import register as register_batch
+
+    register_batch(sub)
     p = sub.add_parser("compose", help="check a stack of library LoRAs: the compatibility gate and combined graph")
     p.add_argument("entries", nargs="+", metavar="ID[:STRENGTH][@WEIGHTS]",
                    help="stable IDs, with a strength and block weights in any dialect (e.g. SD1-CHR-001:0.8@OUTD)")

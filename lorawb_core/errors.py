@@ -101,6 +101,16 @@ class OrganizeError(LorawbError):
 
 class OrganizeBusy(OrganizeError):
     """Another ``lorawb organize`` holds the library's organize lock (the message names its process)."""
+
+
+class TemplateError(LorawbError, ValueError):
+    """A workflow template cannot be used: the family has none, or a user template lacks our loader or an output."""
+
+
+class ServerMismatch(LorawbError, ValueError):
+    """A workflow names a node, model or option that the ComfyUI server does not have (the message lists them)."""
+
+
 class JobNotFound(LorawbError, KeyError):
     """A batch job or batch id that the library's job table does not hold."""
 

@@ -91,6 +91,8 @@ class Family:
     text_encoders: Mapping[str, str] = field(default_factory=dict, hash=False)  # te/te1/te2/te3 → ComfyUI encoder
     presets: str = "thirds"  # the built-in preset set (PRESET_SETS)
     comfy_classes: tuple[str, ...] = ()  # ComfyUI model config classes (comfy.supported_models) of this family
+    template: str = ""  # the built-in preview/XY workflow template (lorawb_core.batch.templates); "" = none
+    media: str = "image"  # what the family's models generate: image | video
 
     @property
     def backbone(self) -> str:
@@ -101,29 +103,29 @@ class Family:
 _SD1_UNET = SdUnet(12, 12, shallow_in=(1, 2, 4), deep_in=(5, 7, 8), deep_out=(3, 4, 5, 6), shallow_out=(7, 8, 9, 10, 11))
 _REGISTRY = (
     Family("sd15", "SD 1.x", "SD1", _SD1_UNET, ("sd15_unet_26",), ("sd15_unet_17",),
-           {"te": "clip_l", "te1": "clip_l"}, "lbw", ("SD15", "SD15_instructpix2pix")),
+           {"te": "clip_l", "te1": "clip_l"}, "lbw", ("SD15", "SD15_instructpix2pix"), template="sd"),
     Family("sd2", "SD 2.x", "SD2", _SD1_UNET, ("sd2_unet_26",), ("sd2_unet_17",),
-           {"te": "clip_h", "te1": "clip_h"}, "lbw", ("SD20", "SD21UnclipL", "SD21UnclipH")),
+           {"te": "clip_h", "te1": "clip_h"}, "lbw", ("SD20", "SD21UnclipL", "SD21UnclipH"), template="sd"),
     Family("sdxl", "SDXL", "SDX", SdUnet(9, 9, shallow_in=(4, 5), deep_in=(7, 8), deep_out=(0, 1, 2),
                                           shallow_out=(3, 4, 5)),
            ("sdxl_unet_20",), ("sdxl_unet_12",), {"te": "clip_l", "te1": "clip_l", "te2": "clip_g"}, "lbw",
-           ("SDXL", "SDXL_instructpix2pix")),
+           ("SDXL", "SDXL_instructpix2pix"), template="sd"),
     Family("sdxl_refiner", "SDXL refiner", "SDR", SdUnet(12, 12, shallow_in=(4, 5), deep_in=(7, 8),
                                                          deep_out=(3, 4, 5), shallow_out=(6, 7, 8)),
            ("sdxl_refiner_unet_26",), ("sdxl_refiner_unet_12",), {"te": "clip_g", "te1": "clip_g", "te2": "clip_g"},
-           "lbw", ("SDXLRefiner",)),
+           "lbw", ("SDXLRefiner",), template="sd"),
     Family("sd3", "SD3 / SD3.5", "SD3", MMDiT(((24, "SD3/3.5 Medium"), (38, "SD3.5 Large"))),
            ("sd3_mmdit_28", "sd3_mmdit_42"), (), {"te": "clip_l", "te1": "clip_l", "te2": "clip_g", "te3": "t5xxl"},
-           "thirds", ("SD3",)),
+           "thirds", ("SD3",), template="sd3"),
     Family("flux", "Flux.1", "FLX", DoubleSingleDiT(19, 38, (("CLIP", "CLIP-L", "clip_l"), ("T5", "T5-XXL", "t5xxl"))),
            ("flux_dit_61",), (), {"te": "clip_l", "te1": "clip_l", "te2": "t5xxl", "te3": "t5xxl"}, "flux",
-           ("Flux", "FluxSchnell", "FluxInpaint")),
+           ("Flux", "FluxSchnell", "FluxInpaint"), template="flux"),
     Family("wan", "WAN 2.x", "WAN", WanDiT((30, 40)), ("wan_dit_32", "wan_dit_42"), (), {}, "thirds",
            ("WAN21_T2V", "WAN21_I2V", "WAN21_FunControl2V", "WAN21_Vace", "WAN21_Camera", "WAN22_T2V", "WAN22_S2V",
-            "WAN22_Animate", "WAN21_FlowRVS")),
+            "WAN22_Animate", "WAN21_FlowRVS"), media="video"),
     Family("hunyuan_video", "HunyuanVideo", "HYV", DoubleSingleDiT(20, 40, embedders="Input embedders + token refiner"),
            ("hunyuan_video_dit_62",), (), {"te": "clip_l", "te1": "clip_l", "te2": "llama"}, "thirds",
-           ("HunyuanVideo", "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V")),
+           ("HunyuanVideo", "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V"), media="video"),
 )
 FAMILIES: dict[str, Family] = {f.code: f for f in _REGISTRY}
 COMFY_CLASSES: dict[str, str] = {cls: f.code for f in _REGISTRY for cls in f.comfy_classes}

@@ -22,6 +22,7 @@ export const ROUTES = Object.freeze({
   blocks: ["GET", "/lorawb/loras/{stable_id}/blocks"],
   blocksCsv: ["GET", "/lorawb/loras/{stable_id}/blocks.csv"],
   metadata: ["GET", "/lorawb/loras/{stable_id}/metadata"],
+  preview: ["GET", "/lorawb/loras/{stable_id}/preview"],
   reindex: ["POST", "/lorawb/loras/{stable_id}/reindex"],
   scanStatus: ["GET", "/lorawb/scan"],
   startScan: ["POST", "/lorawb/scan"],
@@ -55,6 +56,12 @@ export const ROUTES = Object.freeze({
   retryJob: ["POST", "/lorawb/jobs/{job_id}/retry"],
   cancelBatch: ["POST", "/lorawb/batches/{batch_id}/cancel"],
   retryBatch: ["POST", "/lorawb/batches/{batch_id}/retry"],
+  finishBatch: ["POST", "/lorawb/batches/{batch_id}/finish"],
+  planPreviews: ["POST", "/lorawb/plans/previews"],
+  planAb: ["POST", "/lorawb/plans/ab"],
+  planXy: ["POST", "/lorawb/plans/xy"],
+  batchSettings: ["GET", "/lorawb/batch-settings"],
+  saveBatchSettings: ["PUT", "/lorawb/batch-settings"],
 });
 // Standalone only (lorawb serve): server-sent events.
 export const EVENTS_PATH = "/lorawb/events";
@@ -92,6 +99,7 @@ export function browserTransport(prefix = standalonePrefix()) {
   return {
     kind: "standalone",
     request: (path, init) => fetch(prefix + path, init),
+    url: (path) => prefix + path,
     listen(name, callback) {
       const fn = (e) => {
         let data = null;
@@ -112,6 +120,7 @@ export function comfyTransport(comfyApi) {
   return {
     kind: "comfyui",
     request: (path, init) => comfyApi.fetchApi(path, init),
+    url: (path) => comfyApi.apiURL(path),
     listen(name, callback) {
       const fn = (e) => callback(e.detail);
       comfyApi.addEventListener(name, fn);
@@ -198,6 +207,9 @@ export function createApi(transport, { askToken = null } = {}) {
     blocks: (id) => call("blocks", sid(id)),
     blocksCsv: (id) => call("blocksCsv", { ...sid(id), text: true }),
     metadata: (id) => call("metadata", sid(id)),
+    // an <img> src for a LoRA's preview (list rows / details check `has_preview` / `preview` first); size: thumbnail
+    previewUrl: (id, size = 0) => transport.url(ROUTES.preview[1].replace("{stable_id}", encodeURIComponent(id))
+      + (size ? `?size=${size}` : "")),
     reindex: (id, opts = {}) => call("reindex", { ...sid(id), body: opts }),
 
     scanStatus: () => call("scanStatus"),
@@ -230,6 +242,13 @@ export function createApi(transport, { askToken = null } = {}) {
     organizeUndo: (run) => call("organizeUndo", { body: run === undefined ? { confirm: true } : { run, confirm: true } }),
     reconcile: () => call("reconcile"),
     reconcileFix: () => call("reconcileFix", { body: { fix: true } }),
+    // batches: plan (and queue unless data.dry_run) previews, A/B and XY; finish a run batch; preview settings
+    planPreviews: (data) => call("planPreviews", { body: data }),
+    planAb: (data) => call("planAb", { body: data }),
+    planXy: (data) => call("planXy", { body: data }),
+    finishBatch: (batch, opts = {}) => call("finishBatch", { params: { batch_id: batch }, body: opts }),
+    batchSettings: () => call("batchSettings"),
+    saveBatchSettings: (data) => call("saveBatchSettings", { body: data }),
   };
   return api;
 }

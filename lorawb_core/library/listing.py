@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 LORA_SUFFIX = ".safetensors"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", ".aria2", ".!qb")
 
 
@@ -31,6 +32,7 @@ class RootListing:
     files: dict[str, FileStat] = field(default_factory=dict)  # by absolute path
     partial: list[str] = field(default_factory=list)  # names of downloads in progress (.part, .crdownload, …)
     problems: list[str] = field(default_factory=list)  # folders that could not be read
+    images: set[str] = field(default_factory=set)  # absolute paths of the image files (preview sidecars)
 
 
 def normalise_roots(roots: list[str]) -> list[str]:
@@ -85,7 +87,9 @@ def list_root(root: str) -> RootListing:
                         stack.append((entry.path, f"{rel}{name}/"))
                     continue
                 if not name.lower().endswith(LORA_SUFFIX):
-                    if is_partial(name):
+                    if name.lower().endswith(IMAGE_SUFFIXES):
+                        listing.images.add(entry.path)
+                    elif is_partial(name):
                         listing.partial.append(entry.path)
                     continue
                 if not entry.is_file(follow_symlinks=True):

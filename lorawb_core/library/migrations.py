@@ -15,7 +15,8 @@ Tables after the last migration:
     ``layout_id``, ``full_layout_id``, ``rank``, ``alpha``, ``module_count``, ``header_bytes``, ``needs_base``), text
     for search (``name``, ``sort_key``, ``file_name``, ``title``, ``author``, ``tags``, ``trigger_words``),
     ``problems`` (JSON), ``scan_state`` (``pending`` | ``ready`` | ``error``), ``error`` (the reason),
-    ``total_norm``/``unmapped_norm``, ``first_seen``/``last_seen``/``measured_at`` (UTC ISO), ``missing`` (0/1);
+    ``total_norm``/``unmapped_norm``, ``first_seen``/``last_seen``/``measured_at`` (UTC ISO), ``missing`` (0/1),
+    ``preview`` (the sidecar preview image found by scans or written by a preview job, m010);
     ``metadata`` and ``family_evidence`` are empty since m005 (moved to ``lora_details``).
 ``lora_details``
     the wide JSON of a row, kept out of the searched table: ``metadata`` (parsed training metadata),
@@ -287,3 +288,9 @@ def m009_organize_journal(db: Database) -> None:
     db["lora_details"].add_column("default_weight", float)
     db["lora_details"].add_column("notes", str)
     db["lora_details"].add_column("config_mtime_ns", int)  # the config.yaml these came from (re-read when it changes)
+
+
+@_migration
+def m010_lora_previews(db: Database) -> None:
+    """The preview image of each LoRA: the absolute path of its sidecar (``<stem>.preview.png`` …), NULL for none."""
+    db["loras"].add_column("preview", str)

@@ -34,6 +34,7 @@ from .db import immediate, utcnow
 from .file_moves import find_moved, reconcile, relocate
 from .folder_config import sync_folder_configs
 from .listing import FileStat, RootListing, list_root, normalise_roots, settle, stat_file
+from .previews import sync_previews
 from .stable_ids import (
     LEDGER_NAME,
     IdAllocator,
@@ -466,6 +467,8 @@ def scan(db: Database, roots: Sequence[str], *, full: bool = False, structure_on
     touched = _structure_phase(db, available, full=full, mapping=mapping, workers=workers, progress=progress,
                                cancel=cancel, settle_window=settle_window, settle_wait=settle_wait,
                                batch_size=batch_size, summary=summary)
+    if not summary.cancelled:
+        sync_previews(db, available)
     if ledger:
         _write_ledgers(db, [li.root for li in available
                             if li.root in touched or not os.path.exists(os.path.join(li.root, LEDGER_NAME))], summary)

@@ -28,7 +28,7 @@ LIST_COLUMNS = ("id", "stable_id", "name", "path", "root", "rel_path", "file_nam
                 "confidence", "format", "algorithm", "algorithms", "layout_id", "full_layout_id", "rank", "alpha",
                 "module_count", "size", "mtime_ns", "sha256", "addnet", "autov2", "autov3", "title", "author", "tags",
                 "trigger_words", "scan_state", "error", "missing", "total_norm", "unmapped_norm", "first_seen",
-                "last_seen", "measured_at", "problems")
+                "last_seen", "measured_at", "problems", "preview")
 _DUPLICATED = ("addnet IN (SELECT addnet FROM loras INDEXED BY idx_loras_addnet_missing WHERE addnet IS NOT NULL "
                "AND missing = 0 GROUP BY addnet HAVING count(*) > 1)")
 
@@ -85,6 +85,7 @@ class LoraEntry:
     measured_at: str | None
     problems: list[str]
     row_id: int = 0
+    preview: str | None = None  # the preview image next to the file (``<stem>.preview.png`` …), if any
     blocks: list[BlockRow] | None = None
     metadata: dict[str, Any] | None = None
     family_evidence: dict[str, Any] | None = None

@@ -58,7 +58,7 @@ def list_item(entry: Any, spark: list[float] | None = None) -> dict[str, Any]:
             "size": entry.size, "scan_state": entry.scan_state,
             "blocks_state": entry.scan_state if entry.scan_state in ("ready", "error") else "pending",
             "missing": entry.missing, "error": entry.error, "total_norm": entry.total_norm, "title": entry.title,
-            "trigger_words": entry.trigger_words[:5], "spark": spark}
+            "trigger_words": entry.trigger_words[:5], "spark": spark, "has_preview": bool(entry.preview)}
 
 
 def sparklines(db: Any, entries: list[Any]) -> dict[int, list[float]]:

@@ -21,6 +21,8 @@ from .job_routes import JobRoutes
 from .library_routes import LibraryRoutes
 from .merge_routes import MergeRoutes
 from .organize_routes import OrganizeRoutes
+from .plan_routes import PlanRoutes
+from .preview_routes import PreviewRoutes
 from .profile_routes import ComposeRoutes, ProfileRoutes
 
 
@@ -45,6 +47,7 @@ ROUTES: tuple[RouteDefinition, ...] = (
     R("GET", "/lorawb/loras/{stable_id}/blocks", "get_blocks"),
     R("GET", "/lorawb/loras/{stable_id}/blocks.csv", "blocks_csv"),
     R("GET", "/lorawb/loras/{stable_id}/metadata", "get_metadata"),
+    R("GET", "/lorawb/loras/{stable_id}/preview", "get_preview"),
     R("POST", "/lorawb/loras/{stable_id}/reindex", "reindex"),
     R("GET", "/lorawb/scan", "scan_status"),
     R("POST", "/lorawb/scan", "start_scan"),
@@ -78,11 +81,17 @@ ROUTES: tuple[RouteDefinition, ...] = (
     R("POST", "/lorawb/jobs/{job_id}/retry", "retry_job"),
     R("POST", "/lorawb/batches/{batch_id}/cancel", "cancel_batch"),
     R("POST", "/lorawb/batches/{batch_id}/retry", "retry_batch"),
+    R("POST", "/lorawb/batches/{batch_id}/finish", "finish_batch"),
+    R("POST", "/lorawb/plans/previews", "plan_previews"),
+    R("POST", "/lorawb/plans/ab", "plan_ab"),
+    R("POST", "/lorawb/plans/xy", "plan_xy"),
+    R("GET", "/lorawb/batch-settings", "get_batch_settings"),
+    R("PUT", "/lorawb/batch-settings", "put_batch_settings"),
 )
 
 
 class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes, CombinedProfileRoutes, OrganizeRoutes,
-               JobRoutes):
+               JobRoutes, PreviewRoutes, PlanRoutes):
     """Every handler of the table, as methods named by ``RouteDefinition.handler_name``."""
 
 

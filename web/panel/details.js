@@ -116,6 +116,8 @@ function renderDetails(container, session) {
   const evidence = d.family_evidence ?? {};
   const algos = Object.entries(d.algorithms ?? {}).map(([a, n]) => `${a} ×${n}`).join(", ");
   const header = h("header", { class: "lwb-detail-head" },
+    d.preview ? h("img", { class: "lwb-detail-thumb", src: session.api.previewUrl(d.stable_id, 256), alt: "",
+      title: d.preview, loading: "lazy" }) : null,
     familyBadge(d.family, d.variant),
     h("div", { class: "lwb-detail-title" },
       h("div", { class: "lwb-detail-name", title: d.name ?? "" }, d.name ?? d.file_name ?? "(unnamed)"),
