@@ -168,6 +168,18 @@ class Comfy:
             patcher.unpatch_model()
 
 
+def shared_comfy(path: Path, tmp_path_factory, name: str) -> Comfy:
+    """The in-process ComfyUI at ``path`` of this test run: ComfyUI loads the pack once per process, so a module
+    reuses the instance another module started, or starts it with a library and config of its own."""
+    comfy = Comfy.instances.get(path)
+    if comfy is None:
+        work = tmp_path_factory.mktemp(name)
+        os.environ["LORAWB_DB"] = str(work / "lorawb.sqlite3")
+        os.environ["LORAWB_CONFIG"] = str(work / "no-config.json")
+        comfy = Comfy(path, work)
+    return comfy
+
+
 def write_tiny_sd15_lora(path: Path, *, rank: int = 4, alpha: float = 2.0, seed: int = 0, te: bool = True,
                          metadata: dict | None = None, unet=None, text_encoder=None) -> Path:
     """A kohya-named LoRA for the tiny SD1.5 model: real diffusers/transformers modules, peft LoRA layers (B made

@@ -46,3 +46,14 @@ async def client(aiohttp_client, service):
     register_routes(app, service, security=Security())
     return await aiohttp_client(app)
 
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module (dense reference math: OpenMP teams crawl when the CI cores are shared)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

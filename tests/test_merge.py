@@ -37,13 +37,7 @@ WRITERS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The dense reference math on one thread (OpenMP teams crawl when the CI cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the dense reference math (conftest.py)
 
 
 @pytest.fixture(scope="module")

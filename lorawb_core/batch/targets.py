@@ -15,22 +15,16 @@ from sqlite_utils import Database
 
 from ..errors import LoraMissing, LorawbError, NotInLibrary, UsageError
 from ..library.search import FILTERS, SearchQuery, get_lora, search
-from ..refs import parse_choice
+from ..refs import LoraRef, parse_choice
 from ..skipped import Skipped
 
 PAGE = 500
 
 
 @dataclass(frozen=True)
-class Target:
-    """A present, usable LoRA of the library, with what a workflow and its preview need."""
+class Target(LoraRef):
+    """A present, usable LoRA of the library (what the nodes carry), with what a workflow and its preview need."""
 
-    stable_id: str
-    name: str
-    path: str
-    family: str | None
-    layout_id: str | None
-    full_layout_id: str | None
     trigger_words: tuple[str, ...] = ()
     preview: str | None = None  # the sidecar preview it already has (absolute path), if any
 

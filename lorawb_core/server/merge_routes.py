@@ -8,7 +8,6 @@ stable_id, path, report}``, ``lorawb.merge_error`` ``{job, type, message}``.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import threading
 import time
@@ -17,14 +16,15 @@ from typing import Any
 
 from aiohttp import web
 
+from .background import BackgroundJobs
 from .http import BadRequest, body_str, json_response, read_json
 
-log = logging.getLogger("lorawb")
 MAX_MERGE = 16
 _RANK_MODES = ("rank", "concat", "sv_fro", "sv_ratio", "sv_cumulative")
-_jobs: dict[str, dict[str, Any]] = {}
+_background = BackgroundJobs("merge", "the merge")
+_jobs = _background.jobs
 _ids = itertools.count(1)
-_lock = threading.Lock()
+_lock = _background.lock
 
 
 def _number(body: Mapping[str, Any], name: str, default: float | None, kind: type = float) -> Any:
@@ -112,33 +112,15 @@ class MergeRoutes:
         return dict(status)
 
     def _run_merge(self, job: str, items, path: str, rule, dtype: str, metadata: str) -> None:
-        from ..errors import LorawbError
         from ..merge import merge_loras
 
-        last = [0.0]
-
-        def progress(done: int, total: int, module: str) -> None:
-            with _lock:
-                _jobs[job].update(done=done, total=total)
-            now = time.monotonic()
-            if done == total or now - last[0] >= 0.2:
-                last[0] = now
-                self.service._send("lorawb.merge_progress", {"job": job, "done": done, "total": total,
-                                                             "module": module})
-
+        progress = _background.progress(self.service, job, "module")
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             report = self.service.with_db(lambda db: merge_loras(items, path, rule=rule, dtype=dtype,
                                                                  metadata=metadata, db=db, progress=progress))
         except Exception as exc:  # the thread reports every failure as data
-            if isinstance(exc, LorawbError):
-                message = str(exc)
-            else:
-                log.exception("lorawb: the merge failed")
-                message = f"the merge failed ({type(exc).__name__}: {exc}); see the server log."
-            with _lock:
-                _jobs[job].update(state="error", error=message, type=type(exc).__name__, finished_at=time.time())
-            self.service._send("lorawb.merge_error", {"job": job, "type": type(exc).__name__, "message": message})
+            _background.failed(self.service, job, exc)
             return
         data = {"stable_id": report.stable_id, "path": report.path, "report": report.to_dict(modules=False),
                 "text": report.text()}

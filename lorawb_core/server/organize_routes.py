@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 import threading
 import time
 from typing import Any
 
 from aiohttp import web
 
+from .background import BackgroundJobs
 from .http import BadRequest, body_bool, body_str, json_response, read_json
 
-log = logging.getLogger("lorawb")
-_jobs: dict[str, dict[str, Any]] = {}
+_background = BackgroundJobs("organize", "organize")
+_jobs = _background.jobs
 _ids = itertools.count(1)
-_lock = threading.Lock()
+_lock = _background.lock
 
 
 def _confirmed(body: dict[str, Any], what: str) -> None:
@@ -123,31 +123,13 @@ class OrganizeRoutes:
         return report.to_dict()
 
     def _run_organize(self, job: str, options) -> None:
-        from ..errors import LorawbError
         from ..organize import organize
 
-        last = [0.0]
-
-        def progress(done: int, total: int, path: str) -> None:
-            with _lock:
-                _jobs[job].update(done=done, total=total, path=path)
-            now = time.monotonic()
-            if done == total or now - last[0] >= 0.2:
-                last[0] = now
-                self.service._send("lorawb.organize_progress", {"job": job, "done": done, "total": total,
-                                                                "path": path})
-
+        progress = _background.progress(self.service, job, "path", keep_detail=True)
         try:
             result = self._organize_db(organize, options, progress)
         except Exception as exc:  # the thread reports every failure as data
-            if isinstance(exc, LorawbError):
-                message = str(exc)
-            else:
-                log.exception("lorawb: organize failed")
-                message = f"organize failed ({type(exc).__name__}: {exc}); see the server log."
-            with _lock:
-                _jobs[job].update(state="error", error=message, type=type(exc).__name__, finished_at=time.time())
-            self.service._send("lorawb.organize_error", {"job": job, "type": type(exc).__name__, "message": message})
+            _background.failed(self.service, job, exc)
             return
         data = result.to_dict()
         with _lock:
