@@ -11,7 +11,8 @@ import os
 import time
 
 import pytest
-from test_e2e_comfyui import _run_prompt, comfyui, wait_scan  # noqa: F401 - comfyui is the server fixture
+from comfy_server import run_prompt, wait_scan
+from test_e2e_comfyui import comfyui  # noqa: F401 - the server fixture
 from ui_helpers import http_json
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
@@ -26,7 +27,7 @@ def test_a_saved_workflow_runs_before_and_after_organizing_its_lora(comfyui):  #
     stable_id = page["items"][0]["stable_id"]
     prompt = {"1": {"class_type": "LoraWB_LoraInfo", "inputs": {"lora": stable_id, "width": 512, "height": 256}},
               "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 2]}}}
-    status, entry = _run_prompt(url, prompt)
+    status, entry = run_prompt(url, prompt)
     assert status == 200 and entry["status"]["status_str"] == "success", entry["status"]
     before = (loras / "e2e_xss.safetensors").stat()
     status, job = http_json(url + "/api/lorawb/organize", "POST", {"no_preview": True, "confirm": True})
@@ -40,6 +41,6 @@ def test_a_saved_workflow_runs_before_and_after_organizing_its_lora(comfyui):  #
     assert len(moved) == 1 and moved[0].parent != loras and moved[0].stat().st_mtime_ns == before.st_mtime_ns
     _, lora = http_json(f"{url}/api/lorawb/loras/{stable_id}")
     assert lora["path"] == str(moved[0])  # the same stable ID follows the file
-    status, entry = _run_prompt(url, prompt)  # the saved workflow, unchanged
+    status, entry = run_prompt(url, prompt)  # the saved workflow, unchanged
     assert status == 200 and entry["status"]["status_str"] == "success", entry["status"]
     assert stable_id in entry["outputs"]["1"]["text"][0]
