@@ -304,3 +304,27 @@ def test_lycoris_and_peft_sdxl_files_are_compatible(tmp_path):
     for name, family in families.items():
         config = yaml.safe_load((root / name / "config.yaml").read_text(encoding="utf-8"))
         assert config["family"] == family and config["compatible"] is True
+
+
+def test_organizing_queues_a_preview_job_for_each_lora_without_one(tmp_path, monkeypatch):
+    """Without --no-preview, the LoRAs a run organized that have no preview become one batch of preview jobs in the
+    batch queue (lora 0 and 2 came with a sidecar, lora 1 (SDXL) and 3 (SD 1.5) did not)."""
+    from lorawb_core.batch.queue import BatchQueue
+
+    config = tmp_path / "preview_config.json"
+    config.write_text(json.dumps({"defaults": {"checkpoint": "tiny_sd15.safetensors"},
+                                  "families": {"sdxl": {"checkpoint": "tiny_xl.safetensors"}}}), encoding="utf-8")
+    monkeypatch.setenv("LORAWB_PREVIEW_CONFIG", str(config))
+    drop, root, db_path = tmp_path / "drop", tmp_path / "loras", tmp_path / "lib.sqlite3"
+    make_drop(drop, 4)
+    root.mkdir()
+    result = run(db_path, drop, root, preview=True)
+    assert result.error is None and result.organized == 4 and result.preview_batch is not None, result.notes
+    queue = BatchQueue(str(db_path))
+    try:
+        jobs = queue.jobs(result.preview_batch)
+    finally:
+        queue.close()
+    names = sorted(j.params["name"] for j in jobs)
+    assert names == ["lora 1 ünï", "lora 3 ünï"], names
+    assert any(f"batch {result.preview_batch} queued (2 job(s))" in n for n in result.notes), result.notes

@@ -93,7 +93,7 @@ def test_cli_dry_run_json_and_previews_line(tmp_path, capsys):
     assert rc == 0 and [i["verdict"]["verdict"] for i in plan["items"]] == ["compatible", "compatible"]
     assert not list(root.iterdir())
     rc, out = _cli(db_path, "--drop", drop, "--root", root, "--dry-run", capsys=capsys)
-    assert "previews: not available yet" in out and "dry run: nothing was changed" in out
+    assert "gets a preview job in the batch queue" in out and "dry run: nothing was changed" in out
     rc, out = _cli(db_path, "--drop", drop, "--root", root, "--no-preview", "--into", "{family}/{slug}/",
                    capsys=capsys)
     assert rc == 0 and (root / "sd15" / "lora_0_ünï" / "config.yaml").exists()

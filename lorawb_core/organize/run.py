@@ -34,8 +34,7 @@ from .plan import Plan, PlanItem, build_plan
 from .verdict import COMPATIBLE
 
 ProgressFn = Callable[[int, int, str], None]
-PREVIEWS_NOT_AVAILABLE = "previews: not available yet (the batch preview queue is not part of this install); " \
-                         "organized LoRAs keep the previews they came with."
+PREVIEWS_PLANNED = "previews: each organized LoRA without a preview gets a preview job in the batch queue."
 
 
 @dataclass
@@ -59,11 +58,13 @@ class OrganizeResult:
     organized: int = 0  # compatible LoRAs in their folders
     rejected: int = 0  # incompatible and duplicate LoRAs
     error: str | None = None
+    preview_batch: int | None = None  # the batch queue's batch of preview jobs this run queued
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"run": self.run_id, "plan": self.plan.to_dict(), "recovered": self.recovered, "moved": self.moved,
-                "organized": self.organized, "rejected": self.rejected, "error": self.error, "notes": self.notes}
+                "organized": self.organized, "rejected": self.rejected, "error": self.error, "notes": self.notes,
+                "preview_batch": self.preview_batch}
 
 
 def _entry(item: PlanItem, root: str) -> dict[str, Any]:
@@ -169,9 +170,9 @@ def organize(db: Database, db_path: str, options: OrganizeOptions, progress: Pro
         plan = build_plan(db, options.drop, root, options.rule, allowed_families(sorted(options.families)),
                           settle_window=options.settle_window, settle_wait=options.settle_wait)
         result = OrganizeResult(plan=plan, recovered=recovered)
-        if options.preview:
-            result.notes.append(PREVIEWS_NOT_AVAILABLE)
         if options.dry_run:
+            if options.preview:
+                result.notes.append(PREVIEWS_PLANNED)
             return result
         result.run_id = journal.start_run(db, "organize", root, plan.drop, plan.rule)
         state = "done"
@@ -183,7 +184,41 @@ def organize(db: Database, db_path: str, options: OrganizeOptions, progress: Pro
             finish_pending(db, root)
             journal.finish_run(db, result.run_id, state, {"moved": result.moved, "organized": result.organized,
                                                           "rejected": result.rejected, "error": result.error})
+        if options.preview and state == "done":
+            queue_previews(db, db_path, result)
         return result
+
+
+def queue_previews(db: Database, db_path: str, result: OrganizeResult) -> None:
+    """Each LoRA this run organized that has no preview gets a preview job in the batch queue (one batch; the
+    preview settings as for ``lorawb previews``); what cannot be previewed is noted with its reason. Queuing never
+    fails the run: the files are in place whatever happens here."""
+    from ..batch.planners import plan_previews
+    from ..batch.queue import BatchQueue
+    from ..batch.settings import load_preview_config
+    from ..errors import LorawbError
+
+    paths = [item.moves[0].dst for item in result.plan.items
+             if item.verdict.verdict == COMPATIBLE and item.moves and os.path.isfile(item.moves[0].dst)]
+    if not paths:
+        return
+    try:
+        planned = plan_previews(db, paths, config=load_preview_config())
+    except LorawbError as exc:
+        result.notes.append(f"previews: not queued: {exc}")
+        return
+    result.notes += [f"previews: {s.item}: {s.reason}" for s in planned.skipped
+                     if "already has a preview" not in s.reason]
+    if not planned.plan.items:
+        return
+    queue = BatchQueue(db_path)
+    try:
+        result.preview_batch = queue.submit(planned.plan)
+    finally:
+        queue.close()
+    n = len(planned.plan.items)
+    result.notes.append(f"previews: batch {result.preview_batch} queued ({n} job(s)): `lorawb jobs run --batch "
+                        f"{result.preview_batch}` runs it, then `lorawb finish {result.preview_batch}` saves them.")
 
 
 def _index_new(db: Database, root: str) -> None:

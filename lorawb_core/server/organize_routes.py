@@ -131,6 +131,10 @@ class OrganizeRoutes:
         except Exception as exc:  # the thread reports every failure as data
             _background.failed(self.service, job, exc)
             return
+        if result.preview_batch is not None:  # preview jobs were queued: run them on this server's runner
+            from .job_routes import runner_for
+
+            runner_for(self.service).start()
         data = result.to_dict()
         with _lock:
             _jobs[job].update(state="error" if result.error else "done", error=result.error, result=data,
