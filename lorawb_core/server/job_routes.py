@@ -10,7 +10,8 @@ id out; the runner starts by itself). One runner thread per service runs every q
 
 Events: ``lorawb.job`` ``{job, batch, key, state, server, value?, max?, error?, images?}`` on every state change (and
 sampler progress, at most 5 per second per job); ``lorawb.jobs_idle`` ``{done, failed, left}`` when the runner
-stops; ``lorawb.jobs_error`` ``{type, message}`` when it cannot run (no server answers: the jobs stay queued).
+stops; ``lorawb.jobs_error`` ``{type, message}`` when it cannot run (no server answers: the jobs stay queued);
+``lorawb.batch_done`` when a batch's last job ended and its finisher ran (:mod:`.batch_routes`).
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class JobRunner:
         if ev.images:
             data["images"] = list(ev.images)
         self.service._send("lorawb.job", data)
+        if ev.state in J.FINAL:  # the batch's last job: write its previews / grid (batch_routes)
+            from .batch_routes import finish_when_done
+
+            finish_when_done(self, ev.batch_id)
 
     def _run(self) -> None:
         from ..errors import LorawbError

@@ -4,6 +4,7 @@
 import { mountComposer } from "./composer.js";
 import { mountDetails } from "./details.js";
 import { h } from "./dom.js";
+import { mountJobs } from "./jobs.js";
 import { mountLibrary } from "./library.js";
 import { SETTING } from "./settings.js";
 
@@ -24,7 +25,9 @@ export function mountPanel(el, session) {
     on: { click: () => session.setTab("details") } }, "Details");
   const tabComposer = h("button", { class: "lwb-tab", type: "button", role: "tab",
     on: { click: () => session.setTab("composer") } }, "Composer");
-  const tabs = h("div", { class: "lwb-tabs", role: "tablist" }, tabDetails, tabComposer);
+  const tabJobs = h("button", { class: "lwb-tab", type: "button", role: "tab",
+    on: { click: () => session.setTab("jobs") } }, "Jobs");
+  const tabs = h("div", { class: "lwb-tabs", role: "tablist" }, tabDetails, tabComposer, tabJobs);
   const detailBody = h("div", { class: "lwb-pane-body", "aria-live": "polite" });
   const detailPane = h("div", { class: "lwb-pane lwb-pane-detail" }, tabs, detailBody);
   const root = h("div", { class: "lwb" }, header, h("div", { class: "lwb-main" }, listPane, detailPane));
@@ -42,25 +45,30 @@ export function mountPanel(el, session) {
   function drawTabs() {
     const n = session.composer.data.entries.length;
     tabComposer.textContent = n ? `Composer (${n})` : "Composer";
-    const tab = state.tab === "composer" ? "composer" : "details";
+    const tab = ["composer", "jobs"].includes(state.tab) ? state.tab : "details";
     tabDetails.setAttribute("aria-selected", String(tab === "details"));
     tabComposer.setAttribute("aria-selected", String(tab === "composer"));
+    tabJobs.setAttribute("aria-selected", String(tab === "jobs"));
+    const live = session.batches.st.batches.filter((b) => !b.finished).length;
+    tabJobs.textContent = live ? `Jobs (${live})` : "Jobs";
     if (tab !== shown) {
       view?.();
       shown = tab;
-      view = tab === "composer" ? mountComposer(detailBody, session) : mountDetails(detailBody, session);
+      view = { composer: mountComposer, jobs: mountJobs }[tab]?.(detailBody, session) ?? mountDetails(detailBody,
+        session);
       detailBody.scrollTop = 0;
     }
   }
 
   el.append(root);
+  session.batches.load();
   const library = mountLibrary(listPane, session);
   drawHeader();
   drawTabs();
   const unsubscribe = session.subscribe((topic) => {
     if (topic === "info" || topic === "settings") drawHeader();
-    if (topic === "tab" || topic === "composer") drawTabs();
-    if (topic === "selection" && state.tab === "composer") session.setTab("details");
+    if (topic === "tab" || topic === "composer" || topic === "batches") drawTabs();
+    if (topic === "selection" && state.tab !== "details") session.setTab("details");
   });
   return () => {
     unsubscribe();
