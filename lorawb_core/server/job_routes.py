@@ -41,6 +41,9 @@ def _id(request: web.Request, name: str) -> int:
 class JobRunner:
     """The background thread that runs the queue for one service."""
 
+    job_ended: Any = None
+    """``job_ended(runner, batch_id)`` after a job reached a final state (set by :mod:`.batch_routes`)."""
+
     def __init__(self, service: Any) -> None:
         from ..batch.queue import BatchQueue
 
@@ -81,10 +84,8 @@ class JobRunner:
         if ev.images:
             data["images"] = list(ev.images)
         self.service._send("lorawb.job", data)
-        if ev.state in J.FINAL:  # the batch's last job: write its previews / grid (batch_routes)
-            from .batch_routes import finish_when_done
-
-            finish_when_done(self, ev.batch_id)
+        if ev.state in J.FINAL and JobRunner.job_ended is not None:  # batch_routes finishes a batch whose last
+            JobRunner.job_ended(self, ev.batch_id)                     # job this was
 
     def _run(self) -> None:
         from ..errors import LorawbError
