@@ -96,7 +96,7 @@ def test_an_xy_batch_shows_cells_and_grid_and_serves_only_its_own_files(server, 
     assert status == 200, queued
     batch_id = queued["batch"]["id"]
     data = wait_finished(server.url, batch_id)
-    assert [(c["key"], c["label"], c["state"]) for c in data["cells"]] == [("x=0", "0", "done"), ("x=1", "1", "done")]
+    assert [(c["key"], c["label"], c["state"]) for c in data["cells"]] == [("x=0", "s=0", "done"), ("x=1", "s=1", "done")]
     assert [c["params"]["loras"][0]["strength_model"] for c in data["cells"]] == [0.0, 1.0]
     grid = data["finished"]["grid"]
     assert grid["file"] == "grid.png" and [c["file"] for c in grid["cells"]] == ["grid_cells/x=0.png",
@@ -107,10 +107,15 @@ def test_an_xy_batch_shows_cells_and_grid_and_serves_only_its_own_files(server, 
         assert status == 200 and kind == "image/png" and im.width > 2 * 64 and "lorawb" in im.text
     status, kind, body = get(f"{server.url}/lorawb/batches/{batch_id}/file?path=grid_cells/x%3D1.png")
     assert status == 200 and body[:8] == b"\x89PNG\r\n\x1a\n"
-    for path, code in (("../../preview_config.json", 404), ("../1/grid.png", 404), ("/etc/passwd", 400),
-                       ("grid.ablation.json", 404), ("nothing.png", 404)):
+    folder = server.base / "batches" / str(batch_id)
+    assert (folder / "grid.png").is_file()
+    Image.new("RGB", (8, 8)).save(server.base / "outside.png")  # an image beside the batches, and a link to it
+    (folder / "link.png").symlink_to(server.base / "outside.png")
+    for path, code, why in (("../../outside.png", 404, "outside"), ("link.png", 404, "outside"),
+                            ("/etc/passwd", 400, "inside the batch folder"), ("grid.ablation.json", 404, "not an image"),
+                            ("nothing.png", 404, "has no file")):
         status, body = http_json(f"{server.url}/lorawb/batches/{batch_id}/file?path={urllib.request.quote(path)}")
-        assert status == code and body["error"]["field"] == "path", (path, status, body)
+        assert status == code and body["error"]["field"] == "path" and why in body["error"]["message"], (path, body)
     status, body = http_json(f"{server.url}/lorawb/batches/999999")
     assert status == 404, body
 
