@@ -75,7 +75,7 @@ def row(name: str, timing: tuple[float, float], base: tuple[float, float] | None
     b, med = timing
     per_job = f"{b / per * 1000:7.1f} ms/job" if per else " " * 14
     ratio = f"{b / base[0]:6.3f}×" if base else "   —   "
-    print(f"| {name:<44} | {b:7.3f} s | {med:7.3f} s | {per_job} | {ratio} |")
+    print(f"| {name:<58} | {b:7.3f} s | {med:7.3f} s | {per_job} | {ratio} |")
 
 
 def main() -> None:
@@ -96,8 +96,8 @@ def main() -> None:
             bare_loop(urls[0], 5, base / "warm")  # first prompts load ComfyUI's nodes; not timed
             ours(q, urls[:1], 5)
             print(f"cores usable: {cores}, load average at start: {load:.2f}, ComfyUI: {servers[0].comfy}")
-            print(f"| {'what':<44} | {'best':>9} | {'median':>9} | {'per job':>14} | {'ratio':>7} |")
-            print(f"|{'-' * 46}|{'-' * 11}|{'-' * 11}|{'-' * 16}|{'-' * 9}|")
+            print(f"| {'what':<58} | {'best':>9} | {'median':>9} | {'per job':>14} | {'ratio':>7} |")
+            print(f"|{'-' * 60}|{'-' * 11}|{'-' * 11}|{'-' * 16}|{'-' * 9}|")
             n = args.jobs
             bare = best(lambda: bare_loop(urls[0], n, base / "bare"), args.runs)
             row(f"bare /prompt+/history loop, {n} tiny jobs", bare, per=n)

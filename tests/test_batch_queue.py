@@ -97,6 +97,24 @@ def test_no_server_reachable_keeps_the_jobs_queued_and_names_the_url(tmp_path):
     q.close()
 
 
+def test_a_prompt_that_breaks_the_server_is_retried_with_backoff_then_fails(servers, tmp_path):
+    """A prompt whose node is not an object: the 2024 ComfyUI answers 500 (retried, then given up), a current one
+    400 (rejected at once). Either way the job fails with the reason and the batch goes on."""
+    a = servers[0]
+    q = BatchQueue(tmp_path / "lib.sqlite3", tmp_path / "results")
+    items = (WorkItem("broken", {"1": "not a node"}, "1"), WorkItem("fine", image_workflow(1100), "9"))
+    batch = q.submit(BatchPlan("ab", "broken", {}, items))
+    summary = q.run(batch, [a.url], backoff_s=(0.05, 0.1, 0.2))
+    broken, fine = q.jobs(batch)
+    assert (broken.state, fine.state, summary.done, summary.failed) == ("failed", "done", 1, 1)
+    if "answered 500" in broken.error:
+        assert broken.attempts == J.MAX_ATTEMPTS and "gave up after 4 attempts" in broken.error
+        assert summary.requeued == J.MAX_ATTEMPTS - 1
+    else:
+        assert broken.attempts == 1 and "rejected" in broken.error
+    q.close()
+
+
 def test_a_claimed_job_that_never_reached_the_server_is_sent_once(servers, tmp_path):
     """The crash window between marking a job submitted and POST /prompt: the rerun does not find it and sends it."""
     a = servers[0]

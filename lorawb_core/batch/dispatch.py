@@ -48,6 +48,8 @@ class _Server:
     remaining: int = 0
     last_group: str | None = None
     ws_connected: bool = False
+    follow_only: bool = False
+    """A server not in this run's list that has a job of an earlier run: followed, never given work."""
     flights: dict[int, asyncio.Task] = field(default_factory=dict)
     wakers: dict[str, asyncio.Event] = field(default_factory=dict)
     jobs_by_pid: dict[str, J.Job] = field(default_factory=dict)
@@ -172,11 +174,9 @@ class Dispatcher:
             self._wake.clear()
             await self._fill(servers)
             flying = sum(len(s.flights) for s in servers.values())
-            if flying == 0:
-                ready_in = await self._q(J.next_ready_in, batch_id=self.batch_id)
-                if ready_in is None and await self._q(J.pending_count, batch_id=self.batch_id) == 0:
-                    return
-            healthy = [s for s in servers.values() if s.healthy]
+            if flying == 0 and await self._q(J.next_ready_in, batch_id=self.batch_id) is None:
+                return  # nothing queued and nothing of ours in flight (another dispatcher's jobs are its own)
+            healthy = [s for s in servers.values() if s.healthy and not s.follow_only]
             if healthy:
                 down_since = None
             else:
@@ -185,7 +185,7 @@ class Dispatcher:
                     await self._unreachable(servers)
             if time.monotonic() - last_check > 2.0 or not healthy:
                 last_check = time.monotonic()
-                await asyncio.gather(*(self._check(s) for s in servers.values() if not s.healthy))
+                await asyncio.gather(*(self._check(s) for s in servers.values() if not s.healthy and not s.follow_only))
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=0.25 if flying == 0 else 1.0)
             except asyncio.TimeoutError:
@@ -194,7 +194,7 @@ class Dispatcher:
 
     async def _fill(self, servers: dict[str, _Server]) -> None:
         while not self.stop.is_set():
-            free = [s for s in servers.values() if s.healthy and len(s.flights) < self.k]
+            free = [s for s in servers.values() if s.healthy and not s.follow_only and len(s.flights) < self.k]
             if not free:
                 return
             s = min(free, key=lambda s: (s.load, s.url))
@@ -233,7 +233,7 @@ class Dispatcher:
                 await self._q(J.sent, job, hit.prompt_id)
                 job = await self._q(J.get_job, job.id)
             if s is None:  # a server not in this run's list: follow the job there without giving it new work
-                s = servers.setdefault(job.server, _Server(job.server, client, healthy=False))
+                s = servers.setdefault(job.server, _Server(job.server, client, follow_only=True))
             self._start(s, job, fresh=False, located=hit)
 
     # ---- one job ----------------------------------------------------------------------------------------------

@@ -131,6 +131,7 @@ def cmd_run(args: argparse.Namespace, out) -> int:
         finally:
             bar.close()
         failed = q.jobs(args.batch, ("failed", "cancelled")) if args.batch is not None else []
+        images = q.batch_dir(args.batch) if args.batch is not None else None
     finally:
         q.close()
     data = {"done": summary.done, "failed": summary.failed, "requeued": summary.requeued,
@@ -140,8 +141,8 @@ def cmd_run(args: argparse.Namespace, out) -> int:
     else:
         out.line(f"{summary.done} done, {summary.failed} failed, {summary.left} left"
                  + (f" (followed {summary.recovered} already on a server)" if summary.recovered else "") + ".")
-        if args.batch is not None:
-            out.line(f"images: {q.batch_dir(args.batch)}")
+        if images is not None:
+            out.line(f"images: {images}")
     if summary.left:
         return EXIT_LEFT
     return EXIT_FAILED if summary.failed or failed else 0

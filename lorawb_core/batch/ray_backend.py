@@ -238,8 +238,8 @@ class RayDispatcher:
                     break
                 self._emit(job, "submitted", url)
                 self._send(actors, url, job, pending, load, fresh=True)
-            if not pending and J.pending_count(db, batch_id=self.batch_id) == 0:
-                break
+            if not pending and J.next_ready_in(db, batch_id=self.batch_id) is None:
+                break  # nothing queued and nothing of ours in flight
             if not alive:
                 down_since = down_since or time.monotonic()
                 if time.monotonic() - down_since > self.dead_after_s:

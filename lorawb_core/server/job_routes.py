@@ -99,8 +99,8 @@ class JobRunner:
                     if self._restart:  # the servers changed meanwhile: try those
                         continue
                     raise
-                if summary.left == 0 or summary.stopped:
-                    break
+                if summary.stopped or not self.queue.jobs(None, ["queued"], limit=1):
+                    break  # nothing new was queued while it ran
             self.last = {"state": "idle", "done": summary.done, "failed": summary.failed, "left": summary.left,
                          "finished_at": time.time()}
             self.service._send("lorawb.jobs_idle", {k: self.last[k] for k in ("done", "failed", "left")})
