@@ -167,7 +167,7 @@ def test_preview_button_jobs_view_and_thumbnail(page, standalone):
     page.wait_for_selector(".lwb-batch.is-finished[data-kind=preview] [data-act=results]", timeout=300_000)
     page.wait_for_selector(".lwb-toast:has-text('Batch done')")
     assert "1 done" in page.locator(".lwb-batch[data-kind=preview] .lwb-batch-counts").first.text_content()
-    page.click(".lwb-row:has(.lwb-row-name:text-is('snow_style'))")  # back to its details: the thumbnail is there
+    page.click(".lwb-tab:has-text('Details')")  # back to its details: the thumbnail is there
     page.wait_for_function("() => { const i = document.querySelector('.lwb-detail-thumb');"
                            " return i && i.complete && i.naturalWidth > 0; }")
     page.wait_for_function("() => [...document.querySelectorAll('.lwb-row')].some(r => r.textContent.includes("

@@ -64,7 +64,7 @@ def test_preview_button_queues_on_its_own_host_and_the_thumbnail_appears(comfyui
         page.click(".lwb-tab:has-text('Jobs')")
         page.wait_for_selector(".lwb-batch.is-finished[data-kind=preview] [data-act=results]", timeout=300_000)
         page.screenshot(path=str(tmp_path / "comfyui-jobs.png"))
-        page.locator(".lwb-row", has_text="panel_fox").click()
+        page.click(".lwb-tab:has-text('Details')")
         page.wait_for_function("() => { const i = document.querySelector('.lwb-detail-thumb');"
                                " return i && i.complete && i.naturalWidth > 0; }", timeout=60_000)
         page.wait_for_function("() => [...document.querySelectorAll('.lwb-row')].some(r => r.textContent.includes("

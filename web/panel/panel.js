@@ -33,6 +33,7 @@ export function mountPanel(el, session) {
   const root = h("div", { class: "lwb" }, header, h("div", { class: "lwb-main" }, listPane, detailPane));
   let view = null;
   let shown = null;
+  let selected = state.selected;
 
   function drawHeader() {
     root.classList.toggle("is-compact", compact());
@@ -68,7 +69,10 @@ export function mountPanel(el, session) {
   const unsubscribe = session.subscribe((topic) => {
     if (topic === "info" || topic === "settings") drawHeader();
     if (topic === "tab" || topic === "composer" || topic === "batches") drawTabs();
-    if (topic === "selection" && state.tab !== "details") session.setTab("details");
+    if (topic === "selection" && state.selected !== selected) { // another LoRA (not a refresh): its details
+      selected = state.selected;
+      if (state.tab !== "details") session.setTab("details");
+    }
   });
   return () => {
     unsubscribe();
