@@ -197,3 +197,20 @@ def test_xy_dialog_queues_a_grid_and_the_viewer_shows_its_cells(page, standalone
     page.wait_for_selector(".lwb-toast:has-text('Copied')")
     page.click(".lwb-viewer-grid")
     assert "is-zoomed" in page.locator(".lwb-viewer-grid").get_attribute("class")
+
+
+def test_ablation_scores_show_beside_the_block_graph(page, standalone):
+    select(page, "snow_style")
+    page.click(".lwb-batch-actions [data-act=ablate]")
+    page.wait_for_selector(".lwb-toast:has-text('Queued')")
+    page.wait_for_selector(".lwb-graph-row .lwb-ablation tbody tr", timeout=300_000)
+    _, batches = http_json(standalone.url + "/lorawb/jobs")
+    ablation = next(b for b in batches["batches"] if b["kind"] == "ablation")
+    _, data = http_json(f"{standalone.url}/lorawb/batches/{ablation['id']}")
+    scores = data["finished"]["ablation"]["scores"]
+    rows = page.locator(".lwb-ablation tbody tr")
+    assert rows.count() == len(scores) == len(ablation["spec"]["blocks"]) > 1
+    assert [rows.nth(i).get_attribute("data-block") for i in range(rows.count())] == [s["block"] for s in scores]
+    first = rows.first.locator("td").all_text_contents()  # block, image effect, weight strength side by side
+    assert first[0] == scores[0]["block"] and first[1].endswith(f"{scores[0]['score']:.3g}")
+    assert first[2] != "–"  # the measured weight norm of that block

@@ -31,6 +31,7 @@ def comfyui(tmp_path_factory):
         pytest.skip(f"COMFYUI_DIR={COMFYUI_DIR} holds no ComfyUI main.py")
     checkpoint = tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
     base = tmp_path_factory.mktemp("comfy")
+    (base / "models" / "loras").mkdir(parents=True)
     write_tiny_sd15_lora(base / "models" / "loras" / "panel_fox.safetensors", seed=7)
     config = base / "preview_config.json"
     config.write_text(json.dumps({"defaults": {"checkpoint": TINY_CHECKPOINT, "steps": 1, "width": 64,
