@@ -122,7 +122,7 @@ function batchActions(session, d) {
 function ablationSection(session, d) {
   const report = session.batches.ablationFor(d.stable_id);
   if (!report) return null;
-  const norms = Object.fromEntries((Array.isArray(d.blocks) ? d.blocks : []).map((b) => [b.block_id, b.norm]));
+  const norms = Object.fromEntries((Array.isArray(d.blocks) ? d.blocks : []).map((b) => [b.id, b.norm]));
   return section(`Block ablation (batch ${report.batch}): image vs weights`, ablationTable(report, norms),
     h("button", { class: "lwb-btn lwb-link", type: "button", on: { click: () => openViewer(session, report.batch) } },
       "Open the grid"));
