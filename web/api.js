@@ -9,6 +9,10 @@ export const EVENTS = Object.freeze({
   progress: "lorawb.scan_progress",
   done: "lorawb.scan_done",
   error: "lorawb.scan_error",
+  job: "lorawb.job",
+  jobsIdle: "lorawb.jobs_idle",
+  jobsError: "lorawb.jobs_error",
+  batchDone: "lorawb.batch_done",
 });
 
 // Every route the panel calls: name -> [method, path template]. tests/test_ui_static.py checks this table against
@@ -54,6 +58,8 @@ export const ROUTES = Object.freeze({
   job: ["GET", "/lorawb/jobs/{job_id}"],
   cancelJob: ["POST", "/lorawb/jobs/{job_id}/cancel"],
   retryJob: ["POST", "/lorawb/jobs/{job_id}/retry"],
+  batch: ["GET", "/lorawb/batches/{batch_id}"],
+  batchFile: ["GET", "/lorawb/batches/{batch_id}/file"],
   cancelBatch: ["POST", "/lorawb/batches/{batch_id}/cancel"],
   retryBatch: ["POST", "/lorawb/batches/{batch_id}/retry"],
   finishBatch: ["POST", "/lorawb/batches/{batch_id}/finish"],
@@ -242,6 +248,18 @@ export function createApi(transport, { askToken = null } = {}) {
     organizeUndo: (run) => call("organizeUndo", { body: run === undefined ? { confirm: true } : { run, confirm: true } }),
     reconcile: () => call("reconcile"),
     reconcileFix: () => call("reconcileFix", { body: { fix: true } }),
+    // the job queue: batches (or one batch's jobs with query.batch), cancel / retry, start the runner
+    jobs: (query) => call("jobs", { query }),
+    runJobs: (data = {}) => call("runJobs", { body: data }),
+    cancelJob: (job) => call("cancelJob", { params: { job_id: job } }),
+    retryJob: (job) => call("retryJob", { params: { job_id: job } }),
+    cancelBatch: (batch) => call("cancelBatch", { params: { batch_id: batch } }),
+    retryBatch: (batch) => call("retryBatch", { params: { batch_id: batch } }),
+    // a batch with its cells and (once finished) its grid / previews / ablation report; an <img> src of its files
+    batch: (batch) => call("batch", { params: { batch_id: batch } }),
+    batchFileUrl: (batch, path) => transport.url(ROUTES.batchFile[1].replace("{batch_id}",
+      encodeURIComponent(String(batch))) + `?path=${encodeURIComponent(path)}`),
+
     // batches: plan (and queue unless data.dry_run) previews, A/B and XY; finish a run batch; preview settings
     planPreviews: (data) => call("planPreviews", { body: data }),
     planAb: (data) => call("planAb", { body: data }),

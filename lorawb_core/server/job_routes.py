@@ -10,7 +10,8 @@ id out; the runner starts by itself). One runner thread per service runs every q
 
 Events: ``lorawb.job`` ``{job, batch, key, state, server, value?, max?, error?, images?}`` on every state change (and
 sampler progress, at most 5 per second per job); ``lorawb.jobs_idle`` ``{done, failed, left}`` when the runner
-stops; ``lorawb.jobs_error`` ``{type, message}`` when it cannot run (no server answers: the jobs stay queued).
+stops; ``lorawb.jobs_error`` ``{type, message}`` when it cannot run (no server answers: the jobs stay queued);
+``lorawb.batch_done`` when a batch's last job ended and its finisher ran (:mod:`.batch_routes`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def _id(request: web.Request, name: str) -> int:
 
 class JobRunner:
     """The background thread that runs the queue for one service."""
+
+    job_ended: Any = None
+    """``job_ended(runner, batch_id)`` after a job reached a final state (set by :mod:`.batch_routes`)."""
 
     def __init__(self, service: Any) -> None:
         from ..batch.queue import BatchQueue
@@ -80,6 +84,8 @@ class JobRunner:
         if ev.images:
             data["images"] = list(ev.images)
         self.service._send("lorawb.job", data)
+        if ev.state in J.FINAL and JobRunner.job_ended is not None:  # batch_routes finishes a batch whose last
+            JobRunner.job_ended(self, ev.batch_id)                     # job this was
 
     def _run(self) -> None:
         from ..errors import LorawbError

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..service import LibraryService
+from .batch_routes import BatchRoutes
 from .combined_routes import CombinedProfileRoutes
 from .http import MUTATING, Security, endpoint
 from .job_routes import JobRoutes
@@ -79,6 +80,8 @@ ROUTES: tuple[RouteDefinition, ...] = (
     R("GET", "/lorawb/jobs/{job_id}", "get_job"),
     R("POST", "/lorawb/jobs/{job_id}/cancel", "cancel_job"),
     R("POST", "/lorawb/jobs/{job_id}/retry", "retry_job"),
+    R("GET", "/lorawb/batches/{batch_id}", "get_batch"),
+    R("GET", "/lorawb/batches/{batch_id}/file", "batch_file"),
     R("POST", "/lorawb/batches/{batch_id}/cancel", "cancel_batch"),
     R("POST", "/lorawb/batches/{batch_id}/retry", "retry_batch"),
     R("POST", "/lorawb/batches/{batch_id}/finish", "finish_batch"),
@@ -91,7 +94,7 @@ ROUTES: tuple[RouteDefinition, ...] = (
 
 
 class Handlers(LibraryRoutes, ProfileRoutes, ComposeRoutes, MergeRoutes, CombinedProfileRoutes, OrganizeRoutes,
-               JobRoutes, PreviewRoutes, PlanRoutes):
+               JobRoutes, PreviewRoutes, PlanRoutes, BatchRoutes):
     """Every handler of the table, as methods named by ``RouteDefinition.handler_name``."""
 
 

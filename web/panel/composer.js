@@ -1,6 +1,7 @@
 // The composer: a stack of LoRAs (Ctrl/⌘-click rows or "Add to composer"), checked by the server's compose gate:
 // verdict, reasons, warnings and the combined per-block graph. State lives in the session.
 
+import { openAbDialog, openXyDialog } from "./batch_dialogs.js";
 import { blockGraph } from "./blockgraph.js";
 import { clear, debounce, familyBadge, fmtNum, h } from "./dom.js";
 
@@ -181,8 +182,13 @@ export function mountComposer(container, session) {
         h("button", { class: "lwb-btn lwb-icon-btn", type: "button", title: "Remove from the stack",
           on: { click: () => comp.toggle(e) } }, "✕")));
     }
+    const stack = () => st.entries.map((e) => `${e.stable_id}:${e.strength_model}`);
     root.append(list, h("div", { class: "lwb-actions" }, h("button", { class: "lwb-btn lwb-link", type: "button",
-      on: { click: () => comp.clear() } }, "Clear the stack")));
+      on: { click: () => comp.clear() } }, "Clear the stack"),
+    h("button", { class: "lwb-btn", type: "button", dataset: { act: "ab" },
+      on: { click: () => openAbDialog(session, stack()) } }, "A/B…"),
+    h("button", { class: "lwb-btn", type: "button", dataset: { act: "xy" },
+      on: { click: () => openXyDialog(session, stack()) } }, "XY…")));
     if (st.checking && !st.verdict) root.append(h("div", { class: "lwb-empty" }, "Checking…"));
     if (st.error) root.append(h("div", { class: "lwb-alert" }, st.error.message));
     const v = st.verdict;

@@ -1,10 +1,12 @@
 // The details of the selected LoRA: identity, family with its evidence, format and algorithms, rank/alpha, trigger
 // words (click to copy), hashes, training facts and the block graph; actions into the graph, reindex, CSV.
 
+import { openAbDialog, openXyDialog } from "./batch_dialogs.js";
 import { blockGraph } from "./blockgraph.js";
 import { clear, copyText, download, familyBadge, fmtNum, fmtSize, h } from "./dom.js";
 import { mountEditor } from "./editor.js";
 import { DRAG_TYPE, dragPayload } from "./canvas.js";
+import { ablationTable, openViewer } from "./viewer.js";
 
 const TRAINING_LABELS = {
   steps: "Steps", epoch: "Epoch", epochs: "Epochs", max_steps: "Max steps", images: "Images",
@@ -91,6 +93,41 @@ function actions(session, d) {
   return bar;
 }
 
+// Preview (a new one replaces the old only after a confirm), A/B, XY and block ablation for this LoRA
+function batchActions(session, d) {
+  const { batches, host } = session;
+  const queue = (what, fn) => async () => {
+    try { await fn(); } catch (err) { host.toast("error", what, err.message); }
+  };
+  const preview = h("button", { class: "lwb-btn", type: "button", dataset: { act: "preview" },
+    title: "Generate a preview image on ComfyUI (settings: Jobs → Preview settings)",
+    on: { click: queue("Preview", async () => {
+      const force = !!d.preview && await host.confirm(`${d.stable_id} has a preview. Replace it?`);
+      if (d.preview && !force) return;
+      await batches.preview([d.stable_id], { force });
+    }) } }, d.preview ? "New preview" : "Preview");
+  const ab = h("button", { class: "lwb-btn", type: "button", dataset: { act: "ab" },
+    on: { click: () => openAbDialog(session, [d.stable_id]) } }, "A/B…");
+  const xy = h("button", { class: "lwb-btn", type: "button", dataset: { act: "xy" },
+    on: { click: () => openXyDialog(session, [d.stable_id]) } }, "XY…");
+  const ablate = h("button", { class: "lwb-btn", type: "button", dataset: { act: "ablate" },
+    title: "One image per block muted, scored against the all-blocks image (LBW's effective-block analysis)",
+    on: { click: queue("Block ablation", () => batches.queue("xy", { stack: [d.stable_id], ablate: "mute" })) } },
+  "Ablate blocks");
+  ablate.disabled = !d.layout_id;
+  preview.disabled = !!d.missing;
+  return h("div", { class: "lwb-actions lwb-batch-actions" }, preview, ab, xy, ablate);
+}
+
+function ablationSection(session, d) {
+  const report = session.batches.ablationFor(d.stable_id);
+  if (!report) return null;
+  const norms = Object.fromEntries((Array.isArray(d.blocks) ? d.blocks : []).map((b) => [b.id, b.norm]));
+  return section(`Block ablation (batch ${report.batch}): image vs weights`, ablationTable(report, norms),
+    h("button", { class: "lwb-btn lwb-link", type: "button", on: { click: () => openViewer(session, report.batch) } },
+      "Open the grid"));
+}
+
 // Renders the selected LoRA into `container`; returns a cleanup (the editor's subscription).
 function renderDetails(container, session) {
   const { state } = session;
@@ -138,8 +175,9 @@ function renderDetails(container, session) {
   container.append(...[
     header,
     actions(session, d),
+    batchActions(session, d),
     d.error ? h("div", { class: "lwb-alert" }, d.error) : null,
-    section("Block graph", graph),
+    h("div", { class: "lwb-graph-row" }, section("Block graph", graph), ablationSection(session, d)),
     layout ? h("div", { class: "lwb-editor-slot" }) : null,
     section("Identity", kvTable(names)),
     section("Family", kvTable([

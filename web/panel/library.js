@@ -117,6 +117,7 @@ export function mountLibrary(container, session) {
   // ---- the list ----
   function createRow() {
     const row = h("div", { class: "lwb-row", role: "option", draggable: "true" },
+      h("span", { class: "lwb-row-thumb is-empty" }),
       h("span", { class: "lwb-row-badge" }),
       h("span", { class: "lwb-row-main" }, h("span", { class: "lwb-row-name" }), h("span", { class: "lwb-row-sub" })),
       h("span", { class: "lwb-row-spark" }),
@@ -139,11 +140,25 @@ export function mountLibrary(container, session) {
     return row;
   }
 
+  // a lazy 64 px thumbnail of the LoRA's preview (the route makes and caches it); an empty box when it has none
+  function drawThumb(thumb, item) {
+    const src = item.has_preview && item.stable_id ? session.api.previewUrl(item.stable_id, 64) : null;
+    const img = thumb.firstChild;
+    if (src && img?.getAttribute("src") === src) return;
+    clear(thumb).classList.toggle("is-empty", !src);
+    if (src) {
+      const el = h("img", { src, alt: "", loading: "lazy", decoding: "async" });
+      el.addEventListener("error", () => { el.remove(); thumb.classList.add("is-empty"); });
+      thumb.append(el);
+    }
+  }
+
   function renderRow(row, item) {
-    const [badge, main, spark, mark] = row.children;
+    const [thumb, badge, main, spark, mark] = row.children;
     const [name, sub] = main.children;
     row.classList.toggle("is-loading", !item);
     if (!item) {
+      clear(thumb).classList.add("is-empty");
       clear(badge);
       name.textContent = "…";
       sub.textContent = "";
@@ -162,6 +177,7 @@ export function mountLibrary(container, session) {
     row.dataset.id = item.key;
     row.dataset.version = version;
     clear(badge).append(familyBadge(item.family, item.variant));
+    drawThumb(thumb, item);
     name.textContent = item.name ?? item.file_name ?? "(unnamed)";
     sub.textContent = [item.stable_id ?? "no ID", item.layout_id ?? "no layout",
       item.rank ? `r${item.rank}` : null, item.variant].filter(Boolean).join(" · ");

@@ -3,6 +3,7 @@
 // listeners are registered here once (ComfyUI only dispatches an event type that has a listener already).
 
 import { EVENTS } from "../api.js";
+import { createBatchState } from "./batch_state.js";
 import { createComposerState } from "./composer.js";
 import { createEditorState } from "./editor_state.js";
 import { SETTING } from "./settings.js";
@@ -234,6 +235,7 @@ export function createSession(api, host) {
   };
   session.editor = createEditorState(session);
   session.composer = createComposerState(session);
+  session.batches = createBatchState(session);
   state.tab = "details";
   return session;
 }
