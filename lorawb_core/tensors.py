@@ -56,8 +56,9 @@ class TensorLoader:
     read-only: the views must never be written to (every consumer converts or multiplies them into new tensors).
     """
 
-    def __init__(self, structure: FileStructure):
+    def __init__(self, structure: FileStructure, *, populate: bool = True):
         self.structure = structure
+        self.populate = populate  # fault the whole file in at once (every byte will be read soon)
         self._fh: Any = None
         self._map: mmap.mmap | None = None
         self._bytes: Any = None  # the map as a numpy uint8 array (mapped_bytes)
@@ -67,7 +68,7 @@ class TensorLoader:
         self._fh = open(self.structure.path, "rb")  # noqa: SIM115 - closed in __exit__
         # read-only shared map of the page cache, pre-faulted in one call where the OS can (every byte is read)
         if hasattr(mmap, "MAP_SHARED"):
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if self.populate else 0)
             self._map = mmap.mmap(self._fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
         else:  # Windows
             self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -91,6 +92,14 @@ class TensorLoader:
         if name is None or not hasattr(torch, name):
             raise InvalidTensor(f"tensor {key}: dtype {info.dtype} cannot be used for LoRA math.")
         return getattr(torch, name)
+
+    def release(self) -> None:
+        """Drop the pages read so far from this process's resident set (they stay in the OS page cache; a later
+        read faults them in again from the unchanged file). A streaming reader calls this now and then so its
+        resident memory stays one module deep instead of growing to the whole file."""
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        if self._map is not None and advice is not None:
+            self._map.madvise(advice)
 
     def check_dtype(self, key: str) -> None:
         """Raise the :class:`InvalidTensor` that :meth:`get` raises for a tensor whose dtype torch cannot use."""
@@ -130,6 +139,6 @@ class TensorLoader:
 
 
 @contextmanager
-def open_tensors(structure: FileStructure) -> Iterator[TensorLoader]:
-    with TensorLoader(structure) as loader:
+def open_tensors(structure: FileStructure, *, populate: bool = True) -> Iterator[TensorLoader]:
+    with TensorLoader(structure, populate=populate) as loader:
         yield loader

@@ -439,3 +439,23 @@ def test_block_norms_match_dense_for_dtypes_ranks_and_odd_offsets(tmp_path, dtyp
         dense = _dense_norms(p)
         for r in report.modules:
             assert r.norm == pytest.approx(dense[r.key], rel=1e-5), (r.key, odd)
+
+
+def test_released_pages_read_back_the_same_tensors(tmp_path):
+    """A streaming reader drops the pages it has read (``release``): a view taken before and a read after give the
+    file's values, and the file is unchanged."""
+    from safetensors.torch import save_file
+
+    p = tmp_path / "t.safetensors"
+    tensors = {f"m{i}.lora_down.weight": torch.randn(4, 320 + i) for i in range(8)}
+    save_file(tensors, str(p))
+    before = p.read_bytes()
+    structure = inspect_structure(p).structure
+    with open_tensors(structure, populate=False) as loader:
+        early = loader.get("m0.lora_down.weight")
+        loader.release()
+        assert torch.equal(early, tensors["m0.lora_down.weight"])
+        for key, t in tensors.items():
+            assert torch.equal(loader.get(key), t)
+            loader.release()
+    assert p.read_bytes() == before

@@ -110,6 +110,9 @@ def _stored(t, dtype, key: str):
     return t.contiguous()
 
 
+_RELEASE_EVERY = 32  # modules between drops of the inputs' read pages (a drop costs one madvise per input)
+
+
 @contextmanager
 def _one_thread():
     """Run the per-module factorisations on one thread: they are small (m×R QRs, R×R SVDs), and OpenMP's thread
@@ -176,7 +179,9 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
     from ..tensors import open_tensors
 
     with ExitStack() as stack, torch.no_grad(), _one_thread():
-        loaders = {s.index: stack.enter_context(open_tensors(s.analysis.structure)) for s in sources}
+        # module by module: the inputs are mapped without faulting them in and their pages are dropped as the merge
+        # goes, so resident memory holds the output and a few modules, not every input file
+        loaders = {s.index: stack.enter_context(open_tensors(s.analysis.structure, populate=False)) for s in sources}
         base_model = BaseModel(base) if base is not None else None
         for i, g in enumerate(groups):
             lowrank, dense, carried = _terms(g, loaders, base_model)
@@ -195,6 +200,9 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
                     _write_module(tensors, g, d.up[:, :k], d.down[:k], a, torch_dtype)
                 modules.append(ModuleMerge(g.key, g.target, g.block, len(g.parts), d.available, k, energy,
                                            d.kept_energy if k else energy, d.dense))
+            if i % _RELEASE_EVERY == _RELEASE_EVERY - 1:
+                for loader in loaders.values():
+                    loader.release()
             if progress:
                 progress(i + 1, len(groups), g.key)
     if not any(m.rank or m.energy for m in modules):
