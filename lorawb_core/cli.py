@@ -218,18 +218,14 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     specs = build_sample_library(root)
     out.line(f"sample library: {len(specs)} real-format LoRA files written under {root}")
     out.line()
-    ns = argparse.Namespace(paths=[str(root)], json=False, hash=True, blocks=tensors, modules=False)
-    rc = cmd_inspect(ns, out)
+    rc = cmd_inspect(_args("inspect", root, "--hash", *(["--blocks"] if tensors else [])), out)
     db = args.db or str(root / "library.sqlite3")
     out.line(f"\nindexing into {db}" + ("" if tensors else " (headers only)"))
-    rc |= cmd_index(argparse.Namespace(roots=[str(root)], db=db, full=False, structure_only=not tensors,
-                                       workers=None, json=False), out)
+    rc |= cmd_index(_args("index", root, "--db", db, *([] if tensors else ["--structure-only"])), out)
     out.line("\nsearch 'flux'")
-    rc |= cmd_search(argparse.Namespace(query=["flux"], db=db, family=None, variant=None, layout=None, format=None,
-                                        algorithm=None, state=None, category=None, show="present", duplicates=False,
-                                        sort="relevance", desc=False, limit=20, page=1, json=False), out)
+    rc |= cmd_search(_args("search", "flux", "--db", db, "--limit", 20), out)
     out.line("\nlibrary check")
-    rc |= cmd_check(argparse.Namespace(db=db, no_paths=False), out)
+    rc |= cmd_check(_args("check", "--db", db), out)
     if not tensors:
         out.line("\nskipped without PyTorch: block strengths and the library's hashes (inspect --blocks, index "
                  f"phase (b)) and the compose gate; {INSTALL_TORCH}, then run lorawb demo again")
@@ -251,12 +247,15 @@ def _demo_compose(db_path: str, out: Output) -> int:
         return 0
     a, b = ids["sd15"][:2]
     out.line(f"\ncompose {a}:0.8 {b}@OUTD (a stack of two SD 1.x LoRAs, the second with LBW's OUTD weights)")
-    ns = argparse.Namespace(entries=[f"{a}:0.8", f"{b}@OUTD"], db=db_path, json=False, threshold=2.0,
-                            no_directions=False)
-    rc = cmd_compose(ns, out)
+    rc = cmd_compose(_args("compose", f"{a}:0.8", f"{b}@OUTD", "--db", db_path), out)
     out.line(f"\ncompose {a} {ids['sdxl'][0]} (SD 1.x + SDXL: the gate refuses it)")
-    refused = cmd_compose(argparse.Namespace(**{**vars(ns), "entries": [a, ids["sdxl"][0]]}), out)
+    refused = cmd_compose(_args("compose", a, ids["sdxl"][0], "--db", db_path), out)
     return rc | (0 if refused == 1 else 1)
+
+
+def _args(*argv: object) -> argparse.Namespace:
+    """A command's arguments as its own parser reads them (the demo runs the real commands, every default set)."""
+    return build_parser().parse_args([str(a) for a in argv])
 
 
 def build_parser() -> argparse.ArgumentParser:
