@@ -1,8 +1,9 @@
 """The per-module math of a merge: ΔW = Σᵢ cᵢ·Uᵢ·Dᵢ kept in low rank, its exact SVD, and the rank choice.
 
 Stack the scaled factors ``U = [c₁U₁ … cₙUₙ]`` (m×R) and ``D = [D₁; …; Dₙ]`` (R×n), so that ``U·D = Σ cᵢUᵢDᵢ``
-exactly. With the reduced QRs ``U = Q₁R₁`` and ``Dᵀ = Q₂R₂``, ``U·D = Q₁·(R₁R₂ᵀ)·Q₂ᵀ``: the SVD of the small core
-``R₁R₂ᵀ = A·S·Bᵀ`` gives the SVD of the sum, ``(Q₁A)·S·(Q₂B)ᵀ``, without ever forming the m×n matrix. Keeping every
+exactly. With orthonormal-times-small factorisations ``U = Q₁R₁`` and ``Dᵀ = Q₂R₂`` (taken from the R×R Grams'
+eigen-decompositions), ``U·D = Q₁·(R₁R₂ᵀ)·Q₂ᵀ``: the SVD of the small core ``R₁R₂ᵀ = A·S·Bᵀ`` gives the SVD of the
+sum, ``(Q₁A)·S·(Q₂B)ᵀ``, without ever forming the m×n matrix. Keeping every
 singular value is lossless (concat); keeping the k largest is the best rank-k approximation in Frobenius and
 spectral norm (Eckart–Young), and its error is exactly ``sqrt(Σ_{i>k} σᵢ²)``.
 
@@ -139,19 +140,63 @@ def decompose(lowrank: list[tuple[Any, Any]], dense: list[Any], shape: tuple[int
         for u, d in lowrank:
             total.addmm_(u, d)
         return _dense(total, rule, conv=conv)
+    lowrank = [_balanced(u, d) for u, d in lowrank]
     u = torch.cat([u for u, _ in lowrank], dim=1)
     d = torch.cat([d for _, d in lowrank], dim=0)
-    q1, r1 = torch.linalg.qr(u)
-    q2, r2 = torch.linalg.qr(d.T)
-    a, s, bt = torch.linalg.svd(r1 @ r2.T)
     available = min(u.shape[1], m, n)
-    qa, qb = q1 @ a, q2 @ bt.T
-    sv = s.tolist()
-    k = rule.keep(sv[:available], conv=conv)
-    root = s[:k].sqrt()
-    up = qa[:, :k] * root
-    down = (qb[:, :k] * root).T
-    return Decomposed(up.contiguous(), down.contiguous(), sv, k, available, bool(dense))
+    # U = Q₁R₁ and Dᵀ = Q₂R₂ from the eigen-decompositions of the small Grams (UᵀU = V₁Λ₁V₁ᵀ gives
+    # R₁ = Λ₁^½V₁ᵀ, Q₁ = U·V₁Λ₁^-½): half the work of a Householder QR and no m×R or n×R Q is ever formed; only
+    # the k kept columns are, as U·(small) and (small)·D
+    w1, right1 = _gram_basis(u.T @ u)
+    w2, right2 = _gram_basis(d @ d.T)
+    sv = [0.0] * available
+    if not len(w1) or not len(w2):  # an all-zero sum
+        return _zero(u, m, n, sv, rule, conv=conv)
+    a, s, bt = torch.linalg.svd((w1.sqrt()[:, None] * (right1.T @ right2)) * w2.sqrt())
+    # σ below round-off of the factors' scale (‖U‖₂·‖D‖₂·1e-12) are what cancelling terms leave: zero, not a direction
+    s = s[s > float((w1[-1] * w2[-1]).sqrt()) * _CANCEL_TOL]
+    if not len(s):  # the terms cancel
+        return _zero(u, m, n, sv, rule, conv=conv)
+    sv[:len(s)] = s.tolist()[:available]
+    k = rule.keep(sv, conv=conv)
+    j = min(k, len(s))
+    root = s[:j].sqrt()
+    up = u.new_zeros(m, k)
+    down = u.new_zeros(k, n)
+    up[:, :j] = u @ ((right1 / w1.sqrt()) @ a[:, :j] * root)
+    down[:j] = ((root[:, None] * bt[:j]) @ (right2 / w2.sqrt()).T) @ d
+    return Decomposed(up, down, sv, k, available, False)
+
+
+def _balanced(u, d):
+    """``(u·t, d/t)`` with equal norms: the same product, so a file whose up factors are tiny and downs huge (or the
+    reverse) cannot fall under the Grams' round-off cut beside a file scaled the other way."""
+    nu, nd = float(u.norm()), float(d.norm())
+    if nu == 0 or nd == 0:
+        return u, d
+    t = (nd / nu) ** 0.5
+    return u * t, d / t
+
+
+def _zero(like, m: int, n: int, sv: list[float], rule: RankRule, *, conv: bool) -> Decomposed:
+    k = rule.keep(sv, conv=conv)
+    return Decomposed(like.new_zeros(m, k), like.new_zeros(k, n), sv, k, len(sv), False)
+
+
+_CANCEL_TOL = 1e-12
+_GRAM_TOL = 1e-14  # eigenvalues of a Gram below this share of the largest are its round-off (σ below 1e-7·σ₁)
+
+
+def _gram_basis(gram):
+    """(λ, V) of the directions a float64 Gram holds above its round-off: ``X = Q·diag(√λ)·Vᵀ`` for the X it came
+    from, with Q = X·V·diag(1/√λ) orthonormal."""
+    import torch
+
+    w, v = torch.linalg.eigh(gram)  # ascending
+    if not len(w) or not float(w[-1]) > 0:
+        return w[:0], v[:, :0]
+    keep = w > float(w[-1]) * _GRAM_TOL
+    return w[keep], v[:, keep]
 
 
 def _dense(total, rule: RankRule, *, conv: bool) -> Decomposed:

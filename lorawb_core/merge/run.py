@@ -23,7 +23,9 @@ Progress = Callable[[int, int, str], None]  # (done, total, module key)
 def _finite(t, src: Source, module: str, param: str) -> None:
     import torch
 
-    if not bool(torch.isfinite(t).all()):
+    # a float32 sum is finite exactly when every value is (NaN and ±Inf propagate; finite fp16 values cannot add up
+    # to an overflow) and runs ~8× faster than isfinite(t).all() on fp16; a non-finite sum is confirmed element-wise
+    if not math.isfinite(float(t.float().sum())) and not bool(torch.isfinite(t).all()):
         raise InvalidTensor(f"{src.title} ({src.path}): module {module} holds NaN or Inf values in '{param}'; "
                             "the file is damaged: leave it out of the merge.")
 
@@ -110,6 +112,29 @@ def _stored(t, dtype, key: str):
     return t.contiguous()
 
 
+def _ordered_map(fn, items, workers: int, ahead: int = 4):
+    """``fn`` over ``items`` on ``workers`` threads, yielded in order, at most ``workers + ahead`` in flight (the
+    results wait for the consumer, so the window bounds their memory). Inline with one worker."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="lorawb-merge") as pool:
+        window: deque = deque()
+        try:
+            for item in items:
+                window.append(pool.submit(fn, item))
+                if len(window) >= workers + ahead:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:  # an error (or a consumer that stopped): nothing more starts
+            for f in window:
+                f.cancel()
+
+
 _RELEASE_EVERY = 32  # modules between drops of the inputs' read pages (a drop costs one madvise per input)
 
 
@@ -183,15 +208,21 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
         # goes, so resident memory holds the output and a few modules, not every input file
         loaders = {s.index: stack.enter_context(open_tensors(s.analysis.structure, populate=False)) for s in sources}
         base_model = BaseModel(base) if base is not None else None
-        for i, g in enumerate(groups):
+
+        def merged(g: ModuleGroup):
             lowrank, dense, carried = _terms(g, loaders, base_model)
+            return carried, (decompose(lowrank, dense, g.matrix, rule, conv=g.conv) if lowrank or dense else None)
+
+        # modules are independent: two run at once (torch releases the GIL in its kernels; each runs on one thread),
+        # in order, at most a few ahead of the writer (the base model's reader is not shared across threads)
+        workers = 1 if base_model is not None else max(1, min(2, os.cpu_count() or 1))
+        for i, (g, (carried, d)) in enumerate(zip(groups, _ordered_map(merged, groups, workers), strict=True)):
             for name, t in carried.items():
                 tensors[f"{g.key}.{name}"] = _stored(t, torch_dtype, g.key)
-            if carried and not (lowrank or dense):
+            if carried and d is None:
                 energy = sum(float(t.pow(2).sum()) for t in carried.values())
                 modules.append(ModuleMerge(g.key, g.target, g.block, len(g.parts), 0, 0, energy, energy, False))
-            if lowrank or dense:
-                d = decompose(lowrank, dense, g.matrix, rule, conv=g.conv)
+            if d is not None:
                 energy = d.energy
                 k = d.kept if energy > 0 else 0
                 if k:
