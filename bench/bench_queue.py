@@ -83,19 +83,27 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=50)
     ap.add_argument("--busy-jobs", type=int, default=16)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--busy-passes", type=int, default=1, help="chained blurs of a busy job (its server-side work)")
     ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--server-threads", type=int, default=1,
+                    help="torch threads of each ComfyUI server (default 1: each server owns one core, as a GPU "
+                         "server owns its GPU; 0 = torch's default, every server on every core)")
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory(prefix="bench_queue-") as tmp:
         base = Path(tmp)
-        servers = [start_comfyui(base / "a", pack=False), start_comfyui(base / "b", pack=False)]
+        env = ({"OMP_NUM_THREADS": str(args.server_threads), "MKL_NUM_THREADS": str(args.server_threads)}
+               if args.server_threads else None)
+        servers = [start_comfyui(base / "a", pack=False, env=env), start_comfyui(base / "b", pack=False, env=env)]
         try:
             urls = [s.url for s in servers]
             q = BatchQueue(base / "lib.sqlite3", base / "results")
             bare_loop(urls[0], 5, base / "warm")  # first prompts load ComfyUI's nodes; not timed
             ours(q, urls[:1], 5)
-            print(f"cores usable: {cores}, load average at start: {load:.2f}, ComfyUI: {servers[0].comfy}")
+            threads = args.server_threads or "torch's default"
+            print(f"cores usable: {cores}, load average at start: {load:.2f}, torch threads per server: {threads}, "
+                  f"ComfyUI: {servers[0].comfy}")
             print(f"| {'what':<58} | {'best':>9} | {'median':>9} | {'per job':>14} | {'ratio':>7} |")
             print(f"|{'-' * 60}|{'-' * 11}|{'-' * 11}|{'-' * 16}|{'-' * 9}|")
             n = args.jobs
@@ -106,9 +114,9 @@ def main() -> None:
             one = best(lambda: ours(q, urls[:1], n), args.runs)
             row(f"BatchQueue 1 server, 2 in flight, {n} tiny", one, bare, per=n)
             m = args.busy_jobs
-            busy1 = best(lambda: ours(q, urls[:1], m, size=192, blur=31), args.runs)
+            busy1 = best(lambda: ours(q, urls[:1], m, size=192, blur=31, passes=args.busy_passes), args.runs)
             row(f"BatchQueue 1 server, {m} busy jobs", busy1, per=m)
-            busy2 = best(lambda: ours(q, urls, m, size=192, blur=31), args.runs)
+            busy2 = best(lambda: ours(q, urls, m, size=192, blur=31, passes=args.busy_passes), args.runs)
             row(f"BatchQueue 2 servers, {m} busy jobs (÷ 1 server)", busy2, busy1, per=m)
             print(f"throughput 2 servers ÷ 1: {busy1[0] / busy2[0]:.2f}× on {cores} core(s)")
             if not args.no_ray:
