@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from comfy_host import comfyui_dir
+from comfy_host import comfyui_dir, write_tiny_sd15_lora
 from ui_helpers import ROOT, free_port, http_json
 
 PACK_FOLDER = "lorawb"
@@ -79,6 +79,18 @@ class ComfyServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def tiny_lora_server(tmp_path_factory, loras: dict[str, dict]) -> tuple[Path, Path]:
+    """(checkpoint, base): the tiny checkpoint, and a fresh server base whose ``models/loras`` holds tiny SD1.5 LoRAs
+    (path under ``loras`` → options of ``write_tiny_sd15_lora``)."""
+    checkpoint = tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
+    base = tmp_path_factory.mktemp("server")
+    for rel, options in loras.items():
+        path = base / "models" / "loras" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_tiny_sd15_lora(path, **options)
+    return checkpoint, base
 
 
 def tiny_checkpoint(cache_dir: Path, comfy: Path | None = None) -> Path:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from comfy_host import write_tiny_sd15_lora
-from comfy_server import TINY_CHECKPOINT, start_comfyui, tiny_checkpoint, wait_scan
+from comfy_server import TINY_CHECKPOINT, start_comfyui, tiny_lora_server, wait_scan
 from PIL import Image
 from ui_helpers import http_json
 
@@ -36,13 +35,8 @@ CONFIG = PreviewConfig(defaults={"checkpoint": TINY_CHECKPOINT, "steps": 1, "wid
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     try:
-        checkpoint = tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
-        base = tmp_path_factory.mktemp("server")
-        loras = base / "models" / "loras"
-        loras.mkdir(parents=True)
-        write_tiny_sd15_lora(loras / "fox_style.safetensors", seed=3)
-        (loras / "snow").mkdir()
-        write_tiny_sd15_lora(loras / "snow" / "snow_style.safetensors", seed=5, te=False)
+        checkpoint, base = tiny_lora_server(tmp_path_factory, {"fox_style.safetensors": {"seed": 3},
+                                                               "snow/snow_style.safetensors": {"seed": 5, "te": False}})
         for folder, name in FLUX_FILES.items():
             (base / "models" / folder).mkdir(parents=True, exist_ok=True)
             (base / "models" / folder / name).write_bytes(b"")

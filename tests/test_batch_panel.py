@@ -18,8 +18,7 @@ import time
 import urllib.request
 
 import pytest
-from comfy_host import write_tiny_sd15_lora
-from comfy_server import TINY_CHECKPOINT, start_comfyui, tiny_checkpoint, wait_scan
+from comfy_server import TINY_CHECKPOINT, start_comfyui, tiny_lora_server, wait_scan
 from PIL import Image
 from ui_helpers import CHROMIUM, CHROMIUM_ARGS, ServeProcess, http_json
 
@@ -32,12 +31,8 @@ CONFIG = {"defaults": {"checkpoint": TINY_CHECKPOINT, "steps": 1, "width": 64, "
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     try:
-        checkpoint = tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
-        base = tmp_path_factory.mktemp("server")
-        loras = base / "models" / "loras"
-        loras.mkdir(parents=True)
-        write_tiny_sd15_lora(loras / "fox_style.safetensors", seed=3)
-        write_tiny_sd15_lora(loras / "snow_style.safetensors", seed=5, te=False)
+        checkpoint, base = tiny_lora_server(tmp_path_factory, {"fox_style.safetensors": {"seed": 3},
+                                                               "snow_style.safetensors": {"seed": 5, "te": False}})
         (base / "preview_config.json").write_text(json.dumps(CONFIG))
         (base / "lorawb_config.json").write_text("{}")
         env = {"LORAWB_PREVIEW_CONFIG": str(base / "preview_config.json"), "LORAWB_CONFIG": str(base / "lorawb_config.json"),

@@ -9,8 +9,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from comfy_host import write_tiny_sd15_lora
-from comfy_server import run_prompt, start_comfyui, tiny_checkpoint, wait_scan
+from comfy_server import run_prompt, start_comfyui, tiny_lora_server, wait_scan
 from ui_helpers import http_json
 
 from lorawb_core.errors import LorawbError
@@ -19,10 +18,7 @@ from lorawb_core.errors import LorawbError
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     try:
-        checkpoint = tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
-        base = tmp_path_factory.mktemp("server")
-        (base / "models" / "loras").mkdir(parents=True)
-        write_tiny_sd15_lora(base / "models" / "loras" / "tiny_style.safetensors", seed=3)
+        checkpoint, base = tiny_lora_server(tmp_path_factory, {"tiny_style.safetensors": {"seed": 3}})
         with start_comfyui(base, checkpoint=checkpoint) as running:
             wait_scan(running.url)
             yield running

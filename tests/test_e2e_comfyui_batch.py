@@ -13,8 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from comfy_host import write_tiny_sd15_lora
-from comfy_server import TINY_CHECKPOINT, start_comfyui, tiny_checkpoint, wait_scan
+from comfy_server import TINY_CHECKPOINT, start_comfyui, tiny_lora_server, wait_scan
 from ui_helpers import CHROMIUM, CHROMIUM_ARGS, http_json
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
@@ -29,10 +28,7 @@ pytestmark = [
 def comfyui(tmp_path_factory):
     if not (Path(COMFYUI_DIR) / "main.py").is_file():
         pytest.skip(f"COMFYUI_DIR={COMFYUI_DIR} holds no ComfyUI main.py")
-    checkpoint = tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
-    base = tmp_path_factory.mktemp("comfy")
-    (base / "models" / "loras").mkdir(parents=True)
-    write_tiny_sd15_lora(base / "models" / "loras" / "panel_fox.safetensors", seed=7)
+    checkpoint, base = tiny_lora_server(tmp_path_factory, {"panel_fox.safetensors": {"seed": 7}})
     config = base / "preview_config.json"
     config.write_text(json.dumps({"defaults": {"checkpoint": TINY_CHECKPOINT, "steps": 1, "width": 64,
                                                "height": 64, "prompt": "{name}, a fox"}}))
