@@ -64,3 +64,31 @@ def hash_file(path: str | os.PathLike[str], header_bytes: int,
         raise UnreadableFile(f"{os.fsdecode(path)}: cannot read the file to hash it ({exc.strerror}).") from None
     return Hashes(sha256=full.hexdigest(), addnet=data.hexdigest(),
                   autov1=legacy.hexdigest()[:8] if pos > 0x100000 else None)
+
+
+def hash_file_two_threads(path: str | os.PathLike[str], header_bytes: int) -> Hashes:
+    """:func:`hash_file`'s result in about half the wall time on an idle machine: the full-file and the data-region
+    SHA256 stream side by side on two threads (hashlib runs without the GIL), each reading the file once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def sha256_from(offset: int) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
+
+    try:
+        size = os.path.getsize(path)
+        with ThreadPoolExecutor(2, thread_name_prefix="lorawb-hash") as pool:
+            full, data = pool.submit(sha256_from, 0), pool.submit(sha256_from, header_bytes)
+            sha, addnet = full.result(), data.result()
+        legacy = None
+        if size > 0x100000:  # AutoV1: 64 KiB at 1 MiB
+            with open(path, "rb") as fh:
+                fh.seek(0x100000)
+                legacy = hashlib.sha256(fh.read(0x10000)).hexdigest()[:8]
+    except OSError as exc:
+        raise UnreadableFile(f"{os.fsdecode(path)}: cannot read the file to hash it ({exc.strerror}).") from None
+    return Hashes(sha256=sha, addnet=addnet, autov1=legacy)

@@ -15,7 +15,7 @@ from conftest import ROOT
 from lorawb_core import inspect_file
 from lorawb_core.cli import main
 from lorawb_core.errors import CorruptFile
-from lorawb_core.hashes import hash_file
+from lorawb_core.hashes import hash_file, hash_file_two_threads
 from lorawb_core.metadata import parse_metadata
 
 KEY = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k"
@@ -38,6 +38,15 @@ def test_hashes_match_a1111_definitions(write):
     seen = []
     hash_file(p, 8 + n, progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (len(data), len(data))
+
+
+@pytest.mark.parametrize("rows", [640, 160_000])  # under and over 1 MiB (AutoV1's window)
+def test_two_thread_hashes_equal_the_streamed_ones(write, rows):
+    p = write(f"t{rows}.safetensors", {f"{KEY}.lora_up.weight": torch.randn(rows, 4),
+                                       f"{KEY}.lora_down.weight": torch.randn(4, 2048)}, {"ss_output_name": "x"})
+    (n,) = struct.unpack("<Q", p.read_bytes()[:8])
+    one, two = hash_file(p, 8 + n), hash_file_two_threads(p, 8 + n)
+    assert one == two and (one.autov1 is not None) == (p.stat().st_size > 0x100000)
 
 
 def test_addnet_hash_ignores_metadata_edits(write):

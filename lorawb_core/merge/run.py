@@ -135,6 +135,16 @@ def _ordered_map(fn, items, workers: int, ahead: int = 4):
                 f.cancel()
 
 
+def _cancel_on_error(futures: list):
+    """An ExitStack exit callback: cancel ``futures`` not yet started when the block raised (never suppresses)."""
+    def exit_(exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            for f in futures:
+                f.cancel()
+        return False
+    return exit_
+
+
 _RELEASE_EVERY = 32  # modules between drops of the inputs' read pages (a drop costs one madvise per input)
 
 
@@ -201,9 +211,17 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
     tensors: dict[str, Any] = {}
     modules: list[ModuleMerge] = []
     alphas: set[float] = set()
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..tensors import open_tensors
 
+    # the inputs' SHA256 (for the metadata; known already for library LoRAs) stream beside the merge: hashlib runs
+    # without the GIL, in the gaps the per-module Python leaves
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="lorawb-merge-hash")
+    sha256 = {s.index: hasher.submit(_sha256, s) for s in sources}
+    hasher.shutdown(wait=False)
     with ExitStack() as stack, torch.no_grad(), _one_thread():
+        stack.push(_cancel_on_error(list(sha256.values())))  # a failed merge hashes nothing more
         # module by module: the inputs are mapped without faulting them in and their pages are dropped as the merge
         # goes, so resident memory holds the output and a few modules, not every input file
         loaders = {s.index: stack.enter_context(open_tensors(s.analysis.structure, populate=False)) for s in sources}
@@ -241,7 +259,7 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
     ranks = {m.rank for m in modules if m.rank}
     dims = (str(ranks.pop()) if len(ranks) == 1 else "Dynamic",
             f"{next(iter(alphas)):g}" if len(alphas) == 1 else "Dynamic")
-    source_info = [{"index": s.index, "stable_id": s.stable_id, "name": s.name, "sha256": _sha256(s),
+    source_info = [{"index": s.index, "stable_id": s.stable_id, "name": s.name, "sha256": sha256[s.index].result(),
                     "strength_model": s.item.strength_model, "strength_clip": s.strength_clip,
                     "weights": s.item.weights, "weights_source": s.weights_source,
                     "weights_by_block": s.weights if s.weights_source != "uniform" else None} for s in sources]
@@ -254,10 +272,10 @@ def merge_loras(items: list[MergeInput | str], out_path: str | os.PathLike[str],
     rep = sources[0].analysis.report
     report = MergeReport(str(path), rule.label, dtype, family, rep.full_layout_id, source_info, modules,
                          notes=[f"{s.title}: {n}" for s in sources for n in s.notes])
-    from ..hashes import hash_file
+    from ..hashes import hash_file_two_threads
     from ..reader import read_structure
 
-    report.hashes = hash_file(path, read_structure(path).header_bytes).to_dict()
+    report.hashes = hash_file_two_threads(path, read_structure(path).header_bytes).to_dict()
     report.size = path.stat().st_size
     if db is not None and index:
         from .library import index_new_file
