@@ -71,3 +71,17 @@ def test_factors_scaled_far_apart_keep_their_product():
     total, s = _dense_svd(pairs, 128, 256)
     dec = decompose(pairs, [], (128, 256), RankRule(), conv=False)
     assert float((dec.up @ dec.down - total).abs().max()) <= 1e-9 * float(total.abs().max())
+
+
+def test_a_well_conditioned_gram_takes_cholesky_and_a_deficient_one_the_eigen_path():
+    from lorawb_core.merge.lowrank import _gram_factor
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(300, 12, generator=gen, dtype=torch.float64)
+    for cols, path in ((x, "cholesky"), (torch.cat([x, x[:, :4]], dim=1), "eigen")):
+        f = _gram_factor(cols.T @ cols)
+        q = cols @ f.inverse_r(torch.eye(f.r.shape[0], dtype=torch.float64))  # Q = X·r⁺
+        assert torch.allclose(q.T @ q, torch.eye(q.shape[1], dtype=torch.float64), atol=1e-9)  # orthonormal
+        assert torch.allclose(q @ f.r, cols, atol=1e-9 * float(cols.abs().max()))  # X = Q·r
+        square_upper = f.r.shape == (cols.shape[1], cols.shape[1]) and torch.equal(f.r, f.r.triu())
+        assert square_upper == (path == "cholesky") and f.r.shape[0] == (12 if path == "eigen" else cols.shape[1])

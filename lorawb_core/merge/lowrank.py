@@ -144,17 +144,15 @@ def decompose(lowrank: list[tuple[Any, Any]], dense: list[Any], shape: tuple[int
     u = torch.cat([u for u, _ in lowrank], dim=1)
     d = torch.cat([d for _, d in lowrank], dim=0)
     available = min(u.shape[1], m, n)
-    # U = Q₁R₁ and Dᵀ = Q₂R₂ from the eigen-decompositions of the small Grams (UᵀU = V₁Λ₁V₁ᵀ gives
-    # R₁ = Λ₁^½V₁ᵀ, Q₁ = U·V₁Λ₁^-½): half the work of a Householder QR and no m×R or n×R Q is ever formed; only
-    # the k kept columns are, as U·(small) and (small)·D
-    w1, right1 = _gram_basis(u.T @ u)
-    w2, right2 = _gram_basis(d @ d.T)
+    # U = Q₁R₁ and Dᵀ = Q₂R₂ from the small Grams (Cholesky where well conditioned, else the eigen-decomposition):
+    # no m×R or n×R Q is ever formed; only the k kept columns are, as U·(small) and (small)·D
+    b1, b2 = _gram_factor(u.T @ u), _gram_factor(d @ d.T)
     sv = [0.0] * available
-    if not len(w1) or not len(w2):  # an all-zero sum
+    if b1 is None or b2 is None:  # an all-zero sum
         return _zero(u, m, n, sv, rule, conv=conv)
-    a, s, bt = torch.linalg.svd((w1.sqrt()[:, None] * (right1.T @ right2)) * w2.sqrt())
-    # σ below round-off of the factors' scale (‖U‖₂·‖D‖₂·1e-12) are what cancelling terms leave: zero, not a direction
-    s = s[s > float((w1[-1] * w2[-1]).sqrt()) * _CANCEL_TOL]
+    a, s, bt = torch.linalg.svd(b1.r @ b2.r.T)
+    # σ below round-off of the factors' scale (‖U‖·‖D‖·1e-12) are what cancelling terms leave: zero, not a direction
+    s = s[s > (b1.scale * b2.scale) ** 0.5 * _CANCEL_TOL]
     if not len(s):  # the terms cancel
         return _zero(u, m, n, sv, rule, conv=conv)
     sv[:len(s)] = s.tolist()[:available]
@@ -163,8 +161,8 @@ def decompose(lowrank: list[tuple[Any, Any]], dense: list[Any], shape: tuple[int
     root = s[:j].sqrt()
     up = u.new_zeros(m, k)
     down = u.new_zeros(k, n)
-    up[:, :j] = u @ ((right1 / w1.sqrt()) @ a[:, :j] * root)
-    down[:j] = ((root[:, None] * bt[:j]) @ (right2 / w2.sqrt()).T) @ d
+    up[:, :j] = u @ b1.inverse_r(a[:, :j] * root)  # Q₁·A·√S = U·R₁⁺·A·√S
+    down[:j] = b2.inverse_r(bt[:j].T * root).T @ d  # √S·Bᵀ·Q₂ᵀ = (R₂⁺·B·√S)ᵀ·D
     return Decomposed(up, down, sv, k, available, False)
 
 
@@ -185,18 +183,37 @@ def _zero(like, m: int, n: int, sv: list[float], rule: RankRule, *, conv: bool) 
 
 _CANCEL_TOL = 1e-12
 _GRAM_TOL = 1e-14  # eigenvalues of a Gram below this share of the largest are its round-off (σ below 1e-7·σ₁)
+_CHOLESKY_COND = 1e8  # a Gram this well conditioned (1-norm) is factored by Cholesky: Q's orthogonality error ≤ 1e-8
 
 
-def _gram_basis(gram):
-    """(λ, V) of the directions a float64 Gram holds above its round-off: ``X = Q·diag(√λ)·Vᵀ`` for the X it came
-    from, with Q = X·V·diag(1/√λ) orthonormal."""
+@dataclass
+class _GramFactor:
+    """``X = Q·r`` with Q orthonormal, from the Gram ``XᵀX`` alone: ``r`` is ``Lᵀ`` of its Cholesky factor, or
+    ``√Λ·Vᵀ`` of its eigen-decomposition without the round-off directions; ``inverse_r(M)`` is ``r⁺·M``, so that
+    ``Q·M = X·inverse_r(M)``. ``scale`` is the Gram's largest diagonal entry (‖X‖₂² within a factor R)."""
+
+    r: Any
+    inverse_r: Any
+    scale: float
+
+
+def _gram_factor(gram) -> _GramFactor | None:
+    """None for an all-zero X."""
     import torch
 
+    if not len(gram) or not float(gram.diagonal().max()) > 0:
+        return None
+    scale = float(gram.diagonal().max())
+    chol, info = torch.linalg.cholesky_ex(gram)
+    if not int(info):
+        cond = float(torch.linalg.matrix_norm(gram, 1) * torch.linalg.matrix_norm(torch.cholesky_inverse(chol), 1))
+        if cond < _CHOLESKY_COND:
+            upper = chol.T
+            return _GramFactor(upper, lambda m: torch.linalg.solve_triangular(upper, m, upper=True), scale)
     w, v = torch.linalg.eigh(gram)  # ascending
-    if not len(w) or not float(w[-1]) > 0:
-        return w[:0], v[:, :0]
     keep = w > float(w[-1]) * _GRAM_TOL
-    return w[keep], v[:, keep]
+    w, v = w[keep], v[:, keep]
+    return _GramFactor(w.sqrt()[:, None] * v.T, lambda m: (v / w.sqrt()) @ m, scale)
 
 
 def _dense(total, rule: RankRule, *, conv: bool) -> Decomposed:
