@@ -1,8 +1,8 @@
 """The per-module math of a merge: ΔW = Σᵢ cᵢ·Uᵢ·Dᵢ kept in low rank, its exact SVD, and the rank choice.
 
 Stack the scaled factors ``U = [c₁U₁ … cₙUₙ]`` (m×R) and ``D = [D₁; …; Dₙ]`` (R×n), so that ``U·D = Σ cᵢUᵢDᵢ``
-exactly. With orthonormal-times-small factorisations ``U = Q₁R₁`` and ``Dᵀ = Q₂R₂`` (taken from the R×R Grams'
-eigen-decompositions), ``U·D = Q₁·(R₁R₂ᵀ)·Q₂ᵀ``: the SVD of the small core ``R₁R₂ᵀ = A·S·Bᵀ`` gives the SVD of the
+exactly. With orthonormal-times-small factorisations ``U = Q₁R₁`` and ``Dᵀ = Q₂R₂`` (from the R×R Grams: a Cholesky
+factor where well conditioned, else the eigen-decomposition), ``U·D = Q₁·(R₁R₂ᵀ)·Q₂ᵀ``: the SVD of the small core ``R₁R₂ᵀ = A·S·Bᵀ`` gives the SVD of the
 sum, ``(Q₁A)·S·(Q₂B)ᵀ``, without ever forming the m×n matrix. Keeping every
 singular value is lossless (concat); keeping the k largest is the best rank-k approximation in Frobenius and
 spectral norm (Eckart–Young), and its error is exactly ``sqrt(Σ_{i>k} σᵢ²)``.
