@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from library_helpers import quick_scan, tiny
+from ui_helpers import call
 
 from lorawb_core.library.db import open_library
 from lorawb_core.service import LibraryService
@@ -37,13 +38,6 @@ def service(library, events):
     svc = LibraryService(library["db"], [str(library["lib"])], emit=lambda e, d: events.append((e, d)))
     yield svc
     svc.close()
-
-
-async def call(client, method, path, status, body=None):
-    resp = await client.request(method, path, json=body)
-    data = await resp.json()
-    assert resp.status == status, (method, path, resp.status, data)
-    return data
 
 
 async def finished(client, job: str) -> dict:

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 from organize_helpers import make_drop, tree
+from ui_helpers import call
 
 from lorawb_core.organize.lock import organize_lock
 from lorawb_core.service import LibraryService
@@ -32,13 +33,6 @@ def service(library, events):
     svc = LibraryService(library["db"], [str(library["root"])], emit=lambda e, d: events.append((e, d)))
     yield svc
     svc.close()
-
-
-async def call(client, method, path, status, body=None):
-    resp = await client.request(method, path, json=body)
-    data = await resp.json()
-    assert resp.status == status, (method, path, resp.status, data)
-    return data
 
 
 async def test_plan_apply_reconcile_undo(client, library, events):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ui_helpers import route_library
+from ui_helpers import call, route_library
 
 from lorawb_core.layouts import get_layout
 from lorawb_core.profiles import builtin_profiles, parse_weights
@@ -24,13 +24,6 @@ def service(library):
     svc = LibraryService(library["db"], [str(library["lib"])])
     yield svc
     svc.close()
-
-
-async def call(client, method, path, status, body=None):
-    resp = await client.request(method, path, json=body)
-    data = await resp.json()
-    assert resp.status == status, (method, path, resp.status, data)
-    return data
 
 
 def error(data, type_, field=None):

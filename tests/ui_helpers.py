@@ -127,3 +127,11 @@ class ServeProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+async def call(client, method, path, status, body=None):
+    """One request to an aiohttp test client: the JSON answer, after checking the status."""
+    resp = await client.request(method, path, json=body)
+    data = await resp.json()
+    assert resp.status == status, (method, path, resp.status, data)
+    return data

@@ -243,18 +243,23 @@ def in_flight(db: Database, *, batch_id: int | None = None) -> list[Job]:
     return list_jobs(db, batch_id=batch_id, states=IN_FLIGHT, limit=1_000_000)
 
 
-def cancel(db: Database, *, batch_id: int | None = None, job_ids: Iterable[int] = ()) -> list[Job]:
-    """Cancel queued and in-flight jobs of a batch or the given jobs; returns the jobs that were in flight (their
-    server still has to drop or interrupt them)."""
+def _selection(db: Database, verb: str, batch_id: int | None, job_ids: Iterable[int]) -> tuple[str, list[int]]:
+    """The WHERE clause and its arguments for a batch or the given jobs, each checked to exist."""
     ids = list(job_ids)
     if batch_id is None and not ids:
-        raise UsageError("say what to cancel: a batch id or job ids.")
+        raise UsageError(f"say what to {verb}: a batch id or job ids.")
     for i in ids:
         get_job(db, i)
     if batch_id is not None:
         get_batch(db, batch_id)
-    where = "batch_id = ?" if batch_id is not None else f"id IN ({', '.join('?' * len(ids))})"
-    args = [batch_id] if batch_id is not None else ids
+        return "batch_id = ?", [batch_id]
+    return f"id IN ({', '.join('?' * len(ids))})", ids
+
+
+def cancel(db: Database, *, batch_id: int | None = None, job_ids: Iterable[int] = ()) -> list[Job]:
+    """Cancel queued and in-flight jobs of a batch or the given jobs; returns the jobs that were in flight (their
+    server still has to drop or interrupt them)."""
+    where, args = _selection(db, "cancel", batch_id, job_ids)
     with immediate(db):
         flying = [_job(r) for r in db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE {where} AND state IN "
                                               "('submitted', 'running')", args)]
@@ -265,18 +270,10 @@ def cancel(db: Database, *, batch_id: int | None = None, job_ids: Iterable[int] 
 
 def retry(db: Database, *, batch_id: int | None = None, job_ids: Iterable[int] = ()) -> int:
     """Put failed and cancelled jobs of a batch (or the given jobs) back in the queue; returns how many."""
-    ids = list(job_ids)
-    if batch_id is None and not ids:
-        raise UsageError("say what to retry: a batch id or job ids.")
-    for i in ids:
-        get_job(db, i)
-    if batch_id is not None:
-        get_batch(db, batch_id)
-    where = "batch_id = ?" if batch_id is not None else f"id IN ({', '.join('?' * len(ids))})"
+    where, args = _selection(db, "retry", batch_id, job_ids)
     with immediate(db):
         cur = db.execute(f"UPDATE jobs SET state = 'queued', attempts = 0, error = NULL, not_before = NULL, "
-                         f"finished_at = NULL WHERE {where} AND state IN ('failed', 'cancelled')",
-                         [batch_id] if batch_id is not None else ids)
+                         f"finished_at = NULL WHERE {where} AND state IN ('failed', 'cancelled')", args)
     return cur.rowcount
 
 

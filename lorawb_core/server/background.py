@@ -21,6 +21,16 @@ class BackgroundJobs:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
 
+    def status(self, job: str) -> dict[str, Any]:
+        """A copy of the job's state, or the 400 that names it (jobs live until the server restarts)."""
+        from .http import BadRequest
+
+        with self.lock:
+            status = self.jobs.get(job)
+        if status is None:
+            raise BadRequest(f"no {self.kind} job {job!r} (jobs are kept until the server restarts).", field="job_id")
+        return dict(status)
+
     def progress(self, service, job: str, detail: str, *, keep_detail: bool = False) -> Callable[[int, int, str], None]:
         """A ``progress(done, total, item)`` callback: the job's counts (and ``detail`` with ``keep_detail``)
         updated at once, an event at most every 0.2 s (the last step always)."""

@@ -104,12 +104,7 @@ class MergeRoutes:
         return json_response(dict(_jobs[job]), 202)
 
     async def merge_status(self, request: web.Request) -> dict[str, Any]:
-        job = request.match_info["job_id"]
-        with _lock:
-            status = _jobs.get(job)
-        if status is None:
-            raise BadRequest(f"no merge job {job!r} (jobs are kept until the server restarts).", field="job_id")
-        return dict(status)
+        return _background.status(request.match_info["job_id"])
 
     def _run_merge(self, job: str, items, path: str, rule, dtype: str, metadata: str) -> None:
         from ..merge import merge_loras

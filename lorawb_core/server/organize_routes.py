@@ -87,12 +87,7 @@ class OrganizeRoutes:
         return json_response({**_jobs[job], "started": True}, 202)
 
     async def organize_status(self, request: web.Request) -> dict[str, Any]:
-        job = request.match_info["job_id"]
-        with _lock:
-            status = _jobs.get(job)
-        if status is None:
-            raise BadRequest(f"no organize job {job!r} (jobs are kept until the server restarts).", field="job_id")
-        return dict(status)
+        return _background.status(request.match_info["job_id"])
 
     async def organize_runs(self, request: web.Request) -> dict[str, Any]:
         def runs(db):
