@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import tempfile
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from ..atomic import atomic_file
 from ..errors import PromptRejected, ServerFailed, ServerUnreachable
 
 MARKER_KEY = "lorawb_job"
@@ -93,18 +92,8 @@ def write_atomic(target: Path, data: bytes) -> Path:
 
     No fsync: a result image can always be made again (``lorawb jobs retry``), and an fsync per image costs more than
     running a small prompt (≈13 ms on a busy disk vs ≈5 ms for the prompt)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".lorawb-", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(target, "wb", prefix=".lorawb-", suffix=".part") as f:
+        f.write(data)
     return target
 
 

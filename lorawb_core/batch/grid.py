@@ -242,18 +242,8 @@ def ablation_report(plan: BatchPlan, results: list[ItemResult]) -> AblationRepor
 
 def write_report(report: AblationReport, path: str | Path) -> Path:
     """The report as JSON (atomic)."""
-    import os
-    import tempfile
+    from ..atomic import atomic_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(report.to_dict(), fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_file(path) as fh:
+        json.dump(report.to_dict(), fh, indent=2)
+    return Path(path)

@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_file
 from ..errors import InvalidValue, UsageError
 from ..families import FAMILIES
 
@@ -181,17 +181,9 @@ def load_preview_config(path: str | os.PathLike[str] | None = None) -> PreviewCo
 def save_preview_config(config: PreviewConfig, path: str | os.PathLike[str] | None = None) -> Path:
     """Write the settings file atomically (a temporary file in the same folder, then renamed over it)."""
     p = Path(path) if path is not None else (config.path or preview_config_path())
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(config.to_dict(), fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(p) as fh:
+        json.dump(config.to_dict(), fh, indent=2)
+        fh.write("\n")
     return p
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from ..atomic import atomic_file
 from .http import HttpError, q_int
 from .library_routes import stable_id_of
 
@@ -69,15 +69,8 @@ def thumbnail(path: str, size: int, cache_dir: Path) -> Path:
     with Image.open(path) as im:
         im.thumbnail((size, size))
         image = im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
-    fd, tmp = tempfile.mkstemp(prefix=".thumb.", suffix=ext, dir=cache_dir)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format=fmt)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(out, "wb", prefix=".thumb.", suffix=ext) as fh:
+        image.save(fh, format=fmt)
     return out
 
 
