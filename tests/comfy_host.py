@@ -90,6 +90,22 @@ class Comfy:
         self.server = self._server()
         self.pack = self._load_pack()
 
+    def rescan(self) -> dict[str, str]:
+        """Index the loras folder now (no settle window: the tests' files are complete; the start-up scan may have
+        begun before the option, so a second pass settles everything) and return :meth:`labels`."""
+        svc = self.pack.service()
+        svc.scan_options["settle_window"] = 0.0
+        assert svc.wait(120), "the start-up scan did not finish"
+        svc.start_scan()
+        assert svc.wait(120)
+        return self.labels()
+
+    def labels(self) -> dict[str, str]:
+        """The LoRA choice labels (``ID · name``) of the nodes, by LoRA name."""
+        from lorawb_core.refs import lora_choices
+
+        return {label.split(" · ", 1)[1]: label for label in self.pack.with_db(lora_choices)}
+
     def _server(self):
         if (self.path / "utils" / "__init__.py").is_file():  # main.py imports ComfyUI's utils package before nodes.py
             importlib.import_module("utils")  # puts comfy/ first on sys.path (where comfy/utils.py would shadow it)

@@ -58,20 +58,13 @@ def env(tmp_path_factory):
     write_tiny_sd15_lycoris(loras / "styles" / "ia3_style.safetensors", "ia3", _PRESET_IA3, seed=5)
     write_tiny_sd15_lycoris(loras / "styles" / "locon_rest.safetensors", "locon", LOCON_REST, seed=7)
     comfy = Comfy(COMFY_PATH, work)
-    svc = comfy.pack.service()
-    svc.scan_options["settle_window"] = 0.0
-    assert svc.wait(120), "the start-up scan did not finish"
-    svc.start_scan()  # the start-up scan may have begun before the option; a second pass settles everything
-    assert svc.wait(120)
+    comfy.rescan()
     yield comfy, loras
     os.environ.pop("LORAWB_DB", None)
 
 
 def ids(comfy) -> dict[str, str]:
-    from lorawb_core.refs import lora_choices
-
-    labels = comfy.pack.with_db(lora_choices)
-    return {label.split(" · ", 1)[1]: label for label in labels}
+    return comfy.labels()
 
 
 def run(node_cls, **kwargs):

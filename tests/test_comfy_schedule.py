@@ -40,16 +40,9 @@ def env(tmp_path_factory):
 
     write_tiny_sd15_lycoris(loras / "sched_dora.safetensors", "locon", {**_PRESET_ATTN_MLP, "enable_conv": False},
                             seed=8, dora=True)
-    svc = comfy.pack.service()
-    svc.scan_options["settle_window"] = 0.0
-    assert svc.wait(120)
-    svc.start_scan()
-    assert svc.wait(120)
-    from lorawb_core.refs import lora_choices
-
-    choices = comfy.pack.with_db(lora_choices)
-    label = next(v for v in choices if v.endswith(" · sched_hero"))
-    comfy.dora_label = next(v for v in choices if v.endswith(" · sched_dora"))
+    labels = comfy.rescan()
+    label = labels["sched_hero"]
+    comfy.dora_label = labels["sched_dora"]
     yield comfy, label, load_file(str(loras / "sched_hero.safetensors"))
 
 

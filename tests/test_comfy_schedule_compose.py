@@ -24,15 +24,8 @@ def env(tmp_path_factory):
     folder.mkdir(parents=True, exist_ok=True)
     for name, seed in (("cs_hero", 11), ("cs_villain", 12)):
         write_tiny_sd15_lora(folder / f"{name}.safetensors", seed=seed)
-    svc = comfy.pack.service()
-    svc.scan_options["settle_window"] = 0.0
-    assert svc.wait(120)
-    svc.start_scan()
-    assert svc.wait(120)
-    from lorawb_core.refs import lora_choices
-
-    choices = comfy.pack.with_db(lora_choices)
-    labels = {n: next(v for v in choices if v.endswith(f" · {n}")) for n in ("cs_hero", "cs_villain")}
+    known = comfy.rescan()
+    labels = {n: known[n] for n in ("cs_hero", "cs_villain")}
     tensors = {n: load_file(str(folder / f"{n}.safetensors")) for n in labels}
     yield comfy, labels, tensors
 
