@@ -20,8 +20,8 @@ DTYPE_BYTES = {  # element sizes of every safetensors dtype (validation of large
 }
 
 
-@dataclass(frozen=True)
-class TensorInfo:
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen dataclass costs 4x more to build (hot path:
+class TensorInfo:  # a new index builds one per tensor); nothing assigns to one after it is built
     """One tensor as the header describes it: no data is read."""
 
     key: str
@@ -64,7 +64,7 @@ _JSON_SPACE = b" \t\r\n"
 
 
 @dataclass
-class _Split:
+class HeaderSplit:
     """A header split around its ``__metadata__`` value: ``buf[:pos]`` + ``buf[end:tail]`` is the tensor index
     (``tail`` drops trailing JSON whitespace: writers pad the header to 8 bytes, so files of one structure differ
     there by the length of their metadata). ``meta`` is None when the split cannot be trusted."""
@@ -75,27 +75,48 @@ class _Split:
     tail: int
 
 
-def split_metadata(buf: bytearray | bytes, n: int) -> _Split:
+def whole_header(n: int) -> HeaderSplit:
+    """The "split" of a header whose metadata cannot be told apart: its digest covers all of ``buf[:n]``."""
+    return HeaderSplit(None, n, n, n)
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing a key written twice (``json`` keeps the last one silently)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
+
+
+_STRICT = json.JSONDecoder(object_pairs_hook=unique_pairs)
+
+
+def split_metadata(buf: bytearray | bytes, n: int) -> HeaderSplit:
     """Find and decode the ``__metadata__`` object of the header ``buf[:n]`` without copying the header."""
     tail = n
     while tail > 0 and buf[tail - 1] in _JSON_SPACE:
         tail -= 1
     pos = _metadata_position(buf, n)
     if pos < 0:
-        return _Split({}, tail, tail, tail)
+        return HeaderSplit({}, tail, tail, tail)
     colon = buf.find(b":", pos + 14, n)
     if colon < 0 or not _valid_utf8(buf[pos:colon]):
-        return _Split(None, pos, pos, tail)
+        return HeaderSplit(None, pos, pos, tail)
     start = colon + 1
     while start < n and buf[start] in _JSON_SPACE:
         start += 1
     decoded = _decode_object(memoryview(buf)[start:n])
     if decoded is None:
-        return _Split(None, pos, pos, tail)
+        return HeaderSplit(None, pos, pos, tail)
     obj, length = decoded
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
-        return _Split(None, pos, pos, tail)
-    return _Split(obj, pos, min(start + length, tail), tail)
+        return HeaderSplit(None, pos, pos, tail)
+    return HeaderSplit(obj, pos, min(start + length, tail), tail)
 
 
 def _metadata_position(buf: bytearray | bytes, n: int) -> int:
@@ -122,7 +143,9 @@ def _decode_object(data: memoryview, window: int = 1 << 16) -> tuple[Any, int] |
             whole = window >= len(data)
             text, _ = codecs.utf_8_decode(data[:window], "strict", whole)
             try:
-                obj, end = json.JSONDecoder().raw_decode(text)
+                obj, end = _STRICT.raw_decode(text)
+            except DuplicateKey:  # the strict parse of the whole header says so
+                return None
             except ValueError:
                 if whole:
                     return None
@@ -143,7 +166,7 @@ def _valid_utf8(b: bytes | bytearray) -> bool:
     return True
 
 
-def index_digest(buf: bytearray | bytes, split: _Split) -> bytes:
+def index_digest(buf: bytearray | bytes, split: HeaderSplit) -> bytes:
     """The digest of the header without its metadata (``buf[:pos] + buf[end:tail]``), without copying either part."""
     h = hashlib.blake2b(digest_size=16)
     with memoryview(buf) as view:
@@ -161,7 +184,7 @@ def validated_data_end(digest: bytes) -> int | None:
         return end
 
 
-def known_index(buf: bytearray | bytes, split: _Split) -> KnownIndex | None:
+def known_index(buf: bytearray | bytes, split: HeaderSplit) -> KnownIndex | None:
     key = (split.pos, split.pos + split.tail - split.end)
     with _cache_lock:
         for digest in _CANDIDATES.get(key, ()):
@@ -173,13 +196,19 @@ def known_index(buf: bytearray | bytes, split: _Split) -> KnownIndex | None:
     return None
 
 
-def remember_index(index: KnownIndex) -> None:
-    key = (len(index.prefix), len(index.prefix) + len(index.suffix))
+def remember_validated(digest: bytes, data_end: int) -> None:
+    """An index validated elsewhere (another worker of the scan) whose data ends at ``data_end``."""
     with _cache_lock:
-        _VALIDATED[index.digest] = index.data_end
-        _VALIDATED.move_to_end(index.digest)
+        _VALIDATED[digest] = data_end
+        _VALIDATED.move_to_end(digest)
         if len(_VALIDATED) > _VALIDATED_SIZE:
             _VALIDATED.popitem(last=False)
+
+
+def remember_index(index: KnownIndex) -> None:
+    key = (len(index.prefix), len(index.prefix) + len(index.suffix))
+    remember_validated(index.digest, index.data_end)
+    with _cache_lock:
         if index.digest in _INDEX_CACHE:
             return
         _INDEX_CACHE[index.digest] = index

@@ -22,13 +22,17 @@ from typing import Any
 from .errors import CorruptFile, UnreadableFile, UnsupportedFormat
 from .header_index import (
     DTYPE_BYTES,
+    DuplicateKey,
+    HeaderSplit,
     KnownIndex,
     TensorInfo,
     index_digest,
     known_index,
     remember_index,
     split_metadata,
+    unique_pairs,
     validated_data_end,
+    whole_header,
 )
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -177,9 +181,9 @@ def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int, size: in
     """Index the JSON header ``buf[:got]`` (``n`` bytes long by the file's own count). A tensor index seen before
     (same keys, shapes, dtypes, offsets: one trainer's files) is reused after checking the file size; a new one is
     validated by the safetensors library (headers up to ``SAFE_OPEN_HEADER_BYTES``) or, for larger headers, by
-    :func:`_validated_index` over the tensor index alone, so a huge metadata value is decoded once, not four times.
-    Duplicated keys and more than ``MAX_TENSORS`` tensors are refused. An index validated before whose digest
-    ``index_known`` accepts gives None for the tensors (see read_structure)."""
+    :func:`_validated_index`, and parsed here without its metadata value, which ``split_metadata`` decoded already
+    (see :func:`_parse_index`). Duplicated keys and more than ``MAX_TENSORS`` tensors are refused. An index
+    validated before whose digest ``index_known`` accepts gives None for the tensors (see read_structure)."""
     split = split_metadata(buf, got)
     known = known_index(buf, split) if split.meta is not None else None
     if known is not None and size == 8 + n + known.data_end:
@@ -193,65 +197,91 @@ def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int, size: in
         raise CorruptFile(f"{shown}: the header lists about {count:,} tensors (limit {MAX_TENSORS:,}); no LoRA has "
                           "that many, so this file is damaged or not a LoRA. Replace it with the real file.")
     prefix, suffix = bytes(buf[:split.pos]), bytes(buf[split.end:split.tail])
+    index, meta = _parse_index(shown, buf, got, split, prefix, suffix)
+    if meta is not split.meta:  # the split could not be trusted: the digest covers the whole header
+        digest = index_digest(buf, whole_header(got))
     if n > SAFE_OPEN_HEADER_BYTES:
-        if split.meta is not None:  # the header with its metadata value left out
-            index = _loads_header(shown, prefix + (b'"__metadata__":{}' if split.end > split.pos else b"") + suffix)
-            meta = split.meta
-        else:
-            index = _loads_header(shown, bytes(buf[:got]))
-            meta = index.get("__metadata__", {})
-            if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-                raise CorruptFile(f"{shown}: damaged safetensors header: __metadata__ must map names to strings "
-                                  "(the file is damaged or not safetensors).")
         tensors, data_end = _validated_index(shown, index, size - 8 - n)
-        if split.meta is not None:
-            remember_index(KnownIndex(tensors, data_end, prefix, suffix, digest))
-        return tensors, meta, digest
-    raw = bytes(buf[:got])
+    else:
+        checked = _safe_open_metadata(p, shown)
+        tensors, data_end = _tensor_infos(index)
+        if checked != meta:  # (a header the safetensors library reads otherwise than JSON does: its reading counts)
+            meta = checked
+            digest = index_digest(buf, whole_header(got))
+    if meta is split.meta:
+        remember_index(KnownIndex(tensors, data_end, prefix, suffix, digest))
+    return tensors, meta, digest
+
+
+def _parse_index(shown: str, buf: bytearray, got: int, split: HeaderSplit, prefix: bytes,
+                 suffix: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+    """The header's tensor entries and its metadata. Fast path: the header with its metadata value left out (that
+    value was decoded by ``split_metadata``, duplicated keys refused) parsed by plain ``json.loads``, whose dicts
+    keep the last of a duplicated key: the counts of the entry names in the text must then equal those in the
+    result (a duplicated key makes the text's count larger, which nothing can hide). Anything else, or a split
+    that cannot be trusted, takes the strict parse of the whole header (``split.meta`` is then not returned)."""
+    if split.meta is not None:
+        text = prefix + (b'"__metadata__":{}' if split.end > split.pos else b"") + suffix
+        try:
+            index = json.loads(text)
+        except (ValueError, RecursionError):
+            index = None
+        if isinstance(index, dict) and _no_duplicated_keys(text, index, split.end > split.pos):
+            return index, split.meta
+    header = _loads_header(shown, bytes(buf[:got]))
+    meta = header.pop("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CorruptFile(f"{shown}: damaged safetensors header: __metadata__ must map names to strings "
+                          "(the file is damaged or not safetensors).")
+    return header, meta
+
+
+def _no_duplicated_keys(text: bytes, index: dict[str, Any], has_metadata: bool) -> bool:
+    """True when ``text`` (the JSON of ``index``) cannot hold a key twice: every entry has exactly three keys, and
+    ``"dtype"``, ``"shape"``, ``"data_offsets"`` and ``"__metadata__"`` occur in the text exactly as often as in
+    the parsed result (a key name inside another string only adds to the text's count: the strict parse decides)."""
+    entries = len(index) - (1 if "__metadata__" in index else 0)
+    if text.count(b'"__metadata__"') != has_metadata or ("__metadata__" in index) != has_metadata:
+        return False
+    if not all(type(e) is dict and len(e) == 3 for k, e in index.items() if k != "__metadata__"):
+        return False
+    return all(text.count(name) == entries for name in (b'"dtype"', b'"shape"', b'"data_offsets"'))
+
+
+def _safe_open_metadata(p: Path, shown: str) -> dict[str, str]:
+    """The header validated by the safetensors library; its metadata."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with utf8_path(p) as usable, safe_open(usable, framework="np") as f:
-            checked_meta = f.metadata() or {}
+            checked = f.metadata() or {}
     except SafetensorError as exc:
         raise CorruptFile(f"{shown}: damaged safetensors header: {_explain(str(exc))}") from None
     except (OSError, ValueError) as exc:
         raise UnreadableFile(f"{shown}: cannot read the file ({exc}).") from None
-    header = _loads_header(shown, raw)
+    return {str(k): str(v) for k, v in checked.items()}
+
+
+def _tensor_infos(index: dict[str, Any]) -> tuple[dict[str, TensorInfo], int]:
+    """The entries of an index the safetensors library validated, and where their data ends."""
     tensors = {}
     data_end = 0
-    for key, entry in header.items():
+    for key, entry in index.items():
         if key == "__metadata__":
             continue
-        offsets = entry["data_offsets"]
-        start, end = int(offsets[0]), int(offsets[1])
+        start, end = entry["data_offsets"]
         if end > data_end:
             data_end = end
-        tensors[key] = TensorInfo(key, entry["dtype"], tuple(map(int, entry["shape"])), start, end)
-    checked = {str(k): str(v) for k, v in checked_meta.items()}
-    if split.meta == checked:  # the split was exact: later files with this index can skip the full parse
-        remember_index(KnownIndex(tensors, data_end, prefix, suffix, digest))
-    return tensors, checked, digest
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
-    return out
+        tensors[key] = TensorInfo(key, entry["dtype"], tuple(entry["shape"]), start, end)
+    return tensors, data_end
 
 
 def _loads_header(shown: str, raw: bytes) -> dict[str, Any]:
     """The header JSON (a memory-bounded part of it, see _open_header), refusing a key written twice: Python's json
     keeps the last one silently, so the file would mean one thing to us and maybe another to its next reader."""
     try:
-        header = json.loads(raw, object_pairs_hook=_unique_pairs)
-    except _DuplicateKey as exc:
+        header = json.loads(raw, object_pairs_hook=unique_pairs)
+    except DuplicateKey as exc:
         raise CorruptFile(f"{shown}: the header holds the key {str(exc)[:200]!r} twice; readers disagree on which one "
                           "counts, so the file is refused. Re-save it from its source.") from None
     except (ValueError, RecursionError) as exc:

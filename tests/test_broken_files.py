@@ -20,6 +20,7 @@ from lorawb_core.compose import StackEntry, check_stack
 from lorawb_core.errors import BrokenLora, CorruptFile
 from lorawb_core.library import get_lora, open_library, search
 from lorawb_core.library.search import SearchQuery
+from lorawb_core.reader import read_structure
 from lorawb_core.refs import check_usable
 from lorawb_core.samples import write_lora
 from lorawb_core.server.library_routes import list_item
@@ -142,6 +143,32 @@ def test_duplicated_header_keys_and_absurd_tensor_counts_are_refused(tmp_path):
     with pytest.raises(CorruptFile, match=f"about {n:,} tensors"):
         inspect_file(path, blocks=False)
 
+
+@pytest.mark.parametrize("meta", ['"__metadata__":{"ss_output_name":"x"},', ""])
+def test_a_key_written_twice_anywhere_in_the_header_is_refused(tmp_path, meta):
+    """The header is parsed without a duplicate-key hook when the entry names' counts prove there is none: each
+    place a key can be repeated is refused, and a key name inside a tensor's name is no duplicate."""
+    up, down = np.ones((4, 2), np.float16).tobytes(), np.ones((2, 4), np.float16).tobytes()
+    e_up = '"dtype":"F16","shape":[4,2],"data_offsets":[0,16]'
+    e_down = '"dtype":"F16","shape":[2,4],"data_offsets":[16,32]'
+
+    def header(up_entry=e_up, extra="", head=meta, name=f"{KEY}.lora_up.weight"):
+        return (f'{{{head}"{name}":{{{up_entry}}},"{KEY}.lora_down.weight":{{{e_down}}}{extra}}}').encode()
+
+    cases = {
+        "tensor": header(extra=f',"{KEY}.lora_down.weight":{{{e_down}}}'),
+        "dtype": header(up_entry='"dtype":"F32",' + e_up),
+        "other": header(up_entry=e_up + ',"x":1,"x":2'),
+        "metadata": header(head='"__metadata__":{"a":"1","a":"2"},'),
+    }
+    if meta:
+        cases["metadata twice"] = header(extra=',"__metadata__":{"b":"2"}')
+    for name, raw in cases.items():
+        with pytest.raises(CorruptFile, match="twice"):
+            read_structure(_raw(tmp_path / f"{name}.safetensors", raw, up + down))
+    odd = read_structure(_raw(tmp_path / "odd.safetensors", header(name='x\\"dtype\\".lora_up.weight'), up + down))
+    assert sorted(odd.tensors) == sorted(['x"dtype".lora_up.weight', f"{KEY}.lora_down.weight"])
+    assert odd.tensors[f"{KEY}.lora_down.weight"].shape == (2, 4)
 
 def test_library_stores_broken_files_as_errors_without_a_strength(tmp_path, broken, capsys):
     root, files = broken

@@ -20,7 +20,7 @@ from test_perf_paths import _reference_report
 
 from lorawb_core import header_index
 from lorawb_core.errors import CorruptFile
-from lorawb_core.inspection import structure, summarize_structure
+from lorawb_core.inspection import module_facts, structure, summaries, summarize_structure
 from lorawb_core.library.file_tasks import structure_fields
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -35,7 +35,8 @@ def _clear_caches() -> None:
         header_index._VALIDATED.clear()
     with structure._analyses_lock:
         structure._ANALYSES.clear()
-        structure._SUMMARIES.clear()
+    summaries.clear()
+    module_facts.clear()
 
 
 def _cold(p: Path):
@@ -51,14 +52,14 @@ def fast_reads(monkeypatch):
     monkeypatch.setattr(header_index, "_INDEX_CACHE_SIZE", 2)
     monkeypatch.setattr(structure, "_ANALYSES_SIZE", 2)
     seen = {"skipped": 0, "read": 0}
-    real = structure.read_structure
+    real = summaries.read_structure
 
     def counting(path, **kw):
         s = real(path, **kw)
         seen["skipped" if not s.tensors_read else "read"] += 1
         return s
 
-    monkeypatch.setattr(structure, "read_structure", counting)
+    monkeypatch.setattr(summaries, "read_structure", counting)
     return seen
 
 
@@ -128,11 +129,75 @@ def test_a_known_index_in_a_file_of_another_size_is_validated_again(tmp_path):
 
 
 def test_summary_caches_are_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(structure, "_SUMMARIES_SIZE", 3)
+    monkeypatch.setattr(summaries, "_SUMMARIES_SIZE", 3)
     monkeypatch.setattr(header_index, "_VALIDATED_SIZE", 3)
     _clear_caches()
     for j, (_family, base, dtype, _rank, tensors) in enumerate(varied_layouts(6, seed=9)):
         index, data = _index(tensors, dtype)
         write_sparse_lora(p := tmp_path / f"{j}.safetensors", index, data, {"ss_base_model_version": base})
         summarize_structure(p)
-    assert len(structure._SUMMARIES) == 3 and len(header_index._VALIDATED) == 3
+    assert len(summaries._SUMMARIES) == 3 and len(header_index._VALIDATED) == 3
+
+
+def test_workers_share_summaries_through_their_directory(tmp_path, fast_reads):
+    """What one worker process summarised, the other reads back from the scan's directory (here: this process
+    with its caches emptied in between), with the same result as the cold path; a damaged or foreign entry there
+    is ignored, and a file whose size does not fit the shared index is validated again."""
+    rng = random.Random(11)
+    files = []
+    for j, (_family, base, dtype, rank, tensors) in enumerate(varied_layouts(8, seed=4)):
+        index, data = _index(tensors, dtype)
+        for copy in range(2):
+            p = tmp_path / f"{j}_{copy}.safetensors"
+            write_sparse_lora(p, index, data, kohya_metadata(rng, f"f{j}_{copy}", base, rank, WORDS, j))
+            files.append(p)
+    cold = {p: dataclasses.asdict(_cold(p)) for p in files}
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    summaries.share_through(shared)
+    try:
+        _clear_caches()
+        for p in files[0::2]:  # "worker A": the first file of each index
+            summarize_structure(p)
+        assert len(list(shared.glob("*.json"))) == len(files) // 2
+        _clear_caches()  # "worker B": nothing of its own
+        fast_reads.update(skipped=0, read=0)
+        for p in files[1::2]:
+            assert dataclasses.asdict(summarize_structure(p)) == cold[p], p
+        assert fast_reads == {"skipped": len(files) // 2, "read": 0}  # no index parsed again
+        for entry in shared.glob("*.json"):
+            entry.write_text("{not json")
+        _clear_caches()
+        assert dataclasses.asdict(summarize_structure(files[1])) == cold[files[1]]  # analysed again
+        padded = tmp_path / "padded.safetensors"
+        padded.write_bytes(files[1].read_bytes() + b"\0" * 8)
+        _clear_caches()
+        summarize_structure(files[1])  # shared again, with its data end
+        _clear_caches()
+        with pytest.raises(CorruptFile, match="damaged safetensors header"):
+            summarize_structure(padded)
+    finally:
+        summaries.share_through(None)
+
+
+def test_a_scan_with_workers_writes_what_an_inline_scan_writes(tmp_path):
+    from lorawb_core.library import open_library, scan
+
+    rng = random.Random(12)
+    root = tmp_path / "lib"
+    root.mkdir()
+    layouts = varied_layouts(12, seed=6)
+    for i in range(60):
+        _family, base, dtype, rank, tensors = layouts[rng.randrange(len(layouts))]
+        index, data = _index(tensors, dtype)
+        write_sparse_lora(root / f"{i:03d}.safetensors", index, data,
+                          kohya_metadata(rng, f"n{i}", base, rank, WORDS, i))
+    rows = {}
+    for workers in (0, 2):
+        _clear_caches()
+        db = open_library(tmp_path / f"w{workers}.sqlite3")
+        scan(db, [str(root)], structure_only=True, workers=workers, settle_window=0, ledger=False)
+        rows[workers] = {r["path"]: {k: v for k, v in r.items() if k not in ("first_seen", "last_seen")}
+                         for r in db["loras"].rows}
+        db.close()
+    assert rows[0] == rows[2] and len(rows[0]) == 60

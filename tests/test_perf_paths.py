@@ -132,6 +132,11 @@ def test_library_rows_after_both_phases_are_those_of_the_full_analysis(tmp_path,
 
 
 # ---- inspect_structure vs the straightforward algorithm (no caches, one copy per module) ------------------------
+def _shape_for_detection(a) -> tuple[int, int]:
+    s = a.target_shape
+    return (s[0] if s else 0, s[1] if len(s) > 1 else 0)
+
+
 def _reference_report(path):
     """inspect_structure as it was before the per-index caches: every file analysed from scratch."""
     import copy
@@ -141,7 +146,7 @@ def _reference_report(path):
     from lorawb_core.family_detect import ModuleShape, detect_family
     from lorawb_core.inspection import LoraReport, ModuleReport
     from lorawb_core.inspection.formats import format_of
-    from lorawb_core.inspection.structure import _peft_alpha, _shape_for_detection
+    from lorawb_core.inspection.structure import _peft_alpha
     from lorawb_core.key_groups import group_keys
     from lorawb_core.key_targets import RawPath, canonical_target, normalise_native_dit, parse_module_key
     from lorawb_core.layouts import family_map

@@ -22,7 +22,8 @@ from .report import (
     broken_reason,
     check_applicable,
 )
-from .structure import Analysis, inspect_structure, summarize_structure
+from .structure import Analysis, inspect_structure
+from .summaries import summarize_structure
 
 __all__ = ["NO_MODULES", "SCHEMA_VERSION", "Analysis", "BlockStrength", "LoraReport", "ModuleReport",
            "StructureSummary", "aggregate_blocks", "broken_reason", "check_applicable", "inspect_file",

@@ -1,6 +1,6 @@
 """The header side of an inspection: modules, family, format and layout from the tensor index, computed once per
-distinct index (``_IndexAnalysis``, cached) and copied per file; ``inspect_structure`` (a full report) and
-``summarize_structure`` (the library's structure phase) share every aggregate over the index (``_index_facts``)."""
+distinct index (``IndexAnalysis``, cached) and copied per file; ``inspect_structure`` (a full report) and
+``summarize_structure`` (the library's structure phase) share every aggregate over the index (``index_facts``)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..adapters import Adapter, probe_module
+from ..adapters import Adapter
 from ..family_detect import FamilyGuess, ModuleShape, detect_family, from_shapes
 from ..key_groups import group_keys
-from ..key_targets import RawPath, Target, canonical_target, normalise_native_dit, parse_module_key
+from ..key_targets import RawPath, Target
 from ..layouts import FamilyMap, family_map
 from ..metadata import LoraMetadata, parse_metadata
 from ..reader import FileStructure, read_structure
 from ..tensors import read_scalars
-from .formats import format_of
-from .report import NO_MODULES, LoraReport, ModuleReport, StructureSummary
+from .module_facts import ModuleFacts, module_facts
+from .report import NO_MODULES, LoraReport, ModuleReport
 
 if TYPE_CHECKING:
     from .measure import GramPlan
@@ -61,7 +61,7 @@ def _peft_alpha(cfg: dict[str, Any] | None, module: str) -> tuple[float | None, 
 
 
 @dataclass
-class _IndexAnalysis:
+class IndexAnalysis:
     """What depends only on the tensor index (keys, shapes, dtypes): computed once per distinct index."""
 
     templates: list[tuple[Adapter, RawPath]]
@@ -70,20 +70,21 @@ class _IndexAnalysis:
     shape_guess: FamilyGuess | None
     formats: Counter[str]
     mapped: dict[tuple[str, int | None], list[tuple[Target, str | None]]] = field(default_factory=dict)
-    facts: _IndexFacts | None = None  # the aggregates over the index (built on first use)
+    facts: IndexFacts | None = None  # the aggregates over the index (built on first use)
     alpha_keys: list[str] | None = None  # keys of the alpha scalars, module order
     report_parts: dict[tuple[str, int | None], list[tuple]] = field(default_factory=dict)
     gram_plan: GramPlan | None = None
     layouts: dict[tuple[str, int | None], tuple[str | None, str | None]] = field(default_factory=dict)
+    module_facts: list[ModuleFacts] = field(default_factory=list)  # what each template was built from
 
 
-_ANALYSES: OrderedDict[bytes, _IndexAnalysis] = OrderedDict()
+_ANALYSES: OrderedDict[bytes, IndexAnalysis] = OrderedDict()
 _ANALYSES_SIZE = 128
 _ANALYSES_MODULES = 100_000  # and at most this many modules in all (memory bounded whatever the library holds)
 _analyses_lock = threading.Lock()
 
 
-def _analyse_index(structure: FileStructure) -> _IndexAnalysis:
+def analyse_index(structure: FileStructure) -> IndexAnalysis:
     with _analyses_lock:
         cached = _ANALYSES.get(structure.index_digest) if structure.index_digest else None
         if cached is not None:
@@ -92,19 +93,18 @@ def _analyse_index(structure: FileStructure) -> _IndexAnalysis:
     grouping = group_keys(structure.tensors)
     unknown = list(grouping.unknown_keys)
     templates: list[tuple[Adapter, RawPath]] = []
+    facts: list[ModuleFacts] = []
     for key, raw_module in grouping.modules.items():
-        adapter, leftover = probe_module(key, raw_module.params)
-        unknown.extend(leftover)
-        if adapter is None:
+        params = raw_module.params
+        found = module_facts(key, params)
+        unknown.extend(params[p].key for p in found.leftover)
+        if found.adapter_type is None:
             continue
-        raw = parse_module_key(key)
-        if raw.component == "unet":
-            raw = RawPath(raw.component, normalise_native_dit(raw.path), raw.convention)
-        templates.append((adapter, raw))
-    shapes = [ModuleShape(raw, *_shape_for_detection(a)) for a, raw in templates]
-    analysis = _IndexAnalysis(templates=templates, unknown=sorted(set(unknown)), shapes=shapes,
-                              shape_guess=from_shapes(shapes),
-                              formats=Counter(format_of(a.module, a) for a, _ in templates))
+        templates.append((found.template(key, params), found.raw))
+        facts.append(found)
+    analysis = IndexAnalysis(templates=templates, unknown=sorted(set(unknown)), shapes=[f.shape for f in facts],
+                              shape_guess=None, formats=Counter(f.format for f in facts), module_facts=facts)
+    analysis.shape_guess = from_shapes(analysis.shapes)
     if structure.index_digest:
         with _analyses_lock:
             _ANALYSES[structure.index_digest] = analysis
@@ -123,7 +123,7 @@ def _clone(template: Adapter) -> Adapter:
     return a
 
 
-def _build_modules(structure: FileStructure, index: _IndexAnalysis, meta: LoraMetadata) -> tuple[list[Module], bool]:
+def _build_modules(structure: FileStructure, index: IndexAnalysis, meta: LoraMetadata) -> tuple[list[Module], bool]:
     """Per-file copies of the index's adapters with their alphas (read from the file, or from the PEFT config);
     True when an alpha value is a problem (NaN/Inf)."""
     mods = [Module(_clone(template), raw) for template, raw in index.templates]
@@ -151,27 +151,17 @@ def _problems(adapters: list[Adapter], unknown: list[str]) -> list[str]:
     return lines
 
 
-def _shape_for_detection(a: Adapter) -> tuple[int, int]:
-    s = a.target_shape
-    return (s[0] if s else 0, s[1] if len(s) > 1 else 0)
-
-
-def _mapped(index: _IndexAnalysis, family: FamilyGuess) -> tuple[FamilyMap | None, list[tuple[Target, str | None]]]:
+def _mapped(index: IndexAnalysis, family: FamilyGuess) -> tuple[FamilyMap | None, list[tuple[Target, str | None]]]:
     """Canonical target and block of every module of the index for one family (cached on the index)."""
     fm = family_map(family.family, family.depth)
     key = (family.family, family.depth)
     mapped = index.mapped.get(key)
     if mapped is None:
-        mapped = []
-        for adapter, raw in index.templates:
-            out_rows, in_cols = _shape_for_detection(adapter)
-            target = canonical_target(raw, family.family, out_rows, in_cols)
-            mapped.append((target, fm.block_of(target.key) if fm else None))
-        index.mapped[key] = mapped
+        mapped = index.mapped[key] = [f.target(family.family, family.depth, fm) for f in index.module_facts]
     return fm, mapped
 
 
-def _map_blocks(mods: list[Module], index: _IndexAnalysis, family: FamilyGuess) -> None:
+def _map_blocks(mods: list[Module], index: IndexAnalysis, family: FamilyGuess) -> None:
     _, mapped = _mapped(index, family)
     for m, (target, block) in zip(mods, mapped, strict=True):
         m.target, m.block = target, block
@@ -184,10 +174,10 @@ class Analysis:
     report: LoraReport
     modules: list[Module]
     structure: FileStructure
-    index: _IndexAnalysis | None = field(default=None, repr=False, compare=False)
+    index: IndexAnalysis | None = field(default=None, repr=False, compare=False)
 
 
-def _report_parts(index: _IndexAnalysis, family: FamilyGuess, mods: list[Module]) -> list[tuple]:
+def _report_parts(index: IndexAnalysis, family: FamilyGuess, mods: list[Module]) -> list[tuple]:
     """The fields of each module's report that depend only on the index and the family (cached on the index)."""
     key = (family.family, family.depth)
     parts = index.report_parts.get(key)
@@ -204,17 +194,17 @@ def _report_parts(index: _IndexAnalysis, family: FamilyGuess, mods: list[Module]
 def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
     """Everything the header tells (no tensor data read): family, format, layout, modules, metadata.
 
-    What depends on the index alone comes from :func:`_index_facts` and :func:`_layout_ids`, the same figures as
+    What depends on the index alone comes from :func:`index_facts` and :func:`layout_ids`, the same figures as
     :func:`summarize_structure`'s; per file only the alphas, their problems and the module copies are added.
     """
     structure = read_structure(path)
     meta = parse_metadata(structure.metadata)
-    index = _analyse_index(structure)
+    index = analyse_index(structure)
     mods, bad_alpha = _build_modules(structure, index, meta)
     family = detect_family(index.shapes, structure.metadata, shape_guess=index.shape_guess)
     _map_blocks(mods, index, family)
-    facts = _index_facts(index)
-    layout_id, full_layout_id = _layout_ids(index, family)
+    facts = index_facts(index)
+    layout_id, full_layout_id = layout_ids(index, family)
     alphas = Counter(m.adapter.alpha if m.adapter.alpha is not None else m.adapter.alpha_override for m in mods)
     alphas.pop(None, None)
     reports = [
@@ -239,7 +229,7 @@ def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
 
 
 @dataclass(frozen=True)
-class _IndexFacts:
+class IndexFacts:
     format: str
     algorithms: dict[str, int]
     rank: int | None
@@ -249,14 +239,14 @@ class _IndexFacts:
     problems: tuple[str, ...]  # shape problems of the modules and "no LoRA modules" (alphas are per file)
 
 
-def _index_facts(index: _IndexAnalysis) -> _IndexFacts:
+def index_facts(index: IndexAnalysis) -> IndexFacts:
     """The aggregates over the index's adapters, for every file of that index (a file's copies differ from the
     templates only by their alphas, which none of these figures reads)."""
     if index.facts is None:
         adapters = [a for a, _ in index.templates]
         ranks = Counter(a.rank for a in adapters if a.rank)
         problems = _problems(adapters, index.unknown)
-        index.facts = _IndexFacts(
+        index.facts = IndexFacts(
             format=index.formats.most_common(1)[0][0] if index.formats else "unknown",
             algorithms=dict(Counter(a.algorithm for a in adapters).most_common()),
             rank=ranks.most_common(1)[0][0] if ranks else None, ranks=tuple(sorted(ranks)), module_count=len(adapters),
@@ -264,7 +254,7 @@ def _index_facts(index: _IndexAnalysis) -> _IndexFacts:
     return index.facts
 
 
-def _layout_ids(index: _IndexAnalysis, family: FamilyGuess) -> tuple[str | None, str | None]:
+def layout_ids(index: IndexAnalysis, family: FamilyGuess) -> tuple[str | None, str | None]:
     key = (family.family, family.depth)
     ids = index.layouts.get(key)
     if ids is None:
@@ -272,77 +262,3 @@ def _layout_ids(index: _IndexAnalysis, family: FamilyGuess) -> tuple[str | None,
         layout = fm.choose({block for _, block in mapped if block}) if fm else None
         ids = index.layouts[key] = (layout.id if layout else None, fm.full.id if fm else None)
     return ids
-
-
-@dataclass
-class _IndexSummary:
-    """What summarize_structure takes from a tensor index: a few hundred bytes, kept for far more indexes than
-    ``_ANALYSES`` holds (which keeps every module)."""
-
-    facts: _IndexFacts
-    shape_guess: FamilyGuess | None
-    some_shapes: tuple[ModuleShape, ...]  # the first module's shape or none: with the shape guess given,
-    # detect_family reads only whether the index has a module
-    layouts: dict[tuple[str, int | None], tuple[str | None, str | None]]  # by (family, depth), as in _IndexAnalysis
-
-
-_SUMMARIES: OrderedDict[bytes, _IndexSummary] = OrderedDict()
-_SUMMARIES_SIZE = 8192
-_SUMMARIES_PROBLEMS = 100_000  # problem lines kept in all (a broken index has one per module)
-_summaries_problems = 0
-
-
-def _summary_of(digest: bytes) -> _IndexSummary | None:
-    with _analyses_lock:
-        summary = _SUMMARIES.get(digest)
-        if summary is not None:
-            _SUMMARIES.move_to_end(digest)
-        return summary
-
-
-def _remember_summary(digest: bytes, index: _IndexAnalysis, facts: _IndexFacts) -> None:
-    global _summaries_problems
-    with _analyses_lock:
-        if digest in _SUMMARIES:
-            return
-        if not _SUMMARIES:  # (also when cleared from outside)
-            _summaries_problems = 0
-        _SUMMARIES[digest] = _IndexSummary(facts, index.shape_guess, tuple(index.shapes[:1]), index.layouts)
-        _summaries_problems += len(facts.problems)
-        while len(_SUMMARIES) > _SUMMARIES_SIZE or (_summaries_problems > _SUMMARIES_PROBLEMS and len(_SUMMARIES) > 1):
-            _summaries_problems -= len(_SUMMARIES.popitem(last=False)[1].facts.problems)
-
-
-def summarize_structure(path: str | os.PathLike[str]) -> StructureSummary:
-    """The header facts the library's structure phase needs, without per-module work once the index is known:
-    per file only the header read, the metadata and the family's metadata evidence (see StructureSummary).
-
-    An index summarised before (``_SUMMARIES``, by digest) whose header was validated before is not parsed again:
-    the reader checks that the bytes around the metadata digest to it and that the file size fits it."""
-    structure = read_structure(path, index_known=lambda digest: _summary_of(digest) is not None)
-    known = None if structure.tensors_read else _summary_of(structure.index_digest)
-    if known is not None:
-        family = detect_family(known.some_shapes, structure.metadata, shape_guess=known.shape_guess)
-        ids = known.layouts.get((family.family, family.depth))
-        if ids is not None:
-            return _summary(structure, family, known.facts, ids)
-    if not structure.tensors_read:  # a family this index was not mapped for yet (or the summary was just dropped)
-        structure = read_structure(path)
-    index = _analyse_index(structure)
-    family = detect_family(index.shapes, structure.metadata, shape_guess=index.shape_guess)
-    facts = _index_facts(index)
-    ids = _layout_ids(index, family)
-    if structure.index_digest:
-        _remember_summary(structure.index_digest, index, facts)
-    return _summary(structure, family, facts, ids)
-
-
-def _summary(structure: FileStructure, family: FamilyGuess, facts: _IndexFacts,
-             ids: tuple[str | None, str | None]) -> StructureSummary:
-    meta = parse_metadata(structure.metadata)
-    layout_id, full_layout_id = ids
-    return StructureSummary(
-        path=os.fsdecode(structure.path), size=structure.size, mtime_ns=structure.mtime_ns,
-        header_bytes=structure.header_bytes, format=facts.format, family=family, layout_id=layout_id,
-        full_layout_id=full_layout_id, algorithms=dict(facts.algorithms), rank=facts.rank,
-        module_count=facts.module_count, metadata=meta, needs_base=facts.needs_base, problems=list(facts.problems))

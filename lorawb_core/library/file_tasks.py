@@ -6,10 +6,14 @@ object: results cross a process boundary and go straight into batched writes.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
+import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -129,22 +133,36 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _init_worker(parent: int, threads: int = 0) -> None:
+WORKER_GC_THRESHOLD = 100_000
+
+
+def _init_worker(parent: int, threads: int = 0, shared_summaries: str | None = None) -> None:
     if threads:  # before torch is imported here; a value the user set is kept
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(name, str(threads))
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    # A worker allocates millions of short-lived acyclic objects (header entries, module records) beside caches of
+    # hundreds of thousands of long-lived ones: at the default threshold (700) the cyclic collector runs every few
+    # hundred allocations and keeps walking those caches, a third of the structure phase's time (bench_index). Its
+    # garbage is freed by reference counting; the collector still runs, 100x less often.
+    gc.set_threshold(WORKER_GC_THRESHOLD, 50, 100)
+    if shared_summaries:
+        from ..inspection.summaries import share_through
+
+        share_through(shared_summaries)
+    gc.freeze()  # what the imports built stays out of every collection
 
 
-def make_pool(workers: int) -> Executor:
+def make_pool(workers: int, shared_summaries: str | None = None) -> Executor:
     """Worker processes (``spawn``: safe inside a host that holds CUDA or threads). Each worker's torch gets its
     share of the cores: n workers with torch's default of one thread per core each would run n× more threads than
-    there are cores (measured: phase (b) twice as slow with 2 workers on 2 cores)."""
+    there are cores (measured: phase (b) twice as slow with 2 workers on 2 cores). ``shared_summaries``: a
+    directory through which the workers share their index summaries (``inspection.summaries.share_through``)."""
     import multiprocessing
 
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(os.getpid(), threads))
+                               initializer=_init_worker, initargs=(os.getpid(), threads, shared_summaries))
 
 
 def default_workers(jobs: int, threshold: int = 200) -> int:
@@ -152,3 +170,28 @@ def default_workers(jobs: int, threshold: int = 200) -> int:
     if jobs < threshold:
         return 0
     return max(0, min(2, (os.cpu_count() or 1)))
+
+
+def run_tasks(fn: Callable[[Job], dict[str, Any]], jobs: list[Job], workers: int | None,
+              cancel: threading.Event | None, chunk: int, share_summaries: bool = False) -> Iterator[dict[str, Any]]:
+    """``fn`` over ``jobs``, inline or in worker processes; ``share_summaries``: the workers share their index
+    summaries through a private temporary directory (an index one worker analysed, the other reads back)."""
+    n = default_workers(len(jobs)) if workers is None else workers
+    if n <= 0 or len(jobs) < 2:
+        for job in jobs:
+            if cancel is not None and cancel.is_set():
+                return
+            yield fn(job)
+        return
+    with contextlib.ExitStack() as stack:
+        shared = stack.enter_context(tempfile.TemporaryDirectory(prefix="lorawb-summaries-")) \
+            if share_summaries else None
+        pool = make_pool(min(n, len(jobs)), shared_summaries=shared)
+        try:
+            chunksize = max(1, min(chunk, len(jobs) // (n * 4)))
+            for result in pool.map(fn, jobs, chunksize=chunksize):
+                yield result
+                if cancel is not None and cancel.is_set():
+                    return
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,26 +108,6 @@ class _Reporter:
 
 def _cancelled(cancel: threading.Event | None) -> bool:
     return cancel is not None and cancel.is_set()
-
-
-def _run(fn: Callable[[file_tasks.Job], dict[str, Any]], jobs: list[file_tasks.Job], workers: int | None,
-         cancel: threading.Event | None, chunk: int) -> Iterator[dict[str, Any]]:
-    n = file_tasks.default_workers(len(jobs)) if workers is None else workers
-    if n <= 0 or len(jobs) < 2:
-        for job in jobs:
-            if _cancelled(cancel):
-                return
-            yield fn(job)
-        return
-    pool = file_tasks.make_pool(min(n, len(jobs)))
-    try:
-        chunksize = max(1, min(chunk, len(jobs) // (n * 4)))
-        for result in pool.map(fn, jobs, chunksize=chunksize):
-            yield result
-            if _cancelled(cancel):
-                return
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _job(f: FileStat) -> file_tasks.Job:
@@ -309,7 +289,9 @@ def _structure_phase(db: Database, listings: list[RootListing], *, full: bool, m
         _apply_presence(db, plan, moves, mapping, summary)
     reporter = _Reporter(progress, "structure", len(analyse))
     batch: list[tuple[FileStat, dict[str, Any]]] = []
-    for f, res in zip(analyse, _run(file_tasks.analyse, [_job(f) for f in analyse], workers, cancel, 64), strict=False):
+    results = file_tasks.run_tasks(file_tasks.analyse, [_job(f) for f in analyse], workers, cancel, 64,
+                                   share_summaries=True)
+    for f, res in zip(analyse, results, strict=False):
         batch.append((f, res))
         reporter.step(f.path)
         if len(batch) >= batch_size:

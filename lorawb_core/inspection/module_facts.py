@@ -1,0 +1,94 @@
+"""What one module's tensor keys and shapes say: its adapter, rank, target shape, problems, parsed path, format
+and, per family, its canonical target and block — computed once per (module key, param keys, shapes) across every
+tensor index, since the modules of one family and naming repeat from file to file whatever else the files differ in
+(other module subsets, ranks of other modules, dtypes, offsets, metadata).
+
+Nothing here holds a :class:`TensorInfo`: offsets and dtypes belong to an index, so each index gets its own
+adapters (:meth:`ModuleFacts.template`) built from these facts and its own tensors.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from itertools import islice
+
+from ..adapters import Adapter, probe_module
+from ..family_detect import ModuleShape
+from ..key_targets import RawPath, Target, canonical_target, normalise_native_dit, parse_module_key
+from ..layouts import FamilyMap
+from ..reader import TensorInfo
+from .formats import format_of
+
+Signature = tuple  # (module key, ((param, tensor key, shape), ...))
+
+
+@dataclass(eq=False)
+class ModuleFacts:
+    """The header-only facts of one module; ``adapter_type`` None: no algorithm claims the module."""
+
+    adapter_type: type[Adapter] | None
+    own: tuple[str, ...]  # the params the adapter takes
+    leftover: tuple[str, ...]  # the params it leaves unexplained (their keys are reported as unknown)
+    rank: int | None = None
+    target_shape: tuple[int, ...] = ()
+    problems: tuple[str, ...] = ()
+    raw: RawPath | None = None
+    shape: ModuleShape | None = None  # what family detection reads
+    format: str | None = None
+    targets: dict[tuple[str, int | None], tuple[Target, str | None]] = field(default_factory=dict)  # by family
+
+    def template(self, module: str, params: dict[str, TensorInfo]) -> Adapter:
+        """This module's adapter over one index's tensors (no alpha yet: alphas are per file)."""
+        assert self.adapter_type is not None
+        return self.adapter_type(module=module, params={p: params[p] for p in self.own}, rank=self.rank,
+                                 target_shape=self.target_shape, problems=list(self.problems))
+
+    def target(self, family: str, depth: int | None, fm: FamilyMap | None) -> tuple[Target, str | None]:
+        """The canonical target and the block of ``fm`` (the map of ``family`` at ``depth``) of this module."""
+        key = (family, depth)
+        found = self.targets.get(key)
+        if found is None:
+            assert self.raw is not None and self.shape is not None
+            target = canonical_target(self.raw, family, self.shape.out_features, self.shape.in_features)
+            found = self.targets[key] = (target, fm.block_of(target.key) if fm else None)
+        return found
+
+
+_FACTS: dict[Signature, ModuleFacts] = {}
+_FACTS_SIZE = 200_000  # a few hundred bytes each; past this the older half goes (memory bounded)
+_facts_lock = threading.Lock()
+
+
+def module_facts(module: str, params: dict[str, TensorInfo]) -> ModuleFacts:
+    """The facts of ``module`` with ``params`` (canonical param → tensor), computed on first sight."""
+    signature = (module, tuple((p, info.key, info.shape) for p, info in params.items()))
+    facts = _FACTS.get(signature)
+    if facts is None:
+        facts = _probe(module, params)
+        with _facts_lock:
+            if len(_FACTS) >= _FACTS_SIZE:
+                for old in list(islice(_FACTS, _FACTS_SIZE // 2)):
+                    del _FACTS[old]
+            _FACTS[signature] = facts
+    return facts
+
+
+def _probe(module: str, params: dict[str, TensorInfo]) -> ModuleFacts:
+    adapter, leftover_keys = probe_module(module, params)
+    leftover = tuple(p for p, info in params.items() if info.key in set(leftover_keys))
+    if adapter is None:
+        return ModuleFacts(None, (), leftover)
+    raw = parse_module_key(module)
+    if raw.component == "unet":
+        raw = RawPath(raw.component, normalise_native_dit(raw.path), raw.convention)
+    s = adapter.target_shape
+    return ModuleFacts(adapter_type=type(adapter), own=tuple(adapter.params), leftover=leftover, rank=adapter.rank,
+                       target_shape=tuple(s), problems=tuple(adapter.problems), raw=raw,
+                       shape=ModuleShape(raw, s[0] if s else 0, s[1] if len(s) > 1 else 0),
+                       format=format_of(module, adapter))
+
+
+def clear() -> None:
+    with _facts_lock:
+        _FACTS.clear()
