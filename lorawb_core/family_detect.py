@@ -49,20 +49,24 @@ def _width(mods: Sequence[ModuleShape], pattern: str, side: str = "in") -> int |
     return None
 
 
+# what from_shapes asks of every UNet/DiT path (compiled once: a large LoRA has thousands of modules)
+_DIT_PATH = re.compile(r"(double_blocks|single_blocks|single_transformer_blocks)\.|transformer_blocks\.\d+\.").match
+_WAN_PATH = re.compile(r"blocks\.\d+\.(self_attn|cross_attn|ffn|attn1|attn2)\.").match
+_UNET_PATH = re.compile(r"(input_blocks|middle_block|output_blocks|down_blocks|mid_block|up_blocks)").match
+
+
 def from_shapes(mods: Sequence[ModuleShape]) -> FamilyGuess | None:
     unet = [m for m in mods if m.raw.component == "unet"]
     paths = [m.raw.path for m in unet]
-    dit = [p for p in paths if re.match(r"(double_blocks|single_blocks|single_transformer_blocks)\.", p)]
-    if dit or any(re.match(r"transformer_blocks\.\d+\.", p) for p in paths):
+    if any(map(_DIT_PATH, paths)):
         guess = _dit_family(unet, paths)
         if guess:
             return guess
     if any(p.startswith("joint_blocks.") for p in paths):
         return _sd3(unet, paths)
-    if any(re.match(r"blocks\.\d+\.(self_attn|cross_attn|ffn|attn1|attn2)\.", p) for p in paths):
+    if any(map(_WAN_PATH, paths)):
         return _wan(unet, paths)
-    unet_like = [p for p in paths if re.match(r"(input_blocks|middle_block|output_blocks|down_blocks|mid_block|up_blocks)", p)]
-    if unet_like:
+    if any(map(_UNET_PATH, paths)):
         guess = _sd_unet(unet, mods)
         if guess:
             return guess

@@ -53,6 +53,7 @@ _INDEX_CACHE: OrderedDict[bytes, KnownIndex] = OrderedDict()
 _CANDIDATES: dict[tuple[int, int], list[bytes]] = {}
 _INDEX_CACHE_SIZE = 256
 _INDEX_CACHE_TENSORS = 250_000  # and at most this many tensors in all: memory bounded whatever the library holds
+_cached_tensors = 0  # the tensors _INDEX_CACHE holds
 # Digests of every index validated before (by safe_open or _validated_index) with where its data ends: far more
 # than ``_INDEX_CACHE`` holds, at ~200 bytes each. A header whose index has one of these digests is known valid
 # without its tensor index parsed again (see ``reader.read_structure(index_known=...)``).
@@ -168,7 +169,7 @@ def _valid_utf8(b: bytes | bytearray) -> bool:
 
 def index_digest(buf: bytearray | bytes, split: HeaderSplit) -> bytes:
     """The digest of the header without its metadata (``buf[:pos] + buf[end:tail]``), without copying either part."""
-    h = hashlib.blake2b(digest_size=16)
+    h = hashlib.sha256()  # (SHA-NI: about twice the speed of blake2b here, 70 µs for a 140 KB index)
     with memoryview(buf) as view:
         h.update(view[:split.pos])
         h.update(view[split.end:split.tail])
@@ -215,10 +216,11 @@ def remember_index(index: KnownIndex) -> None:
         digests = _CANDIDATES.setdefault(key, [])
         if index.digest not in digests:
             digests.append(index.digest)
-        total = sum(len(i.tensors) for i in _INDEX_CACHE.values())
-        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE or (total > _INDEX_CACHE_TENSORS and len(_INDEX_CACHE) > 1):
+        global _cached_tensors
+        _cached_tensors = (_cached_tensors if len(_INDEX_CACHE) > 1 else 0) + len(index.tensors)  # (0: cleared)
+        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE or (_cached_tensors > _INDEX_CACHE_TENSORS and len(_INDEX_CACHE) > 1):
             _, old = _INDEX_CACHE.popitem(last=False)
-            total -= len(old.tensors)
+            _cached_tensors -= len(old.tensors)
             old_key = (len(old.prefix), len(old.prefix) + len(old.suffix))
             digests = _CANDIDATES.get(old_key, [])
             if old.digest in digests:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
+from .strict_json import finite_json
+
 _JSON_KEYS = ("ss_tag_frequency", "ss_network_args", "lora_adapter_metadata")  # the JSON values we use, no others
 MAX_JSON_CHARS = 1 << 20  # a JSON value above this is not decoded whole (one file must stay cheap to index) …
 TAG_SCAN_CHARS = 1 << 18  # … a huge ss_tag_frequency is read from its first TAG_SCAN_CHARS characters only
@@ -95,8 +97,25 @@ class LoraMetadata:
         """``dataclasses.asdict(self)`` (minus ``raw`` unless asked), built without its per-value overhead."""
         return {name: _plain(getattr(self, name)) for name in _METADATA_FIELDS if include_raw or name != "raw"}
 
+    def to_json(self) -> str:
+        """``finite_json(self.to_dict())`` without building that copy: the encoder reads the dataclasses' own
+        fields (the library writes one per file; a NaN in a parsed JSON value takes the cleaning path)."""
+        try:
+            return json.dumps(self, default=_fields_without_raw, ensure_ascii=False, allow_nan=False,
+                              separators=(",", ":"))
+        except ValueError:
+            return finite_json(self.to_dict())
+
 
 _ATOMIC = (str, int, float, bool, type(None))
+
+
+def _fields_without_raw(value: Any) -> dict[str, Any]:
+    """A dataclass's fields for the JSON encoder (LoraMetadata's without ``raw``), in definition order."""
+    if not is_dataclass(value) or isinstance(value, type):
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    d = vars(value)
+    return {k: v for k, v in d.items() if k != "raw"} if isinstance(value, LoraMetadata) else d
 
 
 def _plain(value: Any) -> Any:
@@ -227,14 +246,15 @@ def trigger_candidates(meta: dict[str, str], tag_frequency: Any, images: int | N
                     tag = str(tag).strip()
                     counts[tag] = counts.get(tag, 0) + int(n)
     total = images or (max(counts.values()) if counts else 0)
-    ranked = sorted(counts.items(), key=lambda kv: (kv[0].lower() in _COMMON_TAGS, -kv[1], kv[0]))
-    for folder in folder_names:
-        if folder.lower() in {t.lower() for t in counts}:
-            add(folder, "tag_frequency", counts.get(folder, 0), counts.get(folder, 0) / total if total else 0.0)
-    for tag, n in ranked:
-        if tag.lower() in _COMMON_TAGS:
-            continue
-        add(tag, "tag_frequency", n, n / total if total else 0.0)
+    if folder_names:
+        lowered = {t.lower() for t in counts}
+        for folder in folder_names:
+            if folder.lower() in lowered:
+                add(folder, "tag_frequency", counts.get(folder, 0), counts.get(folder, 0) / total if total else 0.0)
+    ranked = [(-n, tag) for tag, n in counts.items() if tag.lower() not in _COMMON_TAGS]
+    ranked.sort()  # by count, then tag (generic tags are never candidates)
+    for neg, tag in ranked:
+        add(tag, "tag_frequency", -neg, -neg / total if total else 0.0)
         if len(words) >= limit:
             break
     return words[:limit]

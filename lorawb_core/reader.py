@@ -1,8 +1,8 @@
 """Reading a LoRA file's structure from its safetensors header (tensor data: :mod:`.tensors`).
 
-A new header is validated by the ``safetensors`` library (or, above ``SAFE_OPEN_HEADER_BYTES``, by the same checks
-here over the tensor index alone, so that one huge metadata value costs one decode); this module adds the cheap
-pre-checks that turn a failure into a sentence a user can act on (a pickle, a Git LFS pointer, an HTML page saved as
+A new header is parsed here without its metadata value (decoded once, by :func:`.header_index.split_metadata`) and
+validated with the safetensors library's checks (:func:`_validated_index`, held to the library's verdicts by
+tests/test_header_validation.py); this module adds the cheap pre-checks that turn a failure into a sentence a user can act on (a pickle, a Git LFS pointer, an HTML page saved as
 ``.safetensors``, a truncated download, a key written twice, an absurd tensor count) and never unpickles anything.
 """
 
@@ -13,9 +13,9 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ from .header_index import (
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 MAX_TENSORS = 12_000  # real LoRAs hold < 6,000 (full-layer LyCORIS on SDXL with both text encoders, DoRA)
-SAFE_OPEN_HEADER_BYTES = 8 << 20  # larger headers are validated by _validated_index (bounded memory)
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 
 
@@ -126,7 +125,7 @@ def read_structure(path: str | os.PathLike[str], *,
                     got += k
         except OSError as exc:
             raise UnreadableFile(f"{shown}: cannot read the file ({exc.strerror}).") from None
-    tensors, metadata, digest = _open_header(p, shown, buf, min(got, n), n, st.st_size, index_known)
+    tensors, metadata, digest = _open_header(shown, buf, min(got, n), n, st.st_size, index_known)
     return FileStructure(path=p, size=st.st_size, header_bytes=8 + n, mtime_ns=st.st_mtime_ns,
                          tensors=tensors if tensors is not None else {}, metadata=metadata, index_digest=digest,
                          tensors_read=tensors is not None)
@@ -176,13 +175,12 @@ def _check_head(shown: str, head: bytes, size: int) -> int:
 
 
 
-def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int, size: int,
+def _open_header(shown: str, buf: bytearray, got: int, n: int, size: int,
                  index_known: Callable[[bytes], bool] | None) -> tuple[dict[str, TensorInfo] | None, dict[str, str], bytes]:
     """Index the JSON header ``buf[:got]`` (``n`` bytes long by the file's own count). A tensor index seen before
     (same keys, shapes, dtypes, offsets: one trainer's files) is reused after checking the file size; a new one is
-    validated by the safetensors library (headers up to ``SAFE_OPEN_HEADER_BYTES``) or, for larger headers, by
-    :func:`_validated_index`, and parsed here without its metadata value, which ``split_metadata`` decoded already
-    (see :func:`_parse_index`). Duplicated keys and more than ``MAX_TENSORS`` tensors are refused. An index
+    parsed without its metadata value, which ``split_metadata`` decoded already (see :func:`_parse_index`), and
+    validated by :func:`_validated_index`. Duplicated keys and more than ``MAX_TENSORS`` tensors are refused. An index
     validated before whose digest ``index_known`` accepts gives None for the tensors (see read_structure)."""
     split = split_metadata(buf, got)
     known = known_index(buf, split) if split.meta is not None else None
@@ -197,36 +195,30 @@ def _open_header(p: Path, shown: str, buf: bytearray, got: int, n: int, size: in
         raise CorruptFile(f"{shown}: the header lists about {count:,} tensors (limit {MAX_TENSORS:,}); no LoRA has "
                           "that many, so this file is damaged or not a LoRA. Replace it with the real file.")
     prefix, suffix = bytes(buf[:split.pos]), bytes(buf[split.end:split.tail])
-    index, meta = _parse_index(shown, buf, got, split, prefix, suffix)
+    index, meta = _parse_index(shown, buf, got, split, prefix, suffix, count)
     if meta is not split.meta:  # the split could not be trusted: the digest covers the whole header
         digest = index_digest(buf, whole_header(got))
-    if n > SAFE_OPEN_HEADER_BYTES:
-        tensors, data_end = _validated_index(shown, index, size - 8 - n)
-    else:
-        checked = _safe_open_metadata(p, shown)
-        tensors, data_end = _tensor_infos(index)
-        if checked != meta:  # (a header the safetensors library reads otherwise than JSON does: its reading counts)
-            meta = checked
-            digest = index_digest(buf, whole_header(got))
+    tensors, data_end = _validated_index(shown, index, size - 8 - n)
     if meta is split.meta:
         remember_index(KnownIndex(tensors, data_end, prefix, suffix, digest))
     return tensors, meta, digest
 
 
-def _parse_index(shown: str, buf: bytearray, got: int, split: HeaderSplit, prefix: bytes,
-                 suffix: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+def _parse_index(shown: str, buf: bytearray, got: int, split: HeaderSplit, prefix: bytes, suffix: bytes,
+                 offsets_named: int) -> tuple[dict[str, Any], dict[str, str]]:
     """The header's tensor entries and its metadata. Fast path: the header with its metadata value left out (that
     value was decoded by ``split_metadata``, duplicated keys refused) parsed by plain ``json.loads``, whose dicts
     keep the last of a duplicated key: the counts of the entry names in the text must then equal those in the
     result (a duplicated key makes the text's count larger, which nothing can hide). Anything else, or a split
-    that cannot be trusted, takes the strict parse of the whole header (``split.meta`` is then not returned)."""
+    that cannot be trusted, takes the strict parse of the whole header (``split.meta`` is then not returned).
+    ``offsets_named``: how often ``"data_offsets"`` occurs in the header outside its metadata value."""
     if split.meta is not None:
         text = prefix + (b'"__metadata__":{}' if split.end > split.pos else b"") + suffix
         try:
-            index = json.loads(text)
+            index = json.loads(text.decode("utf-8"))  # (bytes would let json guess UTF-16 or UTF-32)
         except (ValueError, RecursionError):
             index = None
-        if isinstance(index, dict) and _no_duplicated_keys(text, index, split.end > split.pos):
+        if isinstance(index, dict) and _no_duplicated_keys(text, index, split.end > split.pos, offsets_named):
             return index, split.meta
     header = _loads_header(shown, bytes(buf[:got]))
     meta = header.pop("__metadata__", {})
@@ -236,51 +228,27 @@ def _parse_index(shown: str, buf: bytearray, got: int, split: HeaderSplit, prefi
     return header, meta
 
 
-def _no_duplicated_keys(text: bytes, index: dict[str, Any], has_metadata: bool) -> bool:
-    """True when ``text`` (the JSON of ``index``) cannot hold a key twice: every entry has exactly three keys, and
+def _no_duplicated_keys(text: bytes, index: dict[str, Any], has_metadata: bool, offsets_named: int) -> bool:
+    """True when ``text`` (the JSON of ``index``) cannot hold a key twice: the entries hold three keys each on
+    average (the validation then requires each to hold dtype, shape and data_offsets, so exactly those), and
     ``"dtype"``, ``"shape"``, ``"data_offsets"`` and ``"__metadata__"`` occur in the text exactly as often as in
     the parsed result (a key name inside another string only adds to the text's count: the strict parse decides)."""
     entries = len(index) - (1 if "__metadata__" in index else 0)
     if text.count(b'"__metadata__"') != has_metadata or ("__metadata__" in index) != has_metadata:
         return False
-    if not all(type(e) is dict and len(e) == 3 for k, e in index.items() if k != "__metadata__"):
+    try:  # (the metadata placeholder {} adds nothing)
+        if sum(map(len, index.values())) != 3 * entries:
+            return False
+    except TypeError:  # an entry that is a number: the strict parse says what is wrong
         return False
-    return all(text.count(name) == entries for name in (b'"dtype"', b'"shape"', b'"data_offsets"'))
-
-
-def _safe_open_metadata(p: Path, shown: str) -> dict[str, str]:
-    """The header validated by the safetensors library; its metadata."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with utf8_path(p) as usable, safe_open(usable, framework="np") as f:
-            checked = f.metadata() or {}
-    except SafetensorError as exc:
-        raise CorruptFile(f"{shown}: damaged safetensors header: {_explain(str(exc))}") from None
-    except (OSError, ValueError) as exc:
-        raise UnreadableFile(f"{shown}: cannot read the file ({exc}).") from None
-    return {str(k): str(v) for k, v in checked.items()}
-
-
-def _tensor_infos(index: dict[str, Any]) -> tuple[dict[str, TensorInfo], int]:
-    """The entries of an index the safetensors library validated, and where their data ends."""
-    tensors = {}
-    data_end = 0
-    for key, entry in index.items():
-        if key == "__metadata__":
-            continue
-        start, end = entry["data_offsets"]
-        if end > data_end:
-            data_end = end
-        tensors[key] = TensorInfo(key, entry["dtype"], tuple(entry["shape"]), start, end)
-    return tensors, data_end
+    return offsets_named == entries and all(text.count(name) == entries for name in (b'"dtype"', b'"shape"'))
 
 
 def _loads_header(shown: str, raw: bytes) -> dict[str, Any]:
     """The header JSON (a memory-bounded part of it, see _open_header), refusing a key written twice: Python's json
     keeps the last one silently, so the file would mean one thing to us and maybe another to its next reader."""
     try:
-        header = json.loads(raw, object_pairs_hook=unique_pairs)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_pairs)
     except DuplicateKey as exc:
         raise CorruptFile(f"{shown}: the header holds the key {str(exc)[:200]!r} twice; readers disagree on which one "
                           "counts, so the file is refused. Re-save it from its source.") from None
@@ -292,8 +260,11 @@ def _loads_header(shown: str, raw: bytes) -> dict[str, Any]:
 
 
 def _validated_index(shown: str, header: dict[str, Any], data_len: int) -> tuple[dict[str, TensorInfo], int]:
-    """The checks the safetensors library makes (known dtypes, byte lengths that fit dtype × shape, offsets that
-    tile the data region exactly), for headers too large to hand to it whole."""
+    """The tensor entries, with the checks the safetensors library makes when it opens a file: known dtypes,
+    non-negative integer shapes and offsets, byte lengths that fit dtype × shape, offsets that tile the data region
+    exactly. (The library parses the header too but exposes no offsets, and a second parse of every new header
+    cost as much as the rest of indexing it; tests/test_header_validation.py holds this to the library's verdict
+    on damaged headers.)"""
     def damaged(why: str) -> CorruptFile:
         return CorruptFile(f"{shown}: damaged safetensors header: {why}")
 
@@ -303,28 +274,48 @@ def _validated_index(shown: str, header: dict[str, Any], data_len: int) -> tuple
             continue
         try:
             dtype, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-            ok = isinstance(dtype, str) and all(type(v) is int and v >= 0 for v in (*shape, start, end))
         except (KeyError, TypeError, ValueError):
-            ok = False
+            dtype = shape = start = end = None
+        ok = type(dtype) is str and type(shape) is list and type(start) is int and type(end) is int and start >= 0
+        numel = 1
+        for d in shape if ok else ():
+            if type(d) is not int or d < 0:
+                ok = False
+                break
+            numel *= d
         if not ok:
             raise damaged(f"tensor {key[:200]!r} is not described by dtype, shape and data_offsets "
                           "(the file is damaged or not safetensors).")
-        if dtype not in DTYPE_BYTES:
+        width = DTYPE_BYTES.get(dtype)
+        if width is None:
             raise damaged(_explain(f"unknown variant {dtype[:40]!r} for tensor {key[:200]!r}"))
-        info = TensorInfo(key, dtype, tuple(shape), start, end)
-        if end < start or info.numel * DTYPE_BYTES[dtype] != end - start:
-            raise damaged(f"tensor {key[:200]!r}: {dtype} {list(shape)} does not fit its {end - start:,} bytes "
+        if end < start or numel * width != end - start:
+            raise damaged(f"tensor {key[:200]!r}: {dtype} {shape} does not fit its {end - start:,} bytes "
                           "(the file is damaged).")
-        tensors[key] = info
-    at = 0
-    for info in sorted(tensors.values(), key=lambda t: (t.start, t.end)):
-        if info.start != at:
-            raise damaged(_explain(f"invalid offset for tensor {info.key[:200]!r}"))
-        at = info.end
+        tensors[key] = TensorInfo(key, dtype, tuple(shape), start, end)
+    at = _tiled_end(tensors.values())  # most writers list the tensors in data order: one pass, no sort
+    if at is None:
+        at = 0
+        for info in sorted(tensors.values(), key=_by_offsets):
+            if info.start != at:
+                raise damaged(_explain(f"invalid offset for tensor {info.key[:200]!r}"))
+            at = info.end
     if at != data_len:
         raise damaged(_explain(f"metadata incomplete buffer: the tensors end at {at:,} of {data_len:,} data bytes"))
     return tensors, at
 
+
+_by_offsets = attrgetter("start", "end")
+
+
+def _tiled_end(infos: Iterable[TensorInfo]) -> int | None:
+    """Where the data ends if ``infos`` tile it in the order given, without gaps or overlaps (None: they do not)."""
+    at = 0
+    for info in infos:
+        if info.start != at:
+            return None
+        at = info.end
+    return at
 
 
 def _explain(msg: str) -> str:
@@ -338,24 +329,3 @@ def _explain(msg: str) -> str:
     if "invalid json" in low or "utf" in low:
         return f"{msg} (the header is not a JSON object; the file is damaged or not safetensors)."
     return msg
-
-
-@contextmanager
-def utf8_path(path: Path) -> Iterator[str]:
-    """A path string the safetensors library accepts: it refuses names that are not valid UTF-8.
-
-    Such names (legal on Linux) are reached through the ``/proc/self/fd`` link of an open descriptor.
-    """
-    try:
-        os.fsencode(path).decode("utf-8")
-        yield str(path)
-        return
-    except UnicodeDecodeError:
-        pass
-    if not os.path.isdir("/proc/self/fd"):
-        raise UnreadableFile(f"{os.fsdecode(path)!r}: the file name is not valid UTF-8; rename the file.")
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        yield f"/proc/self/fd/{fd}"
-    finally:
-        os.close(fd)

@@ -36,6 +36,8 @@ class ModuleFacts:
     raw: RawPath | None = None
     shape: ModuleShape | None = None  # what family detection reads
     format: str | None = None
+    algorithm: str = ""  # as the report names it (``lora``, ``dora``, ``loha+dora``, …)
+    requires_base: bool = False  # ΔW needs the base weight (DoRA, OFT, GLoRA, (IA)³)
     targets: dict[tuple[str, int | None], tuple[Target, str | None]] = field(default_factory=dict)  # by family
 
     def template(self, module: str, params: dict[str, TensorInfo]) -> Adapter:
@@ -86,7 +88,8 @@ def _probe(module: str, params: dict[str, TensorInfo]) -> ModuleFacts:
     return ModuleFacts(adapter_type=type(adapter), own=tuple(adapter.params), leftover=leftover, rank=adapter.rank,
                        target_shape=tuple(s), problems=tuple(adapter.problems), raw=raw,
                        shape=ModuleShape(raw, s[0] if s else 0, s[1] if len(s) > 1 else 0),
-                       format=format_of(module, adapter))
+                       format=format_of(module, adapter), algorithm=adapter.algorithm,
+                       requires_base=adapter.requires_base)
 
 
 def clear() -> None:

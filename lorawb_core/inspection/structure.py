@@ -18,7 +18,7 @@ from ..key_groups import group_keys
 from ..key_targets import RawPath, Target
 from ..layouts import FamilyMap, family_map
 from ..metadata import LoraMetadata, parse_metadata
-from ..reader import FileStructure, read_structure
+from ..reader import FileStructure, TensorInfo, read_structure
 from ..tensors import read_scalars
 from .module_facts import ModuleFacts, module_facts
 from .report import NO_MODULES, LoraReport, ModuleReport
@@ -64,7 +64,7 @@ def _peft_alpha(cfg: dict[str, Any] | None, module: str) -> tuple[float | None, 
 class IndexAnalysis:
     """What depends only on the tensor index (keys, shapes, dtypes): computed once per distinct index."""
 
-    templates: list[tuple[Adapter, RawPath]]
+    modules: list[tuple[str, dict[str, TensorInfo]]]  # (module key, its params) of every module an adapter claims
     unknown: list[str]
     shapes: list[ModuleShape]
     shape_guess: FamilyGuess | None
@@ -75,12 +75,23 @@ class IndexAnalysis:
     report_parts: dict[tuple[str, int | None], list[tuple]] = field(default_factory=dict)
     gram_plan: GramPlan | None = None
     layouts: dict[tuple[str, int | None], tuple[str | None, str | None]] = field(default_factory=dict)
-    module_facts: list[ModuleFacts] = field(default_factory=list)  # what each template was built from
+    module_facts: list[ModuleFacts] = field(default_factory=list)  # per module, in the order of ``modules``
+    _templates: list[tuple[Adapter, RawPath]] | None = field(default=None, repr=False)
+
+    @property
+    def templates(self) -> list[tuple[Adapter, RawPath]]:
+        """The modules' adapters over this index's tensors (built on first use: the structure phase needs only
+        the facts)."""
+        if self._templates is None:
+            self._templates = [(f.template(key, params), f.raw)
+                               for (key, params), f in zip(self.modules, self.module_facts, strict=True)]
+        return self._templates
 
 
 _ANALYSES: OrderedDict[bytes, IndexAnalysis] = OrderedDict()
 _ANALYSES_SIZE = 128
 _ANALYSES_MODULES = 100_000  # and at most this many modules in all (memory bounded whatever the library holds)
+_cached_modules = 0  # the modules _ANALYSES holds
 _analyses_lock = threading.Lock()
 
 
@@ -92,25 +103,30 @@ def analyse_index(structure: FileStructure) -> IndexAnalysis:
             return cached
     grouping = group_keys(structure.tensors)
     unknown = list(grouping.unknown_keys)
-    templates: list[tuple[Adapter, RawPath]] = []
+    modules: list[tuple[str, dict[str, TensorInfo]]] = []
     facts: list[ModuleFacts] = []
     for key, raw_module in grouping.modules.items():
         params = raw_module.params
         found = module_facts(key, params)
-        unknown.extend(params[p].key for p in found.leftover)
+        if found.leftover:
+            unknown.extend(params[p].key for p in found.leftover)
         if found.adapter_type is None:
             continue
-        templates.append((found.template(key, params), found.raw))
+        modules.append((key, params))
         facts.append(found)
-    analysis = IndexAnalysis(templates=templates, unknown=sorted(set(unknown)), shapes=[f.shape for f in facts],
-                              shape_guess=None, formats=Counter(f.format for f in facts), module_facts=facts)
-    analysis.shape_guess = from_shapes(analysis.shapes)
+    shapes = [f.shape for f in facts]
+    analysis = IndexAnalysis(modules=modules, unknown=sorted(set(unknown)), shapes=shapes,
+                             shape_guess=from_shapes(shapes), formats=Counter(f.format for f in facts),
+                             module_facts=facts)
     if structure.index_digest:
         with _analyses_lock:
+            global _cached_modules
+            if structure.index_digest in _ANALYSES:  # (another thread was first)
+                return _ANALYSES[structure.index_digest]
+            _cached_modules = (_cached_modules if _ANALYSES else 0) + len(analysis.modules)  # (0: cleared)
             _ANALYSES[structure.index_digest] = analysis
-            total = sum(len(a.templates) for a in _ANALYSES.values())
-            while len(_ANALYSES) > _ANALYSES_SIZE or (total > _ANALYSES_MODULES and len(_ANALYSES) > 1):
-                total -= len(_ANALYSES.popitem(last=False)[1].templates)
+            while len(_ANALYSES) > _ANALYSES_SIZE or (_cached_modules > _ANALYSES_MODULES and len(_ANALYSES) > 1):
+                _cached_modules -= len(_ANALYSES.popitem(last=False)[1].modules)
     return analysis
 
 
@@ -143,10 +159,11 @@ def _build_modules(structure: FileStructure, index: IndexAnalysis, meta: LoraMet
     return mods, bad_alpha
 
 
-def _problems(adapters: list[Adapter], unknown: list[str]) -> list[str]:
-    """A file's problems: one line per module with a problem, or why there is no module at all."""
-    lines = [f"{a.module}: {'; '.join(a.problems)}" for a in adapters if a.problems]
-    if not adapters:
+def _problems(modules: list[tuple[str, list[str] | tuple[str, ...]]], unknown: list[str]) -> list[str]:
+    """A file's problems from (module key, its problems): one line per module with a problem, or why there is no
+    module at all."""
+    lines = [f"{key}: {'; '.join(problems)}" for key, problems in modules if problems]
+    if not modules:
         lines.append(f"{NO_MODULES}: " + ("every key is unknown" if unknown else "the file holds no tensors"))
     return lines
 
@@ -223,7 +240,7 @@ def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
         alpha=alphas.most_common(1)[0][0] if alphas else None, modules=reports,
         unmapped=sorted(m.adapter.module for m in mods if m.block is None), unknown_keys=list(index.unknown),
         metadata=meta, needs_base=facts.needs_base,
-        problems=_problems([m.adapter for m in mods], index.unknown) if bad_alpha else list(facts.problems),
+        problems=_problems([(m.adapter.module, m.adapter.problems) for m in mods], index.unknown) if bad_alpha else list(facts.problems),
     )
     return Analysis(report, mods, structure, index)
 
@@ -243,14 +260,15 @@ def index_facts(index: IndexAnalysis) -> IndexFacts:
     """The aggregates over the index's adapters, for every file of that index (a file's copies differ from the
     templates only by their alphas, which none of these figures reads)."""
     if index.facts is None:
-        adapters = [a for a, _ in index.templates]
-        ranks = Counter(a.rank for a in adapters if a.rank)
-        problems = _problems(adapters, index.unknown)
+        facts = index.module_facts
+        ranks = Counter(f.rank for f in facts if f.rank)
+        problems = _problems([(key, f.problems) for (key, _), f in zip(index.modules, facts, strict=True)],
+                             index.unknown)
         index.facts = IndexFacts(
             format=index.formats.most_common(1)[0][0] if index.formats else "unknown",
-            algorithms=dict(Counter(a.algorithm for a in adapters).most_common()),
-            rank=ranks.most_common(1)[0][0] if ranks else None, ranks=tuple(sorted(ranks)), module_count=len(adapters),
-            needs_base=any(a.requires_base for a in adapters), problems=tuple(problems))
+            algorithms=dict(Counter(f.algorithm for f in facts).most_common()),
+            rank=ranks.most_common(1)[0][0] if ranks else None, ranks=tuple(sorted(ranks)), module_count=len(facts),
+            needs_base=any(f.requires_base for f in facts), problems=tuple(problems))
     return index.facts
 
 

@@ -48,7 +48,7 @@ def structure_fields(report) -> dict[str, Any]:
         "module_count": report.module_count, "header_bytes": report.header_bytes, "needs_base": int(report.needs_base),
         "name": name, "sort_key": name.casefold(), "title": meta.title, "author": meta.author,
         "tags": finite_json(meta.tags), "trigger_words": finite_json(report.trigger_words),
-        "metadata": finite_json(meta.to_dict()), "problems": finite_json(report.problems),
+        "metadata": meta.to_json(), "problems": finite_json(report.problems),
         "scan_state": "pending", "error": None,
     }
     if report.problems:  # NaN/Inf, factor shapes that do not multiply, rank-0 factors, no LoRA modules
