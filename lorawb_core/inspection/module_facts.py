@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import islice
 
 from ..adapters import Adapter, probe_module
@@ -78,20 +79,44 @@ def module_facts(module: str, params: dict[str, TensorInfo]) -> ModuleFacts:
 
 def _probe(module: str, params: dict[str, TensorInfo]) -> ModuleFacts:
     adapter, leftover_keys = probe_module(module, params)
-    leftover = tuple(p for p, info in params.items() if info.key in set(leftover_keys))
+    unexplained = set(leftover_keys)
+    leftover = tuple(p for p, info in params.items() if info.key in unexplained) if unexplained else ()
     if adapter is None:
         return ModuleFacts(None, (), leftover)
-    raw = parse_module_key(module)
-    if raw.component == "unet":
-        raw = RawPath(raw.component, normalise_native_dit(raw.path), raw.convention)
+    raw = _raw_path(module)
     s = adapter.target_shape
+    out_rows, in_cols = (s[0] if s else 0, s[1] if len(s) > 1 else 0)
     return ModuleFacts(adapter_type=type(adapter), own=tuple(adapter.params), leftover=leftover, rank=adapter.rank,
                        target_shape=tuple(s), problems=tuple(adapter.problems), raw=raw,
-                       shape=ModuleShape(raw, s[0] if s else 0, s[1] if len(s) > 1 else 0),
-                       format=format_of(module, adapter), algorithm=adapter.algorithm,
-                       requires_base=adapter.requires_base)
+                       shape=ModuleShape(raw, out_rows, in_cols), format=format_of(module, adapter),
+                       algorithm=adapter.algorithm, requires_base=adapter.requires_base,
+                       targets=_targets_of(module, out_rows, in_cols))
+
+
+@lru_cache(maxsize=1 << 16)
+def _raw_path(module: str) -> RawPath:
+    """The module key's component and path, native DiT paths normalised (per key: keys repeat across indexes)."""
+    raw = parse_module_key(module)
+    return RawPath(raw.component, normalise_native_dit(raw.path), raw.convention) if raw.component == "unet" else raw
+
+
+_TARGETS: dict[tuple[str, int, int], dict[tuple[str, int | None], tuple[Target, str | None]]] = {}
+
+
+def _targets_of(module: str, out_rows: int, in_cols: int) -> dict[tuple[str, int | None], tuple[Target, str | None]]:
+    """The by-family targets map shared by every facts of one module key and target size (its rank and factor
+    spelling do not move it); bounded with the facts."""
+    key = (module, out_rows, in_cols)
+    found = _TARGETS.get(key)
+    if found is None:
+        with _facts_lock:
+            if len(_TARGETS) >= _FACTS_SIZE:
+                _TARGETS.clear()
+            found = _TARGETS.setdefault(key, {})
+    return found
 
 
 def clear() -> None:
     with _facts_lock:
         _FACTS.clear()
+        _TARGETS.clear()
