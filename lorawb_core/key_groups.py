@@ -94,7 +94,9 @@ def group_keys(tensors: dict[str, TensorInfo]) -> KeyGrouping:
         if param in _GENERIC:
             generic.append((module, param, info))
             continue
-        mod = modules.setdefault(module, RawModule(module))
+        mod = modules.get(module)
+        if mod is None:
+            mod = modules[module] = RawModule(module)
         if param in mod.params:  # two spellings of the same param in one module
             unknown.append(key)
             continue

@@ -65,7 +65,7 @@ _facts_lock = threading.Lock()
 
 def module_facts(module: str, params: dict[str, TensorInfo]) -> ModuleFacts:
     """The facts of ``module`` with ``params`` (canonical param → tensor), computed on first sight."""
-    signature = (module, tuple((p, info.key, info.shape) for p, info in params.items()))
+    signature = (module, tuple([(p, info.key, info.shape) for p, info in params.items()]))
     facts = _FACTS.get(signature)
     if facts is None:
         facts = _probe(module, params)

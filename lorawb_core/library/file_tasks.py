@@ -188,6 +188,13 @@ def default_workers(jobs: int, threshold: int = 200) -> int:
     return max(0, min(2, (os.cpu_count() or 1)))
 
 
+def _scratch_dir() -> str | None:
+    """Where a scan keeps what only its workers read: RAM-backed ``/dev/shm`` when the system has it (a file
+    created on a journaled disk cost 0.75 ms here, one per new tensor index), else the default temporary folder."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+
+
 def run_tasks(fn: Callable[[Job], dict[str, Any]], jobs: list[Job], workers: int | None,
               cancel: threading.Event | None, chunk: int, share_summaries: bool = False) -> Iterator[dict[str, Any]]:
     """``fn`` over ``jobs``, inline or in worker processes; ``share_summaries``: the workers share their index
@@ -200,7 +207,7 @@ def run_tasks(fn: Callable[[Job], dict[str, Any]], jobs: list[Job], workers: int
             yield fn(job)
         return
     with contextlib.ExitStack() as stack:
-        shared = stack.enter_context(tempfile.TemporaryDirectory(prefix="lorawb-summaries-")) \
+        shared = stack.enter_context(tempfile.TemporaryDirectory(prefix="lorawb-summaries-", dir=_scratch_dir())) \
             if share_summaries else None
         pool = make_pool(min(n, len(jobs)), shared_summaries=shared)
         try:
