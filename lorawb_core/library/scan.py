@@ -184,6 +184,17 @@ def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
             {k: values[k] for k in DETAIL_COLUMNS if k in values})
 
 
+def _rows_by_path(db: Database, paths: list[str]) -> dict[str, tuple]:
+    """(id, size, mtime_ns, inode, stable_id) of the rows of ``paths`` that exist, by path: one query per 500."""
+    rows: dict[str, tuple] = {}
+    for i in range(0, len(paths), 500):
+        part = paths[i:i + 500]
+        for row in db.execute("SELECT id, size, mtime_ns, inode, stable_id, path FROM loras "
+                              f"WHERE path IN ({','.join('?' * len(part))})", part):
+            rows[row[5]] = tuple(row[:5])
+    return rows
+
+
 def _write_structure(db: Database, items: list[tuple[FileStat, dict[str, Any]]], mapping: dict[str, str],
                      full: bool, summary: ScanSummary) -> None:
     now = utcnow()
@@ -192,6 +203,8 @@ def _write_structure(db: Database, items: list[tuple[FileStat, dict[str, Any]]],
     new_details: dict[str, dict[str, Any]] = {}
     with immediate(db):
         alloc = IdAllocator(db)
+        known = _rows_by_path(db, [f.path for f, _ in items])
+        claims = db.execute("SELECT EXISTS (SELECT 1 FROM known_ids)").fetchone()[0]  # (IDs from a ledger/import)
         for f, res in items:
             if res.get("changed"):
                 summary.unstable.append(f.path)
@@ -203,12 +216,12 @@ def _write_structure(db: Database, items: list[tuple[FileStat, dict[str, Any]]],
             readable = "family" in res
             if res["scan_state"] == "error":
                 summary.errors.append(Skipped(f.path, res["error"]))
-            row = db.execute("SELECT id, size, mtime_ns, inode, stable_id FROM loras WHERE path = ?",
-                             [f.path]).fetchone()
+            row = known.get(f.path)
             if row is None:
                 stable_id = None
                 if readable:
-                    stable_id = claim_known(db, root=f.root, rel_path=f.rel_path) or alloc.new(res["family"], category)
+                    stable_id = (claims and claim_known(db, root=f.root, rel_path=f.rel_path)) or \
+                        alloc.new(res["family"], category)
                 row_values, new_details[f.path] = _split({**res, **place, "stable_id": stable_id, "first_seen": now})
                 inserts.append(row_values)
                 summary.new += 1
