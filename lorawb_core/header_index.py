@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-DTYPE_BYTES = {  # element sizes of every safetensors dtype (validation of large headers without safe_open)
+DTYPE_BYTES = {  # element sizes of every safetensors dtype (the reader validates byte lengths with them)
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "F8_E4M3FNUZ": 1, "F8_E5M2FNUZ": 1,
     "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "C64": 8, "F64": 8, "I64": 8, "U64": 8,
 }
@@ -54,7 +54,7 @@ _CANDIDATES: dict[tuple[int, int], list[bytes]] = {}
 _INDEX_CACHE_SIZE = 256
 _INDEX_CACHE_TENSORS = 250_000  # and at most this many tensors in all: memory bounded whatever the library holds
 _cached_tensors = 0  # the tensors _INDEX_CACHE holds
-# Digests of every index validated before (by safe_open or _validated_index) with where its data ends: far more
+# Digests of every index validated before (reader._validated_index) with where its data ends: far more
 # than ``_INDEX_CACHE`` holds, at ~200 bytes each. A header whose index has one of these digests is known valid
 # without its tensor index parsed again (see ``reader.read_structure(index_known=...)``).
 _VALIDATED: OrderedDict[bytes, int] = OrderedDict()
