@@ -122,9 +122,11 @@ class Adapter:
     def shape_of(self, param: str) -> tuple[int, ...]:
         return self.params[param].shape
 
-    def require(self, ok: bool, message: str) -> None:
+    def require(self, ok: bool, message: str | Callable[[], str]) -> None:
+        """Record ``message`` as a problem unless ``ok`` (a callable message is formatted only then: probing
+        runs for every module of every new index)."""
         if not ok:
-            self.problems.append(message)
+            self.problems.append(message() if callable(message) else message)
 
     def check_valid(self) -> None:
         if self.problems:

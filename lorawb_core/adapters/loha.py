@@ -34,11 +34,11 @@ class LohaAdapter(Adapter):
         self.rank = w1b[0]
         if self.tucker:  # w?_a is (r, out), w?_b is (r, in), t is (r, r, kh, kw)
             t1 = self.shape_of("hada_t1")
-            self.require(w1a[0] == t1[0] and w1b[0] == t1[1], f"hada_t1 {t1} does not fit w1 {w1a}/{w1b}")
+            self.require(w1a[0] == t1[0] and w1b[0] == t1[1], lambda: f"hada_t1 {t1} does not fit w1 {w1a}/{w1b}")
             self.target_shape = (w1a[1], w1b[1], *t1[2:])
         else:
-            self.require(w1a[1] == w1b[0], f"hada_w1_a {w1a} / hada_w1_b {w1b}: rank mismatch")
-            self.require(w2a[1] == w2b[0], f"hada_w2_a {w2a} / hada_w2_b {w2b}: rank mismatch")
+            self.require(w1a[1] == w1b[0], lambda: f"hada_w1_a {w1a} / hada_w1_b {w1b}: rank mismatch")
+            self.require(w2a[1] == w2b[0], lambda: f"hada_w2_a {w2a} / hada_w2_b {w2b}: rank mismatch")
             self.require(w1a[0] == w2a[0] and w1b[1:] == w2b[1:], "the two Hadamard factors have different shapes")
             self.target_shape = (w1a[0], *w1b[1:])
 

@@ -26,7 +26,7 @@ class LokrAdapter(Adapter):
             a, c = p["lokr_w1"].shape[:2]
         else:
             w1a, w1b = p["lokr_w1_a"].shape, p["lokr_w1_b"].shape
-            self.require(w1a[1] == w1b[0], f"lokr_w1_a {w1a} / lokr_w1_b {w1b}: rank mismatch")
+            self.require(w1a[1] == w1b[0], lambda: f"lokr_w1_a {w1a} / lokr_w1_b {w1b}: rank mismatch")
             a, c = w1a[0], w1b[1]
             self.rank = w1b[0]
         kernel: tuple[int, ...] = ()
@@ -35,12 +35,12 @@ class LokrAdapter(Adapter):
             b, d, kernel = w2[0], w2[1], tuple(w2[2:])
         elif "lokr_t2" in p:  # w2_a (r, b), w2_b (r, d), t2 (r, r, kh, kw)
             w2a, w2b, t2 = p["lokr_w2_a"].shape, p["lokr_w2_b"].shape, p["lokr_t2"].shape
-            self.require(t2[0] == w2a[0] and t2[1] == w2b[0], f"lokr_t2 {t2} does not fit w2 {w2a}/{w2b}")
+            self.require(t2[0] == w2a[0] and t2[1] == w2b[0], lambda: f"lokr_t2 {t2} does not fit w2 {w2a}/{w2b}")
             b, d, kernel = w2a[1], w2b[1], tuple(t2[2:])
             self.rank = w2b[0]
         else:
             w2a, w2b = p["lokr_w2_a"].shape, p["lokr_w2_b"].shape
-            self.require(w2a[1] == w2b[0], f"lokr_w2_a {w2a} / lokr_w2_b {w2b}: rank mismatch")
+            self.require(w2a[1] == w2b[0], lambda: f"lokr_w2_a {w2a} / lokr_w2_b {w2b}: rank mismatch")
             b, d = w2a[0], w2b[1]
             self.rank = w2b[0]
         self.target_shape = (a * b, c * d, *kernel)

@@ -23,15 +23,15 @@ class LoraAdapter(Adapter):
 
     def inspect_shapes(self) -> None:
         up, down = self.shape_of("up"), self.shape_of("down")
-        self.require(len(up) >= 2 and len(down) >= 2, f"up {up} / down {down} must be matrices")
+        self.require(len(up) >= 2 and len(down) >= 2, lambda: f"up {up} / down {down} must be matrices")
         if self.problems:
             return
         self.rank = down[0]
         mid = self.params.get("mid")
         inner = mid.shape[0] if mid is not None else self.rank
-        self.require(up[1] == inner, f"up {up} has {up[1]} columns but rank is {inner} (down {down})")
+        self.require(up[1] == inner, lambda: f"up {up} has {up[1]} columns but rank is {inner} (down {down})")
         if mid is not None:
-            self.require(len(mid.shape) == 4 and mid.shape[1] == down[0], f"mid {mid.shape} does not fit down {down}")
+            self.require(len(mid.shape) == 4 and mid.shape[1] == down[0], lambda: f"mid {mid.shape} does not fit down {down}")
             self.target_shape = (up[0], down[1], *mid.shape[2:])
         else:
             self.target_shape = (up[0], *down[1:])
