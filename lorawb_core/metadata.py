@@ -100,22 +100,16 @@ class LoraMetadata:
     def to_json(self) -> str:
         """``finite_json(self.to_dict())`` without building that copy: the encoder reads the dataclasses' own
         fields (the library writes one per file; a NaN in a parsed JSON value takes the cleaning path)."""
+        fields_ = {k: v for k, v in vars(self).items() if k != "raw"}  # (the instances' own dicts: no copies)
+        fields_["trigger_words"] = [vars(t) for t in self.trigger_words]
+        fields_["training"] = vars(self.training)
         try:
-            return json.dumps(self, default=_fields_without_raw, ensure_ascii=False, allow_nan=False,
-                              separators=(",", ":"))
+            return json.dumps(fields_, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except ValueError:
             return finite_json(self.to_dict())
 
 
 _ATOMIC = (str, int, float, bool, type(None))
-
-
-def _fields_without_raw(value: Any) -> dict[str, Any]:
-    """A dataclass's fields for the JSON encoder (LoraMetadata's without ``raw``), in definition order."""
-    if not is_dataclass(value) or isinstance(value, type):
-        raise TypeError(f"{type(value).__name__} is not JSON serializable")
-    d = vars(value)
-    return {k: v for k, v in d.items() if k != "raw"} if isinstance(value, LoraMetadata) else d
 
 
 def _plain(value: Any) -> Any:
