@@ -195,7 +195,7 @@ def _open_header(shown: str, buf: bytearray, got: int, n: int, size: int,
         raise CorruptFile(f"{shown}: the header lists about {count:,} tensors (limit {MAX_TENSORS:,}); no LoRA has "
                           "that many, so this file is damaged or not a LoRA. Replace it with the real file.")
     prefix, suffix = bytes(buf[:split.pos]), bytes(buf[split.end:split.tail])
-    index, meta = _parse_index(shown, buf, got, split, prefix, suffix, count)
+    index, meta = _parse_index(shown, buf, got, split, prefix, suffix)
     if meta is not split.meta:  # the split could not be trusted: the digest covers the whole header
         digest = index_digest(buf, whole_header(got))
     tensors, data_end = _validated_index(shown, index, size - 8 - n)
@@ -204,21 +204,20 @@ def _open_header(shown: str, buf: bytearray, got: int, n: int, size: int,
     return tensors, meta, digest
 
 
-def _parse_index(shown: str, buf: bytearray, got: int, split: HeaderSplit, prefix: bytes, suffix: bytes,
-                 offsets_named: int) -> tuple[dict[str, Any], dict[str, str]]:
+def _parse_index(shown: str, buf: bytearray, got: int, split: HeaderSplit, prefix: bytes,
+                 suffix: bytes) -> tuple[dict[str, Any], dict[str, str]]:
     """The header's tensor entries and its metadata. Fast path: the header with its metadata value left out (that
     value was decoded by ``split_metadata``, duplicated keys refused) parsed by plain ``json.loads``, whose dicts
-    keep the last of a duplicated key: the counts of the entry names in the text must then equal those in the
-    result (a duplicated key makes the text's count larger, which nothing can hide). Anything else, or a split
-    that cannot be trusted, takes the strict parse of the whole header (``split.meta`` is then not returned).
-    ``offsets_named``: how often ``"data_offsets"`` occurs in the header outside its metadata value."""
+    keep the last of a duplicated key: the text must then hold no double quote the result does not account for
+    (see :func:`_no_duplicated_keys`). Anything else, or a split
+    that cannot be trusted, takes the strict parse of the whole header (``split.meta`` is then not returned)."""
     if split.meta is not None:
         text = prefix + (b'"__metadata__":{}' if split.end > split.pos else b"") + suffix
         try:
             index = json.loads(text.decode("utf-8"))  # (bytes would let json guess UTF-16 or UTF-32)
         except (ValueError, RecursionError):
             index = None
-        if isinstance(index, dict) and _no_duplicated_keys(text, index, split.end > split.pos, offsets_named):
+        if isinstance(index, dict) and _no_duplicated_keys(text, index, split.end > split.pos):
             return index, split.meta
     header = _loads_header(shown, bytes(buf[:got]))
     meta = header.pop("__metadata__", {})
@@ -228,20 +227,21 @@ def _parse_index(shown: str, buf: bytearray, got: int, split: HeaderSplit, prefi
     return header, meta
 
 
-def _no_duplicated_keys(text: bytes, index: dict[str, Any], has_metadata: bool, offsets_named: int) -> bool:
-    """True when ``text`` (the JSON of ``index``) cannot hold a key twice: the entries hold three keys each on
-    average (the validation then requires each to hold dtype, shape and data_offsets, so exactly those), and
-    ``"dtype"``, ``"shape"``, ``"data_offsets"`` and ``"__metadata__"`` occur in the text exactly as often as in
-    the parsed result (a key name inside another string only adds to the text's count: the strict parse decides)."""
+def _no_duplicated_keys(text: bytes, index: dict[str, Any], has_metadata: bool) -> bool:
+    """True when ``text`` (the JSON of ``index``) cannot hold a key twice. The entries must hold three keys each on
+    average (the validation then requires dtype, shape and data_offsets in each, so exactly those, with a string
+    dtype and integer lists), so the parsed result accounts for ``2·len(index) + 8·entries`` double quotes: the names,
+    the entry keys and the dtype strings. A key written twice, parsed once, adds quotes the result does not account
+    for, which nothing can hide (an escaped quote in a name adds some too: the strict parse then decides)."""
     entries = len(index) - (1 if "__metadata__" in index else 0)
-    if text.count(b'"__metadata__"') != has_metadata or ("__metadata__" in index) != has_metadata:
+    if ("__metadata__" in index) != has_metadata:
         return False
     try:  # (the metadata placeholder {} adds nothing)
         if sum(map(len, index.values())) != 3 * entries:
             return False
     except TypeError:  # an entry that is a number: the strict parse says what is wrong
         return False
-    return offsets_named == entries and all(text.count(name) == entries for name in (b'"dtype"', b'"shape"'))
+    return text.count(b'"') == 2 * len(index) + 8 * entries
 
 
 def _loads_header(shown: str, raw: bytes) -> dict[str, Any]:
