@@ -30,7 +30,9 @@ def test_a_worker_freezes_what_stays_and_nothing_else(tmp_path, monkeypatch):
         for _ in range(200):
             for j in jobs:
                 file_tasks.analyse(j)
-        assert gc.get_freeze_count() == frozen  # no garbage (a failure's cycles included) frozen on the way
+        # no garbage (a failure's cycles included) frozen on the way: a leak would freeze objects every round; the
+        # margin is for objects another thread of the test process (a lingering server) may keep meanwhile
+        assert gc.get_freeze_count() - frozen < 100
     finally:
         gc.unfreeze()
 
