@@ -43,3 +43,20 @@ def test_a_hosts_own_process_is_never_frozen(tmp_path):
     frozen = gc.get_freeze_count()
     file_tasks.analyse(_job(p))
     assert gc.get_freeze_count() == frozen
+
+
+def test_a_scan_without_any_scratch_directory_still_scans(tmp_path, monkeypatch):
+    """No temporary folder can hold the shared summaries (a full or read-only one): the workers analyse on their own."""
+    import contextlib
+    import tempfile
+
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", no_room)
+    with contextlib.ExitStack() as stack:
+        assert file_tasks._shared_summaries_dir(stack) is None
+    paths = [tiny(tmp_path / f"{i}.safetensors", "sd15", seed=i) for i in range(4)]
+    results = list(file_tasks.run_tasks(file_tasks.analyse, [_job(p) for p in paths], 2, None, 1,
+                                        share_summaries=True))
+    assert [r["scan_state"] for r in results] == ["pending"] * 4

@@ -206,11 +206,18 @@ def default_workers(jobs: int, threshold: int = 200) -> int:
     return max(0, min(2, (os.cpu_count() or 1)))
 
 
-def _scratch_dir() -> str | None:
-    """Where a scan keeps what only its workers read: RAM-backed ``/dev/shm`` when the system has it (a file
-    created on a journaled disk cost 0.75 ms here, one per new tensor index), else the default temporary folder."""
+def _shared_summaries_dir(stack: contextlib.ExitStack) -> str | None:
+    """A private directory, removed with ``stack``, through which a scan's workers share index summaries: in
+    RAM-backed ``/dev/shm`` when the system has one (a file created on a journaled disk cost 0.75 ms here, one per
+    new tensor index), else in the default temporary folder; None (no sharing, each worker analyses on its own)
+    when neither can hold one."""
     shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+    for where in ([shm] if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else []) + [None]:
+        try:
+            return stack.enter_context(tempfile.TemporaryDirectory(prefix="lorawb-summaries-", dir=where))
+        except OSError:
+            continue
+    return None
 
 
 def run_tasks(fn: Callable[[Job], dict[str, Any]], jobs: list[Job], workers: int | None,
@@ -225,8 +232,7 @@ def run_tasks(fn: Callable[[Job], dict[str, Any]], jobs: list[Job], workers: int
             yield fn(job)
         return
     with contextlib.ExitStack() as stack:
-        shared = stack.enter_context(tempfile.TemporaryDirectory(prefix="lorawb-summaries-", dir=_scratch_dir())) \
-            if share_summaries else None
+        shared = _shared_summaries_dir(stack) if share_summaries else None
         pool = make_pool(min(n, len(jobs)), shared_summaries=shared)
         try:
             chunksize = max(1, min(chunk, len(jobs) // (n * 4)))
