@@ -218,7 +218,8 @@ def remember_index(index: KnownIndex) -> None:
             digests.append(index.digest)
         global _cached_tensors
         _cached_tensors = (_cached_tensors if len(_INDEX_CACHE) > 1 else 0) + len(index.tensors)  # (0: cleared)
-        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE or (_cached_tensors > _INDEX_CACHE_TENSORS and len(_INDEX_CACHE) > 1):
+        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE or \
+                (_cached_tensors > _INDEX_CACHE_TENSORS and len(_INDEX_CACHE) > 1):
             _, old = _INDEX_CACHE.popitem(last=False)
             _cached_tensors -= len(old.tensors)
             old_key = (len(old.prefix), len(old.prefix) + len(old.suffix))

@@ -2,8 +2,9 @@
 
 A new header is parsed here without its metadata value (decoded once, by :func:`.header_index.split_metadata`) and
 validated with the safetensors library's checks (:func:`_validated_index`, held to the library's verdicts by
-tests/test_header_validation.py); this module adds the cheap pre-checks that turn a failure into a sentence a user can act on (a pickle, a Git LFS pointer, an HTML page saved as
-``.safetensors``, a truncated download, a key written twice, an absurd tensor count) and never unpickles anything.
+tests/test_header_validation.py); this module adds the cheap pre-checks that turn a failure into a sentence a user
+can act on (a pickle, a Git LFS pointer, an HTML page saved as ``.safetensors``, a truncated download, a key written
+twice, an absurd tensor count) and never unpickles anything.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ class LoraAdapter(Adapter):
         inner = mid.shape[0] if mid is not None else self.rank
         self.require(up[1] == inner, lambda: f"up {up} has {up[1]} columns but rank is {inner} (down {down})")
         if mid is not None:
-            self.require(len(mid.shape) == 4 and mid.shape[1] == down[0], lambda: f"mid {mid.shape} does not fit down {down}")
+            self.require(len(mid.shape) == 4 and mid.shape[1] == down[0],
+                         lambda: f"mid {mid.shape} does not fit down {down}")
             self.target_shape = (up[0], down[1], *mid.shape[2:])
         else:
             self.target_shape = (up[0], *down[1:])

@@ -240,7 +240,8 @@ def inspect_structure(path: str | os.PathLike[str]) -> Analysis:
         alpha=alphas.most_common(1)[0][0] if alphas else None, modules=reports,
         unmapped=sorted(m.adapter.module for m in mods if m.block is None), unknown_keys=list(index.unknown),
         metadata=meta, needs_base=facts.needs_base,
-        problems=_problems([(m.adapter.module, m.adapter.problems) for m in mods], index.unknown) if bad_alpha else list(facts.problems),
+        problems=(_problems([(m.adapter.module, m.adapter.problems) for m in mods], index.unknown) if bad_alpha
+                  else list(facts.problems)),
     )
     return Analysis(report, mods, structure, index)
 
