@@ -6,9 +6,12 @@ bare ``lora_A``) maps to one canonical param name; adapters only ever see canoni
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
+from .bounded_lru import BoundedLru
 from .reader import TensorInfo
 
 # suffix -> canonical param. Matched longest first, so ".lora_up.weight" wins over ".up.weight".
@@ -81,30 +84,70 @@ def split_key(key: str) -> tuple[str, str] | None:
     return None
 
 
-def group_keys(tensors: dict[str, TensorInfo]) -> KeyGrouping:
-    modules: dict[str, RawModule] = {}
+@dataclass(frozen=True, eq=False)
+class ModulePlan:
+    """One module of a grouping plan: its key and, per canonical param, the tensor key that holds it."""
+
+    key: str
+    params: tuple[tuple[str, str], ...]  # (canonical param, tensor key), in the order grouping found them
+    tensor_keys: tuple[str, ...]  # the same tensor keys alone
+    facts: dict[tuple[tuple[int, ...], ...], Any] = field(default_factory=dict, repr=False)  # by the tensors' shapes
+    # (the inspection's per-module facts, kept here so that a known plan finds them by shapes alone; bounded there)
+
+
+@dataclass(frozen=True, eq=False)
+class GroupingPlan:
+    """How the keys of one tensor index group into modules: a function of the key sequence alone, shared by every
+    index with those keys (one trainer's files at other ranks, dtypes or offsets)."""
+
+    modules: tuple[ModulePlan, ...]
+    unknown_keys: tuple[str, ...]  # sorted
+
+
+def plan_grouping(keys: Iterable[str]) -> GroupingPlan:
+    """Group tensor keys into modules (see the module docstring); generic params (``weight``, ``bias``, ``scale``)
+    join a module only when something else says what the module is, and a second spelling of a param is unknown."""
+    modules: dict[str, dict[str, str]] = {}
     unknown: list[str] = []
-    generic: list[tuple[str, str, TensorInfo]] = []
-    for key, info in tensors.items():
+    generic: list[tuple[str, str, str]] = []
+    for key in keys:
         split = split_key(key)
         if split is None:
             unknown.append(key)
             continue
         module, param = split
         if param in _GENERIC:
-            generic.append((module, param, info))
+            generic.append((module, param, key))
             continue
-        mod = modules.get(module)
-        if mod is None:
-            mod = modules[module] = RawModule(module)
-        if param in mod.params:  # two spellings of the same param in one module
+        params = modules.get(module)
+        if params is None:
+            params = modules[module] = {}
+        if param in params:  # two spellings of the same param in one module
             unknown.append(key)
             continue
-        mod.params[param] = info
-    for module, param, info in generic:
-        mod = modules.get(module)
-        if mod is None:
-            unknown.append(info.key)
+        params[param] = key
+    for module, param, key in generic:
+        params = modules.get(module)
+        if params is None:
+            unknown.append(key)
         else:
-            mod.params.setdefault(param, info)
-    return KeyGrouping(modules=modules, unknown_keys=sorted(unknown))
+            params.setdefault(param, key)
+    return GroupingPlan(modules=tuple(ModulePlan(m, tuple(ps.items()), tuple(ps.values())) for m, ps in modules.items()),
+                        unknown_keys=tuple(sorted(unknown)))
+
+
+_PLANS = BoundedLru[tuple[str, ...], GroupingPlan](entries=512, weight_limit=500_000,
+                                                      weight=lambda plan: len(plan.modules) + len(plan.unknown_keys))
+
+
+def grouping_plan(keys: tuple[str, ...]) -> GroupingPlan:
+    """:func:`plan_grouping` of ``keys``, cached by the key sequence (bounded in plans and in modules)."""
+    plan = _PLANS.get(keys)
+    return plan if plan is not None else _PLANS.put(keys, plan_grouping(keys))
+
+
+def group_keys(tensors: dict[str, TensorInfo]) -> KeyGrouping:
+    """The tensors of an index grouped into modules (computed afresh: hot paths use :func:`grouping_plan`)."""
+    plan = plan_grouping(tensors)
+    return KeyGrouping(modules={m.key: RawModule(m.key, {p: tensors[k] for p, k in m.params}) for m in plan.modules},
+                       unknown_keys=list(plan.unknown_keys))

@@ -18,13 +18,13 @@ import torch
 from conftest import save
 from test_perf_paths import _reference_report
 
-from lorawb_core import header_index
+from lorawb_core import header_index, key_groups
 from lorawb_core.errors import CorruptFile
+from lorawb_core.file_tasks import structure_fields
 from lorawb_core.inspection import module_facts, structure, summaries, summarize_structure
-from lorawb_core.library.file_tasks import structure_fields
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from bench_index import WORDS, _index, write_sparse_lora  # noqa: E402
+from bench_index import WORDS, _index, _tensors, write_sparse_lora  # noqa: E402
 from layout_mix import kohya_metadata, varied_layouts  # noqa: E402
 
 
@@ -37,6 +37,7 @@ def _clear_caches() -> None:
         structure._ANALYSES.clear()
     summaries.clear()
     module_facts.clear()
+    key_groups._PLANS.clear()
 
 
 def _cold(p: Path):
@@ -91,6 +92,29 @@ def test_summaries_equal_the_cold_path_on_the_realistic_mix(tmp_path, fast_reads
     order = files + rng.sample(files, len(files))
     _check(files, order)
     assert fast_reads["skipped"] >= len(files) // 2  # most repeats of an index took the fast path
+
+
+def test_indexes_sharing_their_keys_get_the_facts_of_a_fresh_analysis(tmp_path, fast_reads):
+    """One grouping plan serves every index with the same keys, and its modules' facts are found by shapes: other
+    ranks, dtypes, a module whose factors disagree on the rank, a rank-0 module, and back to the first rank."""
+    files = []
+    for i, (rank, dtype, damage) in enumerate([(4, "F16", None), (16, "F16", None), (16, "F32", None), (4, "BF16", "up"),
+                                               (16, "F16", "zero"), (4, "F16", None), (8, "F16", "up")]):
+        tensors = [list(t) for t in _tensors("sd15", True, False, rank)]
+        for t in tensors:
+            if damage == "up" and t[0].endswith("to_k.lora_up.weight"):
+                t[1] = [t[1][0], rank + 2]  # up's rank disagrees with down's
+            if damage == "zero" and "attn2_to_v.lora" in t[0]:
+                t[1] = [0 if d == rank else d for d in t[1]]
+        index, data = _index([tuple(t) for t in tensors], dtype)
+        p = tmp_path / f"{i}.safetensors"
+        write_sparse_lora(p, index, data, {"ss_output_name": f"n{i}", "ss_base_model_version": "sd_v1"})
+        files.append(p)
+    _check(files, files + files[::-1])
+    assert len(key_groups._PLANS) == 1  # (the damaged files have the same keys)
+    problems = [summarize_structure(p).problems for p in files]
+    assert not problems[0] and not problems[1] and not problems[5]
+    assert problems[3] and problems[4] and problems[6]
 
 
 def test_summaries_equal_the_cold_path_on_files_of_the_real_writers(tmp_path, fast_reads):

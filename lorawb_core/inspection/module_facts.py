@@ -16,6 +16,7 @@ from itertools import islice
 
 from ..adapters import Adapter, probe_module
 from ..family_detect import ModuleShape
+from ..key_groups import ModulePlan
 from ..key_targets import RawPath, Target, canonical_target, normalise_native_dit, parse_module_key
 from ..layouts import FamilyMap
 from ..reader import TensorInfo
@@ -61,6 +62,7 @@ class ModuleFacts:
 _FACTS: dict[Signature, ModuleFacts] = {}
 _FACTS_SIZE = 200_000  # a few hundred bytes each; past this the older half goes (memory bounded)
 _facts_lock = threading.Lock()
+_PLAN_FACTS_SIZE = 16  # shape variants (ranks) one module of a grouping plan keeps
 
 
 def module_facts(module: str, params: dict[str, TensorInfo]) -> ModuleFacts:
@@ -74,6 +76,19 @@ def module_facts(module: str, params: dict[str, TensorInfo]) -> ModuleFacts:
                 for old in list(islice(_FACTS, _FACTS_SIZE // 2)):
                     del _FACTS[old]
             _FACTS[signature] = facts
+    return facts
+
+
+def facts_for_plan(plan: ModulePlan, params: dict[str, TensorInfo]) -> ModuleFacts:
+    """:func:`module_facts` of one module of a grouping plan, ``params`` its tensors in plan order: found by the
+    tensors' shapes alone on the plan (its keys are the plan's), else as module_facts finds them."""
+    shapes = tuple([info.shape for info in params.values()])
+    facts = plan.facts.get(shapes)
+    if facts is None:
+        facts = module_facts(plan.key, params)
+        if len(plan.facts) >= _PLAN_FACTS_SIZE:
+            plan.facts.clear()
+        plan.facts[shapes] = facts
     return facts
 
 

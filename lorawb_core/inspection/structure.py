@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..adapters import Adapter
 from ..family_detect import FamilyGuess, ModuleShape, detect_family, from_shapes
-from ..key_groups import group_keys
+from ..key_groups import grouping_plan
 from ..key_targets import RawPath, Target
 from ..layouts import FamilyMap, family_map
 from ..metadata import LoraMetadata, parse_metadata
 from ..reader import FileStructure, TensorInfo, read_structure
 from ..tensors import read_scalars
-from .module_facts import ModuleFacts, module_facts
+from .module_facts import ModuleFacts, facts_for_plan
 from .report import NO_MODULES, LoraReport, ModuleReport
 
 if TYPE_CHECKING:
@@ -101,18 +101,19 @@ def analyse_index(structure: FileStructure) -> IndexAnalysis:
         if cached is not None:
             _ANALYSES.move_to_end(structure.index_digest)
             return cached
-    grouping = group_keys(structure.tensors)
-    unknown = list(grouping.unknown_keys)
+    tensors = structure.tensors
+    plan = grouping_plan(tuple(tensors))
+    unknown = list(plan.unknown_keys)
     modules: list[tuple[str, dict[str, TensorInfo]]] = []
     facts: list[ModuleFacts] = []
-    for key, raw_module in grouping.modules.items():
-        params = raw_module.params
-        found = module_facts(key, params)
+    for mp in plan.modules:
+        params = {p: tensors[k] for p, k in mp.params}
+        found = facts_for_plan(mp, params)
         if found.leftover:
             unknown.extend(params[p].key for p in found.leftover)
         if found.adapter_type is None:
             continue
-        modules.append((key, params))
+        modules.append((mp.key, params))
         facts.append(found)
     shapes = [f.shape for f in facts]
     analysis = IndexAnalysis(modules=modules, unknown=sorted(set(unknown)), shapes=shapes,
