@@ -265,7 +265,7 @@ def _meta(path: Path) -> str:
 def scanner_overhead(root: Path, db_path: Path) -> float:
     """files/s of everything but header analysis (listing, planning, ID allocation, batched writes with the FTS
     triggers): ``file_tasks.analyse`` is replaced by a canned copy of one real analysis."""
-    import lorawb_core.library.file_tasks as file_tasks
+    import lorawb_core.file_tasks as file_tasks
 
     real = file_tasks.analyse
     canned: dict[str, dict] = {}

@@ -1,7 +1,8 @@
 """The per-file work of a scan, as plain functions that run in worker processes or inline.
 
 Each returns a small picklable dict of ``loras`` column values (plus ``blocks`` for phase (b)), never a report
-object: results cross a process boundary and go straight into batched writes.
+object: results cross a process boundary and go straight into batched writes. It lives outside the ``library``
+package so that a worker process imports only what the per-file work needs (not the database tooling).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..errors import LorawbError
-from ..strict_json import finite, finite_json
+from .errors import LorawbError
+from .strict_json import finite, finite_json
 
 Job = tuple[str, int, int, int]  # path, size, mtime_ns, inode (as listed)
 NO_LAYOUT = "no block layout"  # the one error state whose file can still be applied (uniformly, without blocks)
@@ -53,7 +54,7 @@ def structure_fields(report) -> dict[str, Any]:
         "scan_state": "pending", "error": None,
     }
     if report.problems:  # NaN/Inf, factor shapes that do not multiply, rank-0 factors, no LoRA modules
-        from ..inspection import broken_reason
+        from .inspection import broken_reason
 
         out.update(scan_state="error", error=broken_reason(report.problems))
     elif report.layout_id is None:
@@ -76,7 +77,7 @@ def analyse(job: Job) -> dict[str, Any]:
     A file phase (b) will measure gets the per-index summary (no alpha: phase (b) writes it, with any problem of
     the alpha values); a file that ends here (no block layout) gets the full header analysis, alphas included.
     """
-    from ..inspection import inspect_structure, summarize_structure
+    from .inspection import inspect_structure, summarize_structure
 
     path, size, mtime_ns, inode = job
     try:
@@ -109,9 +110,9 @@ def _settle_worker_heap(failed: bool) -> None:
 
 def measure(job: Job) -> dict[str, Any]:
     """Phase (b): block strengths and hashes; the file must look the same before and after."""
-    from ..hashes import hash_file
-    from ..inspection import inspect_structure, measure_blocks
-    from ..layouts import get_layout
+    from .hashes import hash_file
+    from .inspection import inspect_structure, measure_blocks
+    from .layouts import get_layout
 
     path, size, mtime_ns, inode = job
     if not _same(path, size, mtime_ns, inode):
@@ -164,7 +165,7 @@ def _init_worker(parent: int, threads: int = 0, shared_summaries: str | None = N
     # garbage is freed by reference counting; the collector still runs, 100x less often.
     gc.set_threshold(WORKER_GC_THRESHOLD, 50, 100)
     if shared_summaries:
-        from ..inspection.summaries import share_through
+        from .inspection.summaries import share_through
 
         share_through(shared_summaries)
     gc.freeze()  # what the imports built stays out of every collection

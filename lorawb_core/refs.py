@@ -85,7 +85,7 @@ def check_usable(entry) -> None:
         BrokenLora: the entry or its changed file cannot be applied.
     """
     label = choice_label(entry.stable_id, entry.name)
-    from .library.file_tasks import NO_LAYOUT
+    from .file_tasks import NO_LAYOUT
 
     usable_without_blocks = not entry.problems and (entry.error or "").startswith(NO_LAYOUT)
     if entry.scan_state == "error" and not usable_without_blocks:

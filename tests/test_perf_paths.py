@@ -25,10 +25,10 @@ from safetensors import safe_open
 
 from lorawb_core import header_index, reader
 from lorawb_core.adapters.grams import SMALL_RANK
+from lorawb_core.file_tasks import analyse, measure, structure_fields
 from lorawb_core.inspection import inspect_structure, summarize_structure
 from lorawb_core.inspection.measure import _batch_pairs
 from lorawb_core.library import open_library
-from lorawb_core.library.file_tasks import analyse, measure, structure_fields
 from lorawb_core.library.scan import DETAIL_COLUMNS
 from lorawb_core.samples import build_sample_library, write_lora
 from lorawb_core.strict_json import finite, finite_json

@@ -8,7 +8,7 @@ import gc
 
 from library_helpers import tiny
 
-from lorawb_core.library import file_tasks
+from lorawb_core import file_tasks
 
 
 def _job(path):

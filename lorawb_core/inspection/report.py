@@ -104,7 +104,7 @@ class LoraReport:
 
 @dataclass
 class StructureSummary:
-    """What the library's structure phase writes (``library.file_tasks.structure_fields``), from the header alone.
+    """What the library's structure phase writes (``file_tasks.structure_fields``), from the header alone.
 
     The same figures as :func:`inspect_structure`'s report (``module_count`` = ``len(report.modules)``), except
     ``alpha``: the alpha scalars lie between the tensors, one read each, so they are not read here (``alpha`` is

@@ -26,10 +26,10 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from .. import file_tasks
 from ..errors import LorawbError, NotInLibrary, UsageError
 from ..skipped import Skipped
 from ..torch_check import NO_TORCH_SCAN, torch_available
-from . import file_tasks
 from .db import immediate, utcnow
 from .file_moves import find_moved, reconcile, relocate
 from .folder_config import sync_folder_configs
