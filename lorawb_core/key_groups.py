@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 from .bounded_lru import BoundedLru
 from .reader import TensorInfo
@@ -91,8 +90,6 @@ class ModulePlan:
     key: str
     params: tuple[tuple[str, str], ...]  # (canonical param, tensor key), in the order grouping found them
     tensor_keys: tuple[str, ...]  # the same tensor keys alone
-    facts: dict[tuple[tuple[int, ...], ...], Any] = field(default_factory=dict, repr=False)  # by the tensors' shapes
-    # (the inspection's per-module facts, kept here so that a known plan finds them by shapes alone; bounded there)
 
 
 @dataclass(frozen=True, eq=False)

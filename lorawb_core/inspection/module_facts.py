@@ -22,7 +22,7 @@ from ..layouts import FamilyMap
 from ..reader import TensorInfo
 from .formats import format_of
 
-Signature = tuple  # (module key, ((param, tensor key, shape), ...))
+Signature = tuple  # ((tensor key, ...), (shape, ...)) of one module
 
 
 @dataclass(eq=False)
@@ -62,33 +62,20 @@ class ModuleFacts:
 _FACTS: dict[Signature, ModuleFacts] = {}
 _FACTS_SIZE = 200_000  # a few hundred bytes each; past this the older half goes (memory bounded)
 _facts_lock = threading.Lock()
-_PLAN_FACTS_SIZE = 16  # shape variants (ranks) one module of a grouping plan keeps
 
 
-def module_facts(module: str, params: dict[str, TensorInfo]) -> ModuleFacts:
-    """The facts of ``module`` with ``params`` (canonical param → tensor), computed on first sight."""
-    signature = (module, tuple([(p, info.key, info.shape) for p, info in params.items()]))
+def module_facts(plan: ModulePlan, tensors: dict[str, TensorInfo]) -> ModuleFacts:
+    """The facts of one module of a grouping plan over an index's ``tensors``, computed on first sight of its tensor
+    keys with these shapes (the keys fix the module key and its params)."""
+    signature = (plan.tensor_keys, tuple([tensors[k].shape for k in plan.tensor_keys]))
     facts = _FACTS.get(signature)
     if facts is None:
-        facts = _probe(module, params)
+        facts = _probe(plan.key, {p: tensors[k] for p, k in plan.params})
         with _facts_lock:
             if len(_FACTS) >= _FACTS_SIZE:
                 for old in list(islice(_FACTS, _FACTS_SIZE // 2)):
                     del _FACTS[old]
             _FACTS[signature] = facts
-    return facts
-
-
-def facts_for_plan(plan: ModulePlan, params: dict[str, TensorInfo]) -> ModuleFacts:
-    """:func:`module_facts` of one module of a grouping plan, ``params`` its tensors in plan order: found by the
-    tensors' shapes alone on the plan (its keys are the plan's), else as module_facts finds them."""
-    shapes = tuple([info.shape for info in params.values()])
-    facts = plan.facts.get(shapes)
-    if facts is None:
-        facts = module_facts(plan.key, params)
-        if len(plan.facts) >= _PLAN_FACTS_SIZE:
-            plan.facts.clear()
-        plan.facts[shapes] = facts
     return facts
 
 

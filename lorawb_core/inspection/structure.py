@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..adapters import Adapter
 from ..family_detect import FamilyGuess, ModuleShape, detect_family, from_shapes
-from ..key_groups import grouping_plan
+from ..key_groups import ModulePlan, grouping_plan
 from ..key_targets import RawPath, Target
 from ..layouts import FamilyMap, family_map
 from ..metadata import LoraMetadata, parse_metadata
 from ..reader import FileStructure, TensorInfo, read_structure
 from ..tensors import read_scalars
-from .module_facts import ModuleFacts, facts_for_plan
+from .module_facts import ModuleFacts, module_facts
 from .report import NO_MODULES, LoraReport, ModuleReport
 
 if TYPE_CHECKING:
@@ -64,7 +64,8 @@ def _peft_alpha(cfg: dict[str, Any] | None, module: str) -> tuple[float | None, 
 class IndexAnalysis:
     """What depends only on the tensor index (keys, shapes, dtypes): computed once per distinct index."""
 
-    modules: list[tuple[str, dict[str, TensorInfo]]]  # (module key, its params) of every module an adapter claims
+    plans: list[ModulePlan]  # the grouping plan of every module an adapter claims
+    tensors: dict[str, TensorInfo]  # the index's tensors
     unknown: list[str]
     shapes: list[ModuleShape]
     shape_guess: FamilyGuess | None
@@ -75,13 +76,22 @@ class IndexAnalysis:
     report_parts: dict[tuple[str, int | None], list[tuple]] = field(default_factory=dict)
     gram_plan: GramPlan | None = None
     layouts: dict[tuple[str, int | None], tuple[str | None, str | None]] = field(default_factory=dict)
-    module_facts: list[ModuleFacts] = field(default_factory=list)  # per module, in the order of ``modules``
+    module_facts: list[ModuleFacts] = field(default_factory=list)  # per module, in the order of ``plans``
+    _modules: list[tuple[str, dict[str, TensorInfo]]] | None = field(default=None, repr=False)
     _templates: list[tuple[Adapter, RawPath]] | None = field(default=None, repr=False)
 
     @property
+    def modules(self) -> list[tuple[str, dict[str, TensorInfo]]]:
+        """(module key, its params) of every module an adapter claims (built on first use: the structure phase
+        needs only the facts)."""
+        if self._modules is None:
+            t = self.tensors
+            self._modules = [(mp.key, {p: t[k] for p, k in mp.params}) for mp in self.plans]
+        return self._modules
+
+    @property
     def templates(self) -> list[tuple[Adapter, RawPath]]:
-        """The modules' adapters over this index's tensors (built on first use: the structure phase needs only
-        the facts)."""
+        """The modules' adapters over this index's tensors (built on first use)."""
         if self._templates is None:
             self._templates = [(f.template(key, params), f.raw)
                                for (key, params), f in zip(self.modules, self.module_facts, strict=True)]
@@ -104,19 +114,18 @@ def analyse_index(structure: FileStructure) -> IndexAnalysis:
     tensors = structure.tensors
     plan = grouping_plan(tuple(tensors))
     unknown = list(plan.unknown_keys)
-    modules: list[tuple[str, dict[str, TensorInfo]]] = []
+    plans: list[ModulePlan] = []
     facts: list[ModuleFacts] = []
     for mp in plan.modules:
-        params = {p: tensors[k] for p, k in mp.params}
-        found = facts_for_plan(mp, params)
+        found = module_facts(mp, tensors)
         if found.leftover:
-            unknown.extend(params[p].key for p in found.leftover)
+            unknown.extend(k for p, k in mp.params if p in found.leftover)
         if found.adapter_type is None:
             continue
-        modules.append((mp.key, params))
+        plans.append(mp)
         facts.append(found)
     shapes = [f.shape for f in facts]
-    analysis = IndexAnalysis(modules=modules, unknown=sorted(set(unknown)), shapes=shapes,
+    analysis = IndexAnalysis(plans=plans, tensors=tensors, unknown=sorted(set(unknown)), shapes=shapes,
                              shape_guess=from_shapes(shapes), formats=Counter(f.format for f in facts),
                              module_facts=facts)
     if structure.index_digest:
@@ -124,10 +133,10 @@ def analyse_index(structure: FileStructure) -> IndexAnalysis:
             global _cached_modules
             if structure.index_digest in _ANALYSES:  # (another thread was first)
                 return _ANALYSES[structure.index_digest]
-            _cached_modules = (_cached_modules if _ANALYSES else 0) + len(analysis.modules)  # (0: cleared)
+            _cached_modules = (_cached_modules if _ANALYSES else 0) + len(analysis.plans)  # (0: cleared)
             _ANALYSES[structure.index_digest] = analysis
             while len(_ANALYSES) > _ANALYSES_SIZE or (_cached_modules > _ANALYSES_MODULES and len(_ANALYSES) > 1):
-                _cached_modules -= len(_ANALYSES.popitem(last=False)[1].modules)
+                _cached_modules -= len(_ANALYSES.popitem(last=False)[1].plans)
     return analysis
 
 
@@ -264,7 +273,7 @@ def index_facts(index: IndexAnalysis) -> IndexFacts:
     if index.facts is None:
         facts = index.module_facts
         ranks = Counter(f.rank for f in facts if f.rank)
-        problems = _problems([(key, f.problems) for (key, _), f in zip(index.modules, facts, strict=True)],
+        problems = _problems([(mp.key, f.problems) for mp, f in zip(index.plans, facts, strict=True)],
                              index.unknown)
         index.facts = IndexFacts(
             format=index.formats.most_common(1)[0][0] if index.formats else "unknown",
