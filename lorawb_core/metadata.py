@@ -99,14 +99,11 @@ class LoraMetadata:
 
     def to_json(self) -> str:
         """``finite_json(self.to_dict())`` without building that copy: the encoder reads the dataclasses' own
-        fields (the library writes one per file; a NaN in a parsed JSON value takes the cleaning path)."""
+        fields (the library writes one per file; a NaN in a parsed JSON value takes finite_json's cleaning path)."""
         fields_ = {k: v for k, v in vars(self).items() if k != "raw"}  # (the instances' own dicts: no copies)
         fields_["trigger_words"] = [vars(t) for t in self.trigger_words]
         fields_["training"] = vars(self.training)
-        try:
-            return json.dumps(fields_, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        except ValueError:
-            return finite_json(self.to_dict())
+        return finite_json(fields_)
 
 
 _ATOMIC = (str, int, float, bool, type(None))
@@ -228,30 +225,59 @@ def trigger_candidates(meta: dict[str, str], tag_frequency: Any, images: int | N
         add(phrase, "modelspec")
     if not isinstance(tag_frequency, dict):
         return words[:limit]
+    counts, folder_names = _tag_counts(tag_frequency)
+    total = images or (max(counts.values()) if counts else 0)
+    if folder_names:
+        lowered: set[str] | None = None
+        for folder in folder_names:
+            if folder not in counts and lowered is None:
+                lowered = {t.lower() for t in counts}
+            if folder in counts or folder.lower() in lowered:  # type: ignore[operator]
+                add(folder, "tag_frequency", counts.get(folder, 0), counts.get(folder, 0) / total if total else 0.0)
+    for ranked in (_best_tags(counts, limit), None):
+        if ranked is None:  # the best few were not enough (duplicates, generic tags): every tag, best first
+            ranked = _best_tags(counts, None)
+        for neg, tag in ranked:  # (a tag added before is skipped by add: the second pass continues the first)
+            add(tag, "tag_frequency", -neg, -neg / total if total else 0.0)
+            if len(words) >= limit:
+                return words[:limit]
+    return words[:limit]
+
+
+def _tag_counts(tag_frequency: dict[Any, Any]) -> tuple[dict[str, int], list[str]]:
+    """Images per tag over every dataset folder (tags stripped, non-numeric and non-finite counts ignored), and the
+    folders' names (kohya ``<repeats>_<name>``)."""
     counts: dict[str, int] = {}
     folder_names: list[str] = []
     for folder, tags in tag_frequency.items():
         m = re.match(r"^\d+_(.+)$", str(folder))
         if m:
             folder_names.append(m[1].replace("_", " ").strip())
-        if isinstance(tags, dict):
-            for tag, n in tags.items():
-                if isinstance(n, (int, float)) and math.isfinite(n):
-                    tag = str(tag).strip()
-                    counts[tag] = counts.get(tag, 0) + int(n)
-    total = images or (max(counts.values()) if counts else 0)
-    if folder_names:
-        lowered = {t.lower() for t in counts}
-        for folder in folder_names:
-            if folder.lower() in lowered:
-                add(folder, "tag_frequency", counts.get(folder, 0), counts.get(folder, 0) / total if total else 0.0)
-    ranked = [(-n, tag) for tag, n in counts.items() if tag.lower() not in _COMMON_TAGS]
-    ranked.sort()  # by count, then tag (generic tags are never candidates)
-    for neg, tag in ranked:
-        add(tag, "tag_frequency", -neg, -neg / total if total else 0.0)
-        if len(words) >= limit:
-            break
-    return words[:limit]
+        if not isinstance(tags, dict):
+            continue
+        if not counts and tags and set(map(type, tags.values())) == {int} and set(map(type, tags)) == {str}:
+            counts = dict(zip(map(str.strip, tags), tags.values(), strict=True))  # the common case: no loop in Python
+            if len(counts) == len(tags):
+                continue
+            counts = {}  # two tags that differ only by spaces around them: added up below
+        for tag, n in tags.items():
+            if isinstance(n, (int, float)) and math.isfinite(n):
+                tag = str(tag).strip()
+                counts[tag] = counts.get(tag, 0) + int(n)
+    return counts, folder_names
+
+
+def _best_tags(counts: dict[str, int], want: int | None) -> list[tuple[int, str]]:
+    """(-count, tag) of the non-generic tags, by count then tag: all of them (``want`` None), or at least the best
+    ``want`` when there are that many (only the tags at or above the count of the ``want + generic``-th best are
+    sorted, not thousands)."""
+    if want is not None and len(counts) > 4 * (want + len(_COMMON_TAGS)):
+        threshold = sorted(counts.values(), reverse=True)[want + len(_COMMON_TAGS) - 1]
+        ranked = [(-n, tag) for tag, n in counts.items() if n >= threshold]
+    else:
+        ranked = [(-n, tag) for tag, n in counts.items()]
+    ranked.sort()
+    return [(neg, tag) for neg, tag in ranked if tag.lower() not in _COMMON_TAGS]
 
 
 _METADATA_FIELDS = tuple(f.name for f in fields(LoraMetadata))
