@@ -350,6 +350,18 @@ def test_metadata_to_dict_equals_asdict(sample_files):
         assert m.to_dict(include_raw=True) == ref and list(m.to_dict(include_raw=True)) == list(ref)
         ref.pop("raw")
         assert json.dumps(m.to_dict()) == json.dumps(ref)
+        assert m.to_json() == finite_json(m.to_dict())
+
+
+def test_metadata_to_json_cleans_non_finite_values():
+    from lorawb_core.metadata import parse_metadata
+
+    m = parse_metadata({"ss_network_args": '{"conv_alpha": NaN, "dropout": [Infinity, 0.5]}', "ss_unet_lr": "nan",
+                        "ss_tag_frequency": '{"1_x": {"x": 2}}', "ss_output_name": "ü"})
+    assert m.to_json() == finite_json(m.to_dict())
+    back = json.loads(m.to_json())
+    assert back["training"]["network_args"] == {"conv_alpha": None, "dropout": [None, 0.5]}
+    assert back["output_name"] == "ü" and back["trigger_words"][0]["word"] == "x"
 
 
 def test_finite_json_equals_the_cleaning_encoder():
