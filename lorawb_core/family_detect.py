@@ -197,6 +197,8 @@ _BASE_VERSION = [(r"^sd_v1", "sd15", None), (r"^sd_v2_v", "sd2", "768-v"), (r"^s
                  (r"^sdxl", "sdxl", None), (r"^(medium|5-medium|5-large|large|sd3)", "sd3", None),
                  (r"^flux", "flux", None), (r"^chroma", "flux", "chroma"), (r"^wan", "wan", None),
                  (r"^hunyuan", "hunyuan_video", None)]
+_ARCH_MATCH = [(re.compile(pattern).match, fam, var) for pattern, fam, var in _ARCH]  # (once per file: compiled)
+_BASE_VERSION_MATCH = [(re.compile(pattern).match, fam, var) for pattern, fam, var in _BASE_VERSION]
 _DERIVATIVES = [("pony", "pony"), ("illustrious", "illustrious"), ("noob", "noobai"), ("animagine", "animagine")]
 
 
@@ -205,15 +207,15 @@ def from_metadata(meta: dict[str, str]) -> tuple[str | None, str | None, list[st
     ev: list[str] = []
     family = variant = None
     arch = meta.get("modelspec.architecture", "").lower()
-    for pattern, fam, var in _ARCH:
-        if arch and re.match(pattern, arch):
+    for match, fam, var in _ARCH_MATCH if arch else ():
+        if match(arch):
             family, variant = fam, var
             ev.append(f"modelspec.architecture = {arch}")
             break
     base = meta.get("ss_base_model_version", "").lower()
     if base:
-        for pattern, fam, var in _BASE_VERSION:
-            if re.match(pattern, base):
+        for match, fam, var in _BASE_VERSION_MATCH:
+            if match(base):
                 if family is None:
                     family, variant = fam, var
                 ev.append(f"ss_base_model_version = {base}")

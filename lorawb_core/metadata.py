@@ -18,6 +18,8 @@ from .strict_json import finite_json
 _JSON_KEYS = ("ss_tag_frequency", "ss_network_args", "lora_adapter_metadata")  # the JSON values we use, no others
 MAX_JSON_CHARS = 1 << 20  # a JSON value above this is not decoded whole (one file must stay cheap to index) …
 TAG_SCAN_CHARS = 1 << 18  # … a huge ss_tag_frequency is read from its first TAG_SCAN_CHARS characters only
+_PHRASE_SPLIT = re.compile(r"[,\n]").split
+_DATASET_FOLDER = re.compile(r"^\d+_(.+)$").match  # kohya's <repeats>_<name>
 _TAG_COUNT = re.compile(r'"((?:[^"\\]|\\.){1,200})"\s*:\s*(\d{1,9})\s*[,}]')
 _FOLDER = re.compile(r'"((?:[^"\\]|\\.){1,300})"\s*:\s*\{')
 _INT_KEYS = {"ss_steps": "steps", "ss_epoch": "epoch", "ss_num_epochs": "epochs", "ss_max_train_steps": "max_steps",
@@ -221,7 +223,8 @@ def trigger_candidates(meta: dict[str, str], tag_frequency: Any, images: int | N
             seen.add(w.lower())
             words.append(TriggerWord(w, source, count, round(share, 4)))
 
-    for phrase in re.split(r"[,\n]", meta.get("modelspec.trigger_phrase", "")):
+    phrases = meta.get("modelspec.trigger_phrase")
+    for phrase in _PHRASE_SPLIT(phrases) if phrases else ():
         add(phrase, "modelspec")
     if not isinstance(tag_frequency, dict):
         return words[:limit]
@@ -250,7 +253,7 @@ def _tag_counts(tag_frequency: dict[Any, Any]) -> tuple[dict[str, int], list[str
     counts: dict[str, int] = {}
     folder_names: list[str] = []
     for folder, tags in tag_frequency.items():
-        m = re.match(r"^\d+_(.+)$", str(folder))
+        m = _DATASET_FOLDER(str(folder))
         if m:
             folder_names.append(m[1].replace("_", " ").strip())
         if not isinstance(tags, dict):
