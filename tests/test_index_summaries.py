@@ -33,8 +33,7 @@ def _clear_caches() -> None:
         header_index._INDEX_CACHE.clear()
         header_index._CANDIDATES.clear()
         header_index._VALIDATED.clear()
-    with structure._analyses_lock:
-        structure._ANALYSES.clear()
+    structure._ANALYSES.clear()
     summaries.clear()
     module_facts.clear()
     key_groups._PLANS.clear()
@@ -51,7 +50,7 @@ def fast_reads(monkeypatch):
     """Counts the reads that skipped the tensor index (the fast path under test), with the per-index caches of
     tensors and modules as small as they are against a library of thousands of indexes."""
     monkeypatch.setattr(header_index, "_INDEX_CACHE_SIZE", 2)
-    monkeypatch.setattr(structure, "_ANALYSES_SIZE", 2)
+    monkeypatch.setattr(structure._ANALYSES, "entries", 2)
     seen = {"skipped": 0, "read": 0}
     real = summaries.read_structure
 
@@ -150,7 +149,7 @@ def test_a_known_index_in_a_file_of_another_size_is_validated_again(tmp_path):
 
 
 def test_summary_caches_are_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(summaries, "_SUMMARIES_SIZE", 3)
+    monkeypatch.setattr(summaries._SUMMARIES, "entries", 3)
     monkeypatch.setattr(header_index, "_VALIDATED_SIZE", 3)
     _clear_caches()
     for j, (_family, base, dtype, _rank, tensors) in enumerate(varied_layouts(6, seed=9)):

@@ -7,12 +7,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..adapters import Adapter
+from ..bounded_lru import BoundedLru
 from ..family_detect import FamilyGuess, ModuleShape, detect_family, from_shapes
 from ..key_groups import ModulePlan, grouping_plan
 from ..key_targets import RawPath, Target
@@ -98,19 +98,14 @@ class IndexAnalysis:
         return self._templates
 
 
-_ANALYSES: OrderedDict[bytes, IndexAnalysis] = OrderedDict()
-_ANALYSES_SIZE = 128
-_ANALYSES_MODULES = 100_000  # and at most this many modules in all (memory bounded whatever the library holds)
-_cached_modules = 0  # the modules _ANALYSES holds
-_analyses_lock = threading.Lock()
+# by index digest; at most 128 and 100,000 modules in all (memory bounded whatever the library holds)
+_ANALYSES = BoundedLru[bytes, IndexAnalysis](entries=128, weight_limit=100_000, weight=lambda a: len(a.plans))
 
 
 def analyse_index(structure: FileStructure) -> IndexAnalysis:
-    with _analyses_lock:
-        cached = _ANALYSES.get(structure.index_digest) if structure.index_digest else None
-        if cached is not None:
-            _ANALYSES.move_to_end(structure.index_digest)
-            return cached
+    cached = _ANALYSES.get(structure.index_digest) if structure.index_digest else None
+    if cached is not None:
+        return cached
     tensors = structure.tensors
     plan = grouping_plan(tuple(tensors))
     unknown = list(plan.unknown_keys)
@@ -129,14 +124,7 @@ def analyse_index(structure: FileStructure) -> IndexAnalysis:
                              shape_guess=from_shapes(shapes), formats=Counter(f.format for f in facts),
                              module_facts=facts)
     if structure.index_digest:
-        with _analyses_lock:
-            global _cached_modules
-            if structure.index_digest in _ANALYSES:  # (another thread was first)
-                return _ANALYSES[structure.index_digest]
-            _cached_modules = (_cached_modules if _ANALYSES else 0) + len(analysis.plans)  # (0: cleared)
-            _ANALYSES[structure.index_digest] = analysis
-            while len(_ANALYSES) > _ANALYSES_SIZE or (_cached_modules > _ANALYSES_MODULES and len(_ANALYSES) > 1):
-                _cached_modules -= len(_ANALYSES.popitem(last=False)[1].plans)
+        analysis = _ANALYSES.put(structure.index_digest, analysis)  # (another thread's, if it was first)
     return analysis
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_file
+from ..bounded_lru import BoundedLru
 from ..family_detect import FamilyGuess, ModuleShape, detect_family
 from ..header_index import remember_validated
 from ..key_targets import RawPath
@@ -58,11 +57,9 @@ class IndexSummary:
         return cls(facts, guess, shapes, {(fam, depth): (lid, full) for fam, depth, lid, full in d["layouts"]})
 
 
-_SUMMARIES: OrderedDict[bytes, IndexSummary] = OrderedDict()
-_SUMMARIES_SIZE = 8192
-_SUMMARIES_PROBLEMS = 100_000  # problem lines kept in all (a broken index has one per module)
-_summaries_problems = 0
-_lock = threading.Lock()
+# by index digest; at most 8,192 and 100,000 problem lines in all (a broken index has one per module)
+_SUMMARIES = BoundedLru[bytes, IndexSummary](entries=8192, weight_limit=100_000,
+                                             weight=lambda summary: len(summary.facts.problems))
 _shared: Path | None = None  # the scan's directory of shared summaries (worker processes)
 
 
@@ -73,25 +70,14 @@ def share_through(directory: str | os.PathLike[str] | None) -> None:
 
 
 def _summary_of(digest: bytes) -> IndexSummary | None:
-    with _lock:
-        summary = _SUMMARIES.get(digest)
-        if summary is not None:
-            _SUMMARIES.move_to_end(digest)
-            return summary
-    return _adopt_shared(digest) if _shared is not None else None
+    summary = _SUMMARIES.get(digest)
+    if summary is None and _shared is not None:
+        summary = _adopt_shared(digest)
+    return summary
 
 
 def _remember(digest: bytes, summary: IndexSummary) -> None:
-    global _summaries_problems
-    with _lock:
-        if digest in _SUMMARIES:
-            return
-        if not _SUMMARIES:  # (also when cleared from outside)
-            _summaries_problems = 0
-        _SUMMARIES[digest] = summary
-        _summaries_problems += len(summary.facts.problems)
-        while len(_SUMMARIES) > _SUMMARIES_SIZE or (_summaries_problems > _SUMMARIES_PROBLEMS and len(_SUMMARIES) > 1):
-            _summaries_problems -= len(_SUMMARIES.popitem(last=False)[1].facts.problems)
+    _SUMMARIES.put(digest, summary)
 
 
 def _adopt_shared(digest: bytes) -> IndexSummary | None:
@@ -163,5 +149,4 @@ def _summary(structure: FileStructure, family: FamilyGuess, facts: IndexFacts, i
 
 
 def clear() -> None:
-    with _lock:
-        _SUMMARIES.clear()
+    _SUMMARIES.clear()
