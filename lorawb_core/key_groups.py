@@ -89,7 +89,8 @@ class ModulePlan:
 
     key: str
     params: tuple[tuple[str, str], ...]  # (canonical param, tensor key), in the order grouping found them
-    tensor_keys: tuple[str, ...]  # the same tensor keys alone
+    names: tuple[str, ...]  # the canonical params alone
+    tensor_keys: tuple[str, ...]  # the tensor keys alone
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,7 +130,8 @@ def plan_grouping(keys: Iterable[str]) -> GroupingPlan:
             unknown.append(key)
         else:
             params.setdefault(param, key)
-    return GroupingPlan(modules=tuple(ModulePlan(m, tuple(ps.items()), tuple(ps.values())) for m, ps in modules.items()),
+    return GroupingPlan(modules=tuple(ModulePlan(m, tuple(ps.items()), tuple(ps), tuple(ps.values()))
+                                      for m, ps in modules.items()),
                         unknown_keys=tuple(sorted(unknown)))
 
 

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from .base import Adapter, Energy, Getter, flat2, lowrank_energy, tucker_energy
 
 
+class PlainLora(NamedTuple):
+    rank: int
+    out_features: int
+    in_features: int
+
+
 class LoraAdapter(Adapter):
     name: ClassVar[str] = "lora"
+
+    @staticmethod
+    def plain(names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -> PlainLora | None:
+        """A plain linear LoRA module from its canonical params and their shapes alone: ``up`` and ``down`` (and
+        maybe ``alpha``), matrices that multiply, no size 0. Probing always gives such a module to this adapter
+        (the first of the registry) with that rank, target shape ``(up[0], down[1])`` and no problem, so its other
+        facts do not depend on the rank (``module_facts`` reuses them across ranks). None for any other module."""
+        if len(names) == 3 and "alpha" not in names or not 2 <= len(names) <= 3 or "up" not in names or \
+                "down" not in names:
+            return None
+        up, down = shapes[names.index("up")], shapes[names.index("down")]
+        if len(up) == 2 and len(down) == 2 and up[1] == down[0] and up[0] and down[0] and down[1]:
+            return PlainLora(down[0], up[0], down[1])
+        return None
 
     @classmethod
     def consumed(cls) -> tuple[str, ...]:

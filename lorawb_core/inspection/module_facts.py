@@ -15,6 +15,7 @@ from functools import lru_cache
 from itertools import islice
 
 from ..adapters import Adapter, probe_module
+from ..adapters.lora import LoraAdapter
 from ..family_detect import ModuleShape
 from ..key_groups import ModulePlan
 from ..key_targets import RawPath, Target, canonical_target, normalise_native_dit, parse_module_key
@@ -61,22 +62,43 @@ class ModuleFacts:
 
 _FACTS: dict[Signature, ModuleFacts] = {}
 _FACTS_SIZE = 200_000  # a few hundred bytes each; past this the older half goes (memory bounded)
+_PLAIN: dict[tuple[tuple[str, ...], int, int], ModuleFacts] = {}  # plain LoRA modules' facts at their first rank
 _facts_lock = threading.Lock()
 
 
 def module_facts(plan: ModulePlan, tensors: dict[str, TensorInfo]) -> ModuleFacts:
     """The facts of one module of a grouping plan over an index's ``tensors``, computed on first sight of its tensor
     keys with these shapes (the keys fix the module key and its params)."""
-    signature = (plan.tensor_keys, tuple([tensors[k].shape for k in plan.tensor_keys]))
+    shapes = tuple([tensors[k].shape for k in plan.tensor_keys])
+    signature = (plan.tensor_keys, shapes)
     facts = _FACTS.get(signature)
     if facts is None:
-        facts = _probe(plan.key, {p: tensors[k] for p, k in plan.params})
+        facts = _new_facts(plan, tensors, shapes)
         with _facts_lock:
             if len(_FACTS) >= _FACTS_SIZE:
                 for old in list(islice(_FACTS, _FACTS_SIZE // 2)):
                     del _FACTS[old]
             _FACTS[signature] = facts
     return facts
+
+
+def _new_facts(plan: ModulePlan, tensors: dict[str, TensorInfo], shapes: tuple[tuple[int, ...], ...]) -> ModuleFacts:
+    """Probe the module, except a plain LoRA module (most modules of most files) whose keys and target size were
+    probed before at another rank: those facts with this rank (see ``LoraAdapter.plain``)."""
+    plain = LoraAdapter.plain(plan.names, shapes)
+    if plain is None:
+        return _probe(plan.key, {p: tensors[k] for p, k in plan.params})
+    key = (plan.tensor_keys, plain.out_features, plain.in_features)
+    base = _PLAIN.get(key)
+    if base is None:
+        base = _probe(plan.key, {p: tensors[k] for p, k in plan.params})
+        with _facts_lock:
+            if len(_PLAIN) >= _FACTS_SIZE:
+                _PLAIN.clear()
+            _PLAIN[key] = base
+        return base
+    return ModuleFacts(base.adapter_type, base.own, base.leftover, plain.rank, base.target_shape, base.problems,
+                       base.raw, base.shape, base.format, base.algorithm, base.requires_base, base.targets)
 
 
 def _probe(module: str, params: dict[str, TensorInfo]) -> ModuleFacts:
@@ -121,4 +143,5 @@ def _targets_of(module: str, out_rows: int, in_cols: int) -> dict[tuple[str, int
 def clear() -> None:
     with _facts_lock:
         _FACTS.clear()
+        _PLAIN.clear()
         _TARGETS.clear()
