@@ -83,7 +83,7 @@ def split_key(key: str) -> tuple[str, str] | None:
     return None
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False, slots=True)  # (not frozen: a new key set builds hundreds; nothing assigns to one after)
 class ModulePlan:
     """One module of a grouping plan: its key and, per canonical param, the tensor key that holds it."""
 
@@ -119,11 +119,11 @@ def plan_grouping(keys: Iterable[str]) -> GroupingPlan:
             continue
         params = modules.get(module)
         if params is None:
-            params = modules[module] = {}
-        if param in params:  # two spellings of the same param in one module
+            modules[module] = {param: key}
+        elif param in params:  # two spellings of the same param in one module
             unknown.append(key)
-            continue
-        params[param] = key
+        else:
+            params[param] = key
     for module, param, key in generic:
         params = modules.get(module)
         if params is None:
