@@ -115,9 +115,32 @@ def split_metadata(buf: bytearray | bytes, n: int) -> HeaderSplit:
     if decoded is None:
         return HeaderSplit(None, pos, pos, tail)
     obj, length = decoded
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()) or \
+            buf.find(b"\\u", start, start + length) >= 0 and has_lone_surrogate(obj):
         return HeaderSplit(None, pos, pos, tail)
     return HeaderSplit(obj, pos, min(start + length, tail), tail)
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """True when a string in ``value`` (dict keys and values, list items, nested) holds a lone UTF-16 surrogate:
+    JSON's ``\\ud800`` escapes decode to one in Python, while the safetensors library (Rust strings) refuses such
+    a header. Only escapes make one (raw UTF-8 cannot), so callers look for a ``\\u`` in the bytes first."""
+    strings: list[str] = []
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            strings.append(v)
+        elif isinstance(v, dict):
+            strings.extend(k for k in v if isinstance(k, str))
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    try:
+        "".join(strings).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _metadata_position(buf: bytearray | bytes, n: int) -> int:

@@ -13,11 +13,29 @@ import struct
 import pytest
 from safetensors import SafetensorError, safe_open
 
+from lorawb_core import header_index, reader
 from lorawb_core.errors import CorruptFile, LorawbError
 from lorawb_core.reader import read_structure
 
 KEY = "lora_unet_down_blocks_0_attentions_0_proj_in"
 F16 = 2
+
+
+@pytest.fixture(params=["orjson", "json"], autouse=True)
+def parser(request, monkeypatch):
+    """Every verdict with each parser the reader may use for a new index: orjson (a dependency) and the standard
+    library's json (what runs without it); no index known from an earlier test."""
+    if request.param == "orjson":
+        import orjson
+
+        monkeypatch.setattr(reader, "_orjson_loads", orjson.loads)
+    else:
+        monkeypatch.setattr(reader, "_orjson_loads", None)
+    with header_index._cache_lock:
+        header_index._INDEX_CACHE.clear()
+        header_index._CANDIDATES.clear()
+        header_index._VALIDATED.clear()
+    return request.param
 
 
 def _entries() -> dict:
@@ -95,6 +113,17 @@ def _mutations() -> dict[str, tuple[bytes, int]]:
     out["zero-size tensor"] = (_header(zero), n)
     out["entry not an object"] = (_header({**base, "z": [1, 2]}), n)
     out["no tensors"] = (_header({}), 0)
+    # where the two parsers differ (orjson refuses these; the strict parse then judges) and escapes
+    valid = _header(base)
+    out["lone surrogate in a key"] = (valid.replace(b"proj_in", b"proj_\\ud800"), n)
+    out["lone surrogate in a metadata value"] = (_header(base, {"ss_output_name": "x\ud800"}), n)
+    out["lone surrogate in a metadata key"] = (_header(base, {"\udfff": "x"}), n)
+    out["escaped surrogate pair in metadata"] = (_header(base, {"ss_output_name": "x\U0001F600"}), n)
+    out["escaped key"] = (valid.replace(b"proj_in", b"proj_\\u0069n"), n)
+    out["NaN dim"] = (valid.replace(b'"shape":[320,4]', b'"shape":[NaN,4]'), n)
+    out["nested 1,500 deep"] = (valid.replace(b'"shape":[320,4]', b'"shape":' + b"[" * 1500 + b"]" * 1500), n)
+    out["offset beyond 64 bits"] = (valid.replace(b'"data_offsets":[0,2]', b'"data_offsets":[0,18446744073709551618]'), n)
+    out["indented"] = (json.dumps({"__metadata__": {"a": "b"}, **base}, indent=2).encode(), n)
     return out
 
 
@@ -156,3 +185,14 @@ def test_a_key_written_twice_is_refused_even_where_the_library_reads_one(tmp_pat
     path = _write(tmp_path / "twice.safetensors", twice.encode(), _data_len(base))
     with pytest.raises(CorruptFile, match="twice"):
         read_structure(path)
+
+
+def test_a_known_index_with_a_lone_surrogate_in_its_metadata_is_refused(tmp_path):
+    base = _entries()
+    good = _write(tmp_path / "good.safetensors", _header(base), _data_len(base))
+    read_structure(good)  # the index is known now: the next file's index bytes are compared, not parsed
+    bad = _write(tmp_path / "bad.safetensors", _header(base, {"ss_output_name": "x\ud800"}), _data_len(base))
+    with pytest.raises(CorruptFile, match="lone UTF-16 surrogate"):
+        read_structure(bad)
+    assert read_structure(_write(tmp_path / "pair.safetensors", _header(base, {"ss_output_name": "x\U0001F600"}),
+                                 _data_len(base))).metadata == {"ss_output_name": "x\U0001F600"}
