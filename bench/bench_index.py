@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
@@ -330,6 +331,8 @@ def main() -> int:
         few = build_library(repeated, args.files)
         print(f"built {args.files} files on repeated layouts ({few} distinct tensor indexes) in "
               f"{time.perf_counter() - t:.1f} s ({_built(repeated)})")
+        if hasattr(os, "sync"):
+            os.sync()  # the kernel writes the files just built back now, not during the measured scans
         best, med = structure_rate(root, db_path, args.files, args.workers, args.repeat)
         best_r, med_r = structure_rate(repeated, work / "repeated.sqlite3", args.files, args.workers, args.repeat)
         print(f"structure phase, realistic mix ({distinct:,} layouts): {best:,.0f} files/s best of {args.repeat} "
