@@ -129,7 +129,7 @@ def bench_headers(tmp: Path, n: int) -> None:
     def cold():
         for p in paths:
             header_index._INDEX_CACHE.clear()
-            insp._ANALYSES.clear()
+            insp.clear()
             inspect_file(p, blocks=False)
 
     t = _best(lambda: [inspect_file(p, blocks=False) for p in paths])

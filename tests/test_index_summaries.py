@@ -33,7 +33,7 @@ def _clear_caches() -> None:
         header_index._INDEX_CACHE.clear()
         header_index._CANDIDATES.clear()
         header_index._VALIDATED.clear()
-    structure._ANALYSES.clear()
+    structure.clear()
     summaries.clear()
     module_facts.clear()
     key_groups._PLANS.clear()
@@ -111,6 +111,9 @@ def test_indexes_sharing_their_keys_get_the_facts_of_a_fresh_analysis(tmp_path, 
         files.append(p)
     _check(files, files + files[::-1])
     assert len(key_groups._PLANS) == 1  # (the damaged files have the same keys)
+    f16, f32 = (structure.inspect_structure(files[i]).index for i in (1, 2))  # same keys and shapes, other dtype
+    assert f32.module_facts is f16.module_facts and f32.gram_plan is None  # the analysis by shapes, taken over …
+    assert {t.dtype for _, params in f32.modules for t in params.values()} == {"F32"}  # … with its own tensors
     problems = [summarize_structure(p).problems for p in files]
     assert not problems[0] and not problems[1] and not problems[5]
     assert problems[3] and problems[4] and problems[6]

@@ -8,13 +8,13 @@ import math
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..adapters import Adapter
 from ..bounded_lru import BoundedLru
 from ..family_detect import FamilyGuess, ModuleShape, detect_family, from_shapes
-from ..key_groups import ModulePlan, grouping_plan
+from ..key_groups import GroupingPlan, ModulePlan, grouping_plan
 from ..key_targets import RawPath, Target
 from ..layouts import FamilyMap, family_map
 from ..metadata import LoraMetadata, parse_metadata
@@ -102,12 +102,35 @@ class IndexAnalysis:
 _ANALYSES = BoundedLru[bytes, IndexAnalysis](entries=128, weight_limit=100_000, weight=lambda a: len(a.plans))
 
 
+# by (grouping plan, every tensor's shape): an index that differs from one analysed before only in its dtypes or
+# offsets (an fp16 and a bf16 save, other tensor orders in the data) takes over that analysis with its own tensors
+_BY_SHAPES = BoundedLru[tuple, IndexAnalysis](entries=128, weight_limit=100_000, weight=lambda a: len(a.plans))
+
+
 def analyse_index(structure: FileStructure) -> IndexAnalysis:
     cached = _ANALYSES.get(structure.index_digest) if structure.index_digest else None
     if cached is not None:
         return cached
     tensors = structure.tensors
     plan = grouping_plan(tuple(tensors))
+    by_shapes = (plan, tuple([t.shape for t in tensors.values()]))
+    same = _BY_SHAPES.get(by_shapes)
+    if same is not None:  # (what depends on dtypes and offsets is left out: the Gram plan, the module tensors)
+        analysis = replace(same, tensors=tensors, gram_plan=None, _modules=None, _templates=None)
+    else:
+        analysis = _BY_SHAPES.put(by_shapes, _analysis(plan, tensors))
+    if structure.index_digest:
+        analysis = _ANALYSES.put(structure.index_digest, analysis)  # (another thread's, if it was first)
+    return analysis
+
+
+def clear() -> None:
+    """Forget every index analysis (by digest and by shapes)."""
+    _ANALYSES.clear()
+    _BY_SHAPES.clear()
+
+
+def _analysis(plan: GroupingPlan, tensors: dict[str, TensorInfo]) -> IndexAnalysis:
     unknown = list(plan.unknown_keys)
     plans: list[ModulePlan] = []
     facts: list[ModuleFacts] = []
@@ -120,12 +143,8 @@ def analyse_index(structure: FileStructure) -> IndexAnalysis:
         plans.append(mp)
         facts.append(found)
     shapes = [f.shape for f in facts]
-    analysis = IndexAnalysis(plans=plans, tensors=tensors, unknown=sorted(set(unknown)), shapes=shapes,
-                             shape_guess=from_shapes(shapes), formats=Counter(f.format for f in facts),
-                             module_facts=facts)
-    if structure.index_digest:
-        analysis = _ANALYSES.put(structure.index_digest, analysis)  # (another thread's, if it was first)
-    return analysis
+    return IndexAnalysis(plans=plans, tensors=tensors, unknown=sorted(set(unknown)), shapes=shapes,
+                         shape_guess=from_shapes(shapes), formats=Counter(f.format for f in facts), module_facts=facts)
 
 
 def _clone(template: Adapter) -> Adapter:
