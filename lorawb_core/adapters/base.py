@@ -10,13 +10,20 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from ..errors import InvalidTensor
 from ..reader import TensorInfo
 
 Getter = Callable[[str], Any]  # canonical param name -> float torch tensor
 # Parameters any algorithm may carry besides its own factors.
+class RankFree(NamedTuple):
+    """What ``Adapter.rank_free`` finds: the module's rank and target shape."""
+
+    rank: int
+    target_shape: tuple[int, ...]
+
+
 COMMON_EXTRAS = ("alpha", "dora_scale", "magnitude", "up_bias", "diff_b", "bias", "scale")
 CHUNK_ELEMENTS = 1 << 22  # bound for chunked materialisation (LoHa): 4M floats = 16 MB per step
 
@@ -75,6 +82,13 @@ class Adapter:
                 f"{k} {list(own[k].shape)}" for k in empty or [k for k in own if k != "alpha"]) +
                 "): the module changes nothing and cannot be applied")
         return adapter
+
+    @classmethod
+    def rank_free(cls, names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -> RankFree | None:
+        """For a module this adapter claims, with canonical params ``names`` of ``shapes``: its rank and target shape
+        when they are all its facts depend on besides the tensor keys (no problem possible, no other fact moved by
+        the rank), so facts probed at one rank hold at any other (``module_facts``); None when unsure."""
+        return None
 
     def inspect_shapes(self) -> None:
         """Fill rank and target_shape from the header; record shape problems in ``problems``."""

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import CHUNK_ELEMENTS, Adapter, Energy, Getter
+from .base import CHUNK_ELEMENTS, Adapter, Energy, Getter, RankFree
 
 _FACTORS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
+_PLAIN = frozenset({*_FACTORS, "alpha"})  # the params a plain module may hold
 
 
 class LohaAdapter(Adapter):
@@ -23,6 +24,20 @@ class LohaAdapter(Adapter):
     @classmethod
     def claims(cls, params) -> bool:
         return all(f in params for f in _FACTORS)
+
+    @classmethod
+    def rank_free(cls, names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -> RankFree | None:
+        """A plain LoHa module: the four factors (maybe ``alpha``, no Tucker cores), ``w?_a`` matrices, ``w?_b`` of
+        one shape, each pair multiplying, the two products of one shape, no size 0. Probing gives it this adapter
+        with rank ``w1_b[0]``, target ``(w1_a[0], *w1_b[1:])`` and no problem."""
+        if len(names) not in (4, 5) or not _PLAIN.issuperset(names) or not all(f in names for f in _FACTORS):
+            return None
+        w1a, w1b, w2a, w2b = (shapes[names.index(f)] for f in _FACTORS)
+        if len(w1a) != 2 or len(w2a) != 2 or len(w1b) < 2 or len(w1b) != len(w2b) or w1a[1] != w1b[0] or \
+                w2a[1] != w2b[0] or w1a[0] != w2a[0] or w1b[1:] != w2b[1:] or 0 in w1a or 0 in w1b or 0 in w2a or \
+                0 in w2b:
+            return None
+        return RankFree(w1b[0], (w1a[0], *w1b[1:]))
 
     @property
     def tucker(self) -> bool:

@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
-from .base import Adapter, Energy, Getter, flat2, lowrank_energy, tucker_energy
+from .base import Adapter, Energy, Getter, RankFree, flat2, lowrank_energy, tucker_energy
 
-
-class PlainLora(NamedTuple):
-    rank: int
-    out_features: int
-    in_features: int
+_PLAIN = frozenset({"up", "down", "alpha", "dora_scale", "magnitude"})  # the params a plain module may hold
 
 
 class LoraAdapter(Adapter):
     name: ClassVar[str] = "lora"
 
-    @staticmethod
-    def plain(names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -> PlainLora | None:
-        """A plain linear LoRA module from its canonical params and their shapes alone: ``up`` and ``down`` (and
-        maybe ``alpha``), matrices that multiply, no size 0. Probing always gives such a module to this adapter
-        (the first of the registry) with that rank, target shape ``(up[0], down[1])`` and no problem, so its other
-        facts do not depend on the rank (``module_facts`` reuses them across ranks). None for any other module."""
-        if len(names) == 3 and "alpha" not in names or not 2 <= len(names) <= 3 or "up" not in names or \
-                "down" not in names:
+    @classmethod
+    def rank_free(cls, names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -> RankFree | None:
+        """A plain linear module: ``up`` and ``down`` matrices that multiply, maybe ``alpha`` and a DoRA magnitude,
+        no size 0. Probing gives it this adapter with rank ``down[0]``, target ``(up[0], down[1])`` and no problem;
+        its algorithm (``lora`` or ``dora``) comes from the param names."""
+        if "up" not in names or "down" not in names or not _PLAIN.issuperset(names):
             return None
         up, down = shapes[names.index("up")], shapes[names.index("down")]
-        if len(up) == 2 and len(down) == 2 and up[1] == down[0] and up[0] and down[0] and down[1]:
-            return PlainLora(down[0], up[0], down[1])
-        return None
+        if len(up) != 2 or len(down) != 2 or up[1] != down[0] or not (up[0] and down[0] and down[1]):
+            return None
+        if any(0 in shape for name, shape in zip(names, shapes, strict=True) if name != "alpha"):
+            return None  # (a zero-size magnitude is a problem)
+        return RankFree(down[0], (up[0], down[1]))
 
     @classmethod
     def consumed(cls) -> tuple[str, ...]:

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import islice
 
-from ..adapters import Adapter, probe_module
-from ..adapters.lora import LoraAdapter
+from ..adapters import ADAPTERS, Adapter, probe_module
 from ..family_detect import ModuleShape
 from ..key_groups import ModulePlan
 from ..key_targets import RawPath, Target, canonical_target, normalise_native_dit, parse_module_key
@@ -62,7 +61,7 @@ class ModuleFacts:
 
 _FACTS: dict[Signature, ModuleFacts] = {}
 _FACTS_SIZE = 200_000  # a few hundred bytes each; past this the older half goes (memory bounded)
-_PLAIN: dict[tuple[tuple[str, ...], int, int], ModuleFacts] = {}  # plain LoRA modules' facts at their first rank
+_RANK_FREE: dict[tuple[tuple[str, ...], tuple[int, ...]], ModuleFacts] = {}  # rank-free modules' facts, first rank
 _facts_lock = threading.Lock()
 
 
@@ -83,21 +82,23 @@ def module_facts(plan: ModulePlan, tensors: dict[str, TensorInfo]) -> ModuleFact
 
 
 def _new_facts(plan: ModulePlan, tensors: dict[str, TensorInfo], shapes: tuple[tuple[int, ...], ...]) -> ModuleFacts:
-    """Probe the module, except a plain LoRA module (most modules of most files) whose keys and target size were
-    probed before at another rank: those facts with this rank (see ``LoraAdapter.plain``)."""
-    plain = LoraAdapter.plain(plan.names, shapes)
-    if plain is None:
-        return _probe(plan.key, {p: tensors[k] for p, k in plan.params})
-    key = (plan.tensor_keys, plain.out_features, plain.in_features)
-    base = _PLAIN.get(key)
+    """Probe the module, except one whose adapter calls it rank-free (``Adapter.rank_free``: most modules of most
+    files) and whose keys and target shape were probed before at another rank: those facts with this rank."""
+    params = {p: tensors[k] for p, k in plan.params}
+    claimant = next((cls for cls in ADAPTERS if cls.claims(params)), None)
+    free = claimant.rank_free(plan.names, shapes) if claimant is not None else None
+    if free is None:
+        return _probe(plan.key, params)
+    key = (plan.tensor_keys, free.target_shape)
+    base = _RANK_FREE.get(key)
     if base is None:
-        base = _probe(plan.key, {p: tensors[k] for p, k in plan.params})
+        base = _probe(plan.key, params)
         with _facts_lock:
-            if len(_PLAIN) >= _FACTS_SIZE:
-                _PLAIN.clear()
-            _PLAIN[key] = base
+            if len(_RANK_FREE) >= _FACTS_SIZE:
+                _RANK_FREE.clear()
+            _RANK_FREE[key] = base
         return base
-    return ModuleFacts(base.adapter_type, base.own, base.leftover, plain.rank, base.target_shape, base.problems,
+    return ModuleFacts(base.adapter_type, base.own, base.leftover, free.rank, base.target_shape, base.problems,
                        base.raw, base.shape, base.format, base.algorithm, base.requires_base, base.targets)
 
 
@@ -143,5 +144,5 @@ def _targets_of(module: str, out_rows: int, in_cols: int) -> dict[tuple[str, int
 def clear() -> None:
     with _facts_lock:
         _FACTS.clear()
-        _PLAIN.clear()
+        _RANK_FREE.clear()
         _TARGETS.clear()
