@@ -135,7 +135,9 @@ def plan_grouping(keys: Iterable[str]) -> GroupingPlan:
                         unknown_keys=tuple(sorted(unknown)))
 
 
-_PLANS = BoundedLru[tuple[str, ...], GroupingPlan](entries=512, weight_limit=500_000,
+# a plan costs a few hundred bytes per module: at most 512 plans and 150,000 modules (a scan worker of the 1,000-layout
+# bench grows by ~12 MB with them)
+_PLANS = BoundedLru[tuple[str, ...], GroupingPlan](entries=512, weight_limit=150_000,
                                                       weight=lambda plan: len(plan.modules) + len(plan.unknown_keys))
 
 
