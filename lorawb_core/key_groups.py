@@ -7,11 +7,10 @@ bare ``lora_A``) maps to one canonical param name; adapters only ever see canoni
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 from .bounded_lru import BoundedLru
-from .reader import TensorInfo
 
 # suffix -> canonical param. Matched longest first, so ".lora_up.weight" wins over ".up.weight".
 PARAM_SUFFIXES: dict[str, str] = {
@@ -38,20 +37,6 @@ PARAM_SUFFIXES: dict[str, str] = {
 _SUFFIXES_LONGEST_FIRST = sorted(PARAM_SUFFIXES, key=len, reverse=True)
 # Generic suffixes only count as params when the module also has something that says what it is.
 _GENERIC = {"weight", "bias", "scale"}
-
-
-@dataclass
-class RawModule:
-    """All tensors that belong to one module key, by canonical param name."""
-
-    key: str
-    params: dict[str, TensorInfo] = field(default_factory=dict)
-
-
-@dataclass
-class KeyGrouping:
-    modules: dict[str, RawModule]
-    unknown_keys: list[str]  # keys no suffix explains (reported, never dropped)
 
 
 _DOT_SUFFIXES = {s: p for s, p in PARAM_SUFFIXES.items() if s.startswith(".")}
@@ -146,9 +131,3 @@ def grouping_plan(keys: tuple[str, ...]) -> GroupingPlan:
     plan = _PLANS.get(keys)
     return plan if plan is not None else _PLANS.put(keys, plan_grouping(keys))
 
-
-def group_keys(tensors: dict[str, TensorInfo]) -> KeyGrouping:
-    """The tensors of an index grouped into modules (computed afresh: hot paths use :func:`grouping_plan`)."""
-    plan = plan_grouping(tensors)
-    return KeyGrouping(modules={m.key: RawModule(m.key, {p: tensors[k] for p, k in m.params}) for m in plan.modules},
-                       unknown_keys=list(plan.unknown_keys))

@@ -147,7 +147,7 @@ def _reference_report(path):
     from lorawb_core.inspection import LoraReport, ModuleReport
     from lorawb_core.inspection.formats import format_of
     from lorawb_core.inspection.structure import _peft_alpha
-    from lorawb_core.key_groups import group_keys
+    from lorawb_core.key_groups import plan_grouping
     from lorawb_core.key_targets import RawPath, canonical_target, normalise_native_dit, parse_module_key
     from lorawb_core.layouts import family_map
     from lorawb_core.metadata import parse_metadata
@@ -156,11 +156,12 @@ def _reference_report(path):
 
     structure = read_structure(path)
     meta = parse_metadata(structure.metadata)
-    grouping = group_keys(structure.tensors)
+    grouping = plan_grouping(structure.tensors)  # (afresh: no cached plan)
     unknown = list(grouping.unknown_keys)
     mods = []
-    for key, raw_module in grouping.modules.items():
-        adapter, leftover = probe_module(key, raw_module.params)
+    for module in grouping.modules:
+        key = module.key
+        adapter, leftover = probe_module(key, {p: structure.tensors[k] for p, k in module.params})
         unknown.extend(leftover)
         if adapter is None:
             continue
